@@ -1,0 +1,1 @@
+"""trm-edge subsystem."""

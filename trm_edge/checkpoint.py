@@ -1,0 +1,201 @@
+"""Reading and writing models: official checkpoints (torch.save state dicts + all_config.yaml) and our
+own format (safetensors weights + JSON config, which never executes code on load)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from trm_edge.atomic import atomic_dir
+from trm_edge.config import TRMConfig, find_dataset_seq_len, read_official_arch
+from trm_edge.errors import TRMEdgeError
+from trm_edge.model import TRM
+
+OUR_CONFIG, OUR_WEIGHTS = "config.json", "model.safetensors"
+OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
+_NON_PERSISTENT = re.compile(r"(^|\.)rotary_emb\.(cos|sin)_cached$")
+_STEP = re.compile(r"^step_(\d+)$")
+DEFAULT_MODEL = Path(__file__).parent / "models" / "sudoku-default"
+
+
+def load_model(path: str | os.PathLike | None = None, *, seq_len: int | None = None,
+               dtype: str | None = None) -> tuple[TRM, dict[str, Any]]:
+    """Any model a user may name: our format, an official run directory or step file, or (None) the
+    bundled default. Returns the model in eval mode and its metadata (task, source, ...)."""
+    p = Path(path) if path is not None else DEFAULT_MODEL
+    if not p.exists():
+        hint = " (no bundled default model in this install)" if path is None else ""
+        raise TRMEdgeError(f"{p}: no such model file or directory{hint}")
+    if (p / OUR_CONFIG).is_file():
+        model, meta = load(p)
+    else:
+        model, meta = load_official(p, seq_len=seq_len)
+    if dtype and dtype != model.config.forward_dtype:
+        model = _with_config(model, dataclasses.replace(model.config, forward_dtype=dtype))
+    return model.eval(), meta
+
+
+# -- official checkpoints ----------------------------------------------------------------------------
+
+def load_official(path: str | os.PathLike, seq_len: int | None = None) -> tuple[TRM, dict[str, Any]]:
+    """An official `step_N` file, or the run directory holding it (the highest N is taken)."""
+    p = Path(path)
+    ckpt = p if p.is_file() else _latest_step(p)
+    state = _strip_prefix(_torch_load(ckpt))
+    arch = read_official_arch(ckpt.parent)
+    cfg = _config_from_state(state, arch, ckpt, seq_len)
+    model = TRM(cfg)
+    _load_state(model, state, ckpt)
+    task = {11: "sudoku", 6: "maze", 12: "arc"}.get(cfg.vocab_size)
+    return model.eval(), {"task": task, "source": str(ckpt), "format": "official"}
+
+
+def _latest_step(d: Path) -> Path:
+    steps = sorted((int(m.group(1)), f) for f in d.iterdir() if (m := _STEP.match(f.name)) and f.is_file())
+    if not steps:
+        raise TRMEdgeError(f"{d}: no checkpoint here (expected a trm-edge model with {OUR_CONFIG}, or an "
+                           "official run directory with step_N files)")
+    return steps[-1][1]
+
+
+def _torch_load(f: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unsupported object"
+        raise TRMEdgeError(f"{f}: refused: the file holds pickled objects, not only tensors ({first[:120]}); "
+                           "only plain state dicts are loaded, and its code was not run") from None
+    except Exception as e:
+        raise TRMEdgeError(f"{f}: not a readable PyTorch checkpoint ({type(e).__name__}); is the file "
+                           "complete?") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TRMEdgeError(f"{f}: not a state dict of tensors (an official step_N file is one)")
+    return state
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in OFFICIAL_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            return {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def _config_from_state(state: dict[str, torch.Tensor], arch: dict[str, Any], ckpt: Path,
+                       seq_len: int | None) -> TRMConfig:
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise TRMEdgeError(f"{ckpt}: missing weight {key}; is this a TRM checkpoint?")
+        return tuple(state[key].shape)
+
+    vocab, hidden = shape("embed_tokens.embedding_weight")
+    if "hidden_size" in arch and arch["hidden_size"] != hidden:
+        raise TRMEdgeError(f"{ckpt}: all_config.yaml says hidden_size {arch['hidden_size']} but the weights "
+                           f"have {hidden}: the config belongs to another run")
+    has_mlp_t = any(".mlp_t." in k for k in state)
+    if "mlp_t" in arch and bool(arch["mlp_t"]) != has_mlp_t:
+        raise TRMEdgeError(f"{ckpt}: all_config.yaml says mlp_t={arch['mlp_t']} but the weights are the "
+                           f"{'mlp_t' if has_mlp_t else 'attention'} variant: the config belongs to another run")
+    layers = {int(m.group(1)) for k in state if (m := re.match(r"L_level\.layers\.(\d+)\.", k))}
+    fields = dict(arch, vocab_size=vocab, hidden_size=hidden, mlp_t=has_mlp_t, L_layers=len(layers) or 1,
+                  num_puzzle_identifiers=shape("puzzle_emb.weights")[0] if "puzzle_emb.weights" in state else 1)
+    probe = TRMConfig(**dict(fields, seq_len=1))
+    if has_mlp_t:
+        fields["seq_len"] = shape("L_level.layers.0.mlp_t.gate_up_proj.weight")[1] - probe.prefix_len
+    else:
+        found = find_dataset_seq_len(ckpt.parent)
+        fields["seq_len"] = found or seq_len
+        if fields["seq_len"] is None:
+            raise TRMEdgeError(f"{ckpt}: sequence length unknown: attention weights do not fix it and no "
+                               "dataset.json was found beside or above the checkpoint; pass --seq-len "
+                               "(81 for sudoku, 900 for maze/ARC)")
+        if found and seq_len and found != seq_len:
+            raise TRMEdgeError(f"{ckpt}: --seq-len {seq_len} contradicts dataset.json's seq_len {found}")
+    return TRMConfig(**fields)
+
+
+def _load_state(model: TRM, state: dict[str, torch.Tensor], source: Path) -> None:
+    expected = {k for k in model.state_dict()}
+    missing = sorted(expected - set(state))
+    unknown = sorted(k for k in set(state) - expected if not _NON_PERSISTENT.search(k))
+    if missing or unknown:
+        parts = ([f"missing {', '.join(missing[:6])}"] if missing else []) + \
+                ([f"unknown {', '.join(unknown[:6])}"] if unknown else [])
+        raise TRMEdgeError(f"{source}: weights do not match the config ({'; '.join(parts)})")
+    own = model.state_dict()
+    for k in expected:
+        if tuple(state[k].shape) != tuple(own[k].shape):
+            raise TRMEdgeError(f"{source}: {k} has shape {tuple(state[k].shape)}, the config expects "
+                               f"{tuple(own[k].shape)}")
+    model.load_state_dict({k: state[k] for k in expected}, strict=True)
+
+
+def export_official(model: TRM, out_dir: str | os.PathLike, step: int = 0, task: str | None = None) -> Path:
+    """Write `step_N`, `all_config.yaml` and `dataset.json` as the official trainer and builders do."""
+    c = model.config
+    arch = {k: v for k, v in c.to_dict().items()
+            if k not in ("vocab_size", "seq_len", "num_puzzle_identifiers")}
+    arch.update(H_layers=0, no_ACT_continue=True, name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+                loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"})
+    init_dtype = getattr(torch, c.forward_dtype)
+    state = {f"{OFFICIAL_PREFIXES[0]}{k}": (v.to(init_dtype) if k in ("H_init", "L_init") else v).clone()
+             for k, v in model.state_dict().items()}
+    dataset = {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": c.vocab_size,
+               "seq_len": c.seq_len, "num_puzzle_identifiers": c.num_puzzle_identifiers, "total_groups": 1,
+               "mean_puzzle_examples": 1.0, "total_puzzles": 1, "sets": ["all"]}
+
+    def write(tmp: Path) -> None:
+        torch.save(state, tmp / f"step_{step}")
+        (tmp / "all_config.yaml").write_text(yaml.safe_dump({"arch": arch, "project_name": "trm-edge",
+                                                             "data_paths": [task or "data"]}))
+        (tmp / "dataset.json").write_text(json.dumps(dataset))
+
+    return atomic_dir(out_dir, write)
+
+
+# -- our format --------------------------------------------------------------------------------------
+
+def save(model: TRM, out_dir: str | os.PathLike, **meta: Any) -> Path:
+    """safetensors weights + config.json; `meta` (task, recipe, figures) is stored beside the config."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+
+    def write(tmp: Path) -> None:
+        save_file(state, str(tmp / OUR_WEIGHTS))
+        doc = {"format": "trm-edge-model", "version": 1, "config": model.config.to_dict(), "meta": meta}
+        (tmp / OUR_CONFIG).write_text(json.dumps(doc, indent=2))
+
+    return atomic_dir(out_dir, write)
+
+
+def load(path: str | os.PathLike) -> tuple[TRM, dict[str, Any]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(path)
+    try:
+        doc = json.loads((d / OUR_CONFIG).read_text())
+        cfg = TRMConfig.from_dict(doc["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise TRMEdgeError(f"{d / OUR_CONFIG}: not a trm-edge model config") from None
+    try:
+        state = load_file(str(d / OUR_WEIGHTS))
+    except (OSError, SafetensorError) as e:
+        raise TRMEdgeError(f"{d / OUR_WEIGHTS}: unreadable weights ({str(e)[:100]}); re-save the model") from None
+    model = TRM(cfg)
+    _load_state(model, state, d / OUR_WEIGHTS)
+    return model.eval(), dict(doc.get("meta") or {}, source=str(d), format="trm-edge")
+
+
+def _with_config(model: TRM, cfg: TRMConfig) -> TRM:
+    new = TRM(cfg)
+    new.load_state_dict(model.state_dict())
+    return new

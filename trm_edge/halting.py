@@ -1,0 +1,72 @@
+"""Halting policies: the one place that decides when a row stops, shared by every backend.
+
+`fixed:N` is the official evaluation (every row runs N supervision steps); `learned:τ` stops a row once
+its q_halt logit exceeds τ (with optional min/max steps). Torch-free: runtimes use it as is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from trm_edge.errors import TRMEdgeError
+
+_USAGE = "use fixed[:N] or learned[:TAU][,min=K][,max=M], e.g. fixed:16 or learned:0,min=2"
+
+
+@dataclass(frozen=True)
+class HaltPolicy:
+    kind: str  # "fixed" | "learned"
+    max_steps: int
+    threshold: float = math.inf
+    min_steps: int = 1
+
+    @classmethod
+    def parse(cls, text: str, halt_max_steps: int) -> HaltPolicy:
+        """Parse a policy string; N and max default to the model's halt_max_steps."""
+        head, *opts = [p.strip() for p in str(text).strip().split(",")]
+        kind, _, arg = head.partition(":")
+        try:
+            if kind == "fixed":
+                if opts:
+                    raise ValueError
+                n = int(arg) if arg else halt_max_steps
+                pol = cls("fixed", max_steps=n, min_steps=n)
+            elif kind == "learned":
+                kw = dict(o.split("=", 1) for o in opts)
+                if set(kw) - {"min", "max"}:
+                    raise ValueError
+                pol = cls("learned", max_steps=int(kw.get("max", halt_max_steps)),
+                          threshold=float(arg) if arg else 0.0, min_steps=int(kw.get("min", 1)))
+            else:
+                raise ValueError
+        except ValueError:
+            raise TRMEdgeError(f"halting policy {text!r} not understood: {_USAGE}") from None
+        if not 1 <= pol.min_steps <= pol.max_steps:
+            raise TRMEdgeError(f"halting policy {text!r}: need 1 <= min <= max steps, got min={pol.min_steps} "
+                               f"max={pol.max_steps}")
+        return pol
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return f"fixed:{self.max_steps}"
+        return f"learned:{self.threshold:g},min={self.min_steps},max={self.max_steps}"
+
+    def halted(self, step: int, q_halt: np.ndarray) -> np.ndarray:
+        """Which rows stop after supervision step `step` (1-based) given their q_halt logits."""
+        q = np.asarray(q_halt, dtype=np.float32)
+        done = np.full(q.shape, step >= self.max_steps)
+        if self.kind == "learned" and step >= self.min_steps:
+            done |= q > self.threshold
+        return done
+
+
+@dataclass
+class Solution:
+    """What a solve returns on every backend: answers, steps used and the last q_halt, per row."""
+
+    tokens: np.ndarray  # [B, seq_len] int64 predicted tokens
+    steps: np.ndarray  # [B] int64 supervision steps used
+    q_halt: np.ndarray  # [B] float32 q_halt logit at the row's last step
