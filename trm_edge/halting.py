@@ -7,7 +7,9 @@ its q_halt logit exceeds τ (with optional min/max steps). Torch-free: runtimes 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,3 +72,20 @@ class Solution:
     tokens: np.ndarray  # [B, seq_len] int64 predicted tokens
     steps: np.ndarray  # [B] int64 supervision steps used
     q_halt: np.ndarray  # [B] float32 q_halt logit at the row's last step
+
+
+def halting_loop(step: Callable[[Any], tuple[Any, np.ndarray, np.ndarray]], carry: Any, policy: HaltPolicy
+                 ) -> Solution:
+    """The outer loop every backend shares: `step(carry) -> (carry, predicted tokens, q_halt)` runs one
+    supervision step for the whole batch; a halted row's outputs are frozen; stop when all have halted."""
+    tokens = steps = q_last = running = None
+    for k in range(1, policy.max_steps + 1):
+        carry, pred, q = step(carry)
+        if running is None:
+            running, steps = np.ones(len(q), bool), np.zeros(len(q), np.int64)
+            tokens, q_last = np.zeros(pred.shape, np.int64), np.zeros(len(q), np.float32)
+        tokens[running], steps[running], q_last[running] = pred[running], k, q[running]
+        running &= ~policy.halted(k, q)
+        if not running.any():
+            break
+    return Solution(tokens, steps, q_last)

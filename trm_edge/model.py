@@ -12,13 +12,12 @@ import contextlib
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trm_edge.config import TRMConfig
-from trm_edge.halting import HaltPolicy, Solution
+from trm_edge.halting import HaltPolicy, Solution, halting_loop
 
 
 class Carry(NamedTuple):
@@ -82,6 +81,8 @@ class TRM(nn.Module):
         new_carry, logits, q = self.forward_q(carry, batch)
         return new_carry, logits, q[..., 0]
 
+    forward = step  # so DDP and torch.compile wrap the supervision step
+
     def forward_q(self, carry: Carry, batch: Batch) -> tuple[Carry, torch.Tensor, torch.Tensor]:
         """`step` with both Q logits [B, 2] (halt, continue), as the official ACT head emits them."""
         c = self.config
@@ -101,22 +102,14 @@ class TRM(nn.Module):
     # -- the outer loop --
     @torch.inference_mode()
     def solve(self, batch: Batch, halt: HaltPolicy | str = "fixed") -> Solution:
-        """Supervision steps until every row has halted; a halted row's outputs are frozen."""
+        """Supervision steps from the initial state until every row has halted under the policy."""
         policy = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
-        B = batch.tokens.shape[0]
-        carry = self.initial_carry(B)
-        tokens = np.zeros(tuple(batch.tokens.shape), np.int64)
-        steps = np.zeros(B, np.int64)
-        q_last = np.zeros(B, np.float32)
-        running = np.ones(B, bool)
-        for k in range(1, policy.max_steps + 1):
+
+        def step(carry: Carry):
             carry, logits, q = self.step(carry, batch)
-            pred, q = logits.argmax(-1).numpy(), q.numpy()
-            tokens[running], steps[running], q_last[running] = pred[running], k, q[running]
-            running &= ~policy.halted(k, q)
-            if not running.any():
-                break
-        return Solution(tokens, steps, q_last)
+            return carry, logits.argmax(-1).numpy(), q.numpy()
+
+        return halting_loop(step, self.initial_carry(batch.tokens.shape[0]), policy)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""The command line as a user meets it: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import FIXTURES, TOP95
+
+from trm_edge.cli import main
+
+SUDOKU = FIXTURES / "sudoku_mlp_fp32"
+PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+def _need_fixtures():
+    if not SUDOKU.is_dir():
+        pytest.skip("fixtures missing")
+
+
+def test_info_json(capsys):
+    _need_fixtures()
+    code, out, _ = run(capsys, "info", str(SUDOKU), "--json")
+    res = json.loads(out)
+    assert code == 0 and res["task"] == "sudoku" and res["config"]["hidden_size"] == 64
+    assert res["flops_per_solve"] == res["flops_per_step"] * 4 and res["files"]["step_1234"] > 0
+
+
+def test_solve_string_file_and_stdin(capsys, tmp_path, monkeypatch):
+    _need_fixtures()
+    f = tmp_path / "p.txt"
+    f.write_text(f"# two puzzles\n{PUZZLE}\n\n{PUZZLE.replace('4', '0', 1)}\n")
+    code, out, _ = run(capsys, "solve", str(SUDOKU), PUZZLE, str(f), "--json", "--halt", "fixed:2")
+    res = json.loads(out)
+    assert code == 0 and res["n"] == 3 and all(r["steps"] == 2 for r in res["results"])
+    assert all(r["checked_by"] == "rules" for r in res["results"])
+    monkeypatch.setattr(sys, "stdin", open(f))
+    code, out, _ = run(capsys, "solve", str(SUDOKU), "-", "--json")
+    assert code == 0 and json.loads(out)["n"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["solve", str(SUDOKU), "12345"], "expected 81 cells, got 5"),
+    (["solve", str(SUDOKU), "x" * 81], "illegal character"),
+    (["solve", str(SUDOKU), PUZZLE, "--halt", "soon"], "halting policy 'soon' not understood"),
+    (["solve", str(SUDOKU)], "is a model: give at least one PUZZLE"),
+    (["solve", str(SUDOKU), "missing/puzzles.txt"], "no such file"),
+    (["info", "/no/such/model"], "no such model file or directory"),
+    (["solve", "--bogus"], "No such option"),
+    (["eval", str(SUDOKU), "--data", "/no/file.txt"], "no such data file"),
+])
+def test_errors_exit_2_with_one_line(capsys, args, message):
+    _need_fixtures()
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("trm-edge: error:")
+
+
+def test_pickled_checkpoint_exit_2_and_code_never_runs(capsys, tmp_path, monkeypatch):
+    _need_fixtures()
+    d = tmp_path / "run"
+    shutil.copytree(SUDOKU, d)
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w').write('x')",))
+
+    state = torch.load(d / "step_1234", weights_only=True)
+    state["evil"] = Evil()
+    torch.save(state, d / "step_1234", pickle_module=pickle)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "info", str(d))
+    assert code == 2 and "refused" in err and not (tmp_path / "PWNED").exists()
+
+
+def test_eval_reports_labels(capsys, tmp_path):
+    _need_fixtures()
+    if not TOP95.is_file():
+        pytest.skip("top95 missing")
+    f = tmp_path / "labelled.txt"
+    puzzle = TOP95.read_text().split()[0]
+    f.write_text(f"{puzzle},{puzzle}\n")  # a 'label' the random model cannot match
+    code, out, _ = run(capsys, "eval", str(SUDOKU), "--data", str(f), "--halt", "fixed:2", "--json")
+    r = json.loads(out)["runs"][0]
+    assert code == 0 and r["n"] == 1 and r["exact_accuracy"] == 0.0 and 0 <= r["token_accuracy"] <= 1
+    assert r["steps_histogram"] == {"2": 1}
+
+
+def test_python_m_matches_console_script():
+    _need_fixtures()
+    a = subprocess.run([sys.executable, "-m", "trm_edge", "solve", str(SUDOKU), "123"], capture_output=True, text=True)
+    assert a.returncode == 2 and "expected 81 cells" in a.stderr and "Traceback" not in a.stderr
+    exe = shutil.which("trm-edge")
+    if exe:
+        b = subprocess.run([exe, "solve", str(SUDOKU), "123"], capture_output=True, text=True)
+        assert (b.returncode, b.stderr) == (a.returncode, a.stderr)

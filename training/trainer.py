@@ -1,0 +1,275 @@
+"""The TRM trainer: deep supervision with the official streaming ACT carry.
+
+One optimizer step = one supervision step for every row of the batch. A row keeps its puzzle and its
+carry across optimizer steps until it halts (q_halt > 0, or halt_max_steps, with random exploration of
+a minimum step count); then it is refilled with a fresh puzzle and its carry reset. Loss =
+lm (stablemax/softmax CE, per-sequence mean) + q_loss_weight · BCE(q_halt, "whole answer correct").
+
+Runs on CPU or GPU, single process or `torchrun` (DDP; gloo on CPU, NCCL on GPU). Each rank takes its
+slice of a global batch drawn from one seeded stream, so N ranks reproduce the 1-rank run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from trm_edge.atomic import atomic_dir
+from trm_edge.checkpoint import export_official, save
+from trm_edge.config import TRMConfig
+from trm_edge.errors import TRMEdgeError
+from trm_edge.model import TRM, Batch
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: TRMConfig
+    task: str = "sudoku"
+    steps: int = 10_000  # optimizer steps
+    batch_size: int = 32  # global, across ranks
+    lr: float = 1e-3
+    lr_min_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_weight_decay: float = 0.1
+    ema_rate: float = 0.999
+    loss_type: str = "stablemax"  # or "softmax"
+    q_loss_weight: float = 0.5
+    optimizer: str = "adamw"  # or "adam_atan2" (needs the adam-atan2-pytorch package)
+    autocast_bf16: bool = False  # pays on GPUs with bf16 units; not on this CPU
+    compile: bool = False
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    seed: int = 0
+    data: dict = field(default_factory=dict)  # the data source's knobs (see training.sources)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d, model=TRMConfig.from_dict(d["model"]), betas=tuple(d["betas"]))
+        return cls(**d)
+
+
+# -- losses ------------------------------------------------------------------------------------------
+
+def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token loss with s(x) = x+1 (x >= 0), 1/(1-x) (x < 0) in place of exp, in float64."""
+    x = logits.to(torch.float64)
+    s = torch.where(x < 0, 1 / (1 - x), x + 1)
+    logp = torch.log(s / s.sum(-1, keepdim=True))
+    valid = labels != IGNORE
+    picked = logp.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
+    return -torch.where(valid, picked, 0)
+
+
+def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.to(torch.float32).transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+
+
+LOSSES = {"stablemax": stablemax_cross_entropy, "softmax": softmax_cross_entropy}
+
+
+def act_losses(logits: torch.Tensor, q_halt: torch.Tensor, labels: torch.Tensor, loss_type: str):
+    """(lm loss summed over rows of per-row means, q BCE summed, per-row 'exactly right' flags)."""
+    valid = labels != IGNORE
+    counts = valid.sum(-1).clamp_min(1)
+    lm = (LOSSES[loss_type](logits, labels).sum(-1) / counts).sum()
+    correct = ((logits.argmax(-1) == labels) | ~valid).all(-1)
+    q = F.binary_cross_entropy_with_logits(q_halt, correct.to(q_halt.dtype), reduction="sum")
+    return lm, q, correct
+
+
+# -- EMA and the sparse puzzle-embedding optimizer ---------------------------------------------------
+
+class EMA:
+    """Shadow copy of the parameters; the saved model carries these weights (as the official one)."""
+
+    def __init__(self, model: torch.nn.Module, rate: float):
+        self.rate = rate
+        self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, p in model.named_parameters():
+            self.shadow[k].lerp_(p.detach(), 1 - self.rate)
+
+    def copy_to(self, model: TRM) -> TRM:
+        ema = TRM(model.config)
+        ema.load_state_dict({**model.state_dict(), **self.shadow})
+        return ema.eval()
+
+
+def sign_sgd_puzzle_emb(model: TRM, lr: float, wd: float) -> None:
+    """The official sparse SignSGD on the rows the batch used (summed across ranks)."""
+    lookup = model.puzzle_emb.last_lookup
+    if lookup is None or lookup[1].grad is None:
+        return
+    ids, rows = lookup
+    grad = rows.grad
+    if dist.is_initialized():
+        all_ids = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
+        all_grads = [torch.empty_like(grad) for _ in range(dist.get_world_size())]
+        dist.all_gather(all_ids, ids)
+        dist.all_gather(all_grads, grad)
+        ids, grad = torch.cat(all_ids), torch.cat(all_grads)
+    uniq, inv = ids.unique(return_inverse=True)
+    summed = torch.zeros(len(uniq), grad.shape[-1], dtype=grad.dtype, device=grad.device).index_add_(0, inv, grad)
+    table = model.puzzle_emb.weights
+    table[uniq] = table[uniq] * (1 - lr * wd) - lr * summed.sign()
+    model.puzzle_emb.last_lookup = None
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+# global batch i -> (inputs, labels, puzzle ids); random access keeps resumption exact and cheap
+Stream = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
+          evaluate: Callable[[TRM], dict] | None = None, log: Callable[[dict], None] = print,
+          official: bool = False) -> Path:
+    """Train (resuming from `out_dir/state` if present) and write the EMA model to `out_dir/model`."""
+    out = Path(out_dir)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cfg.batch_size % world:
+        raise TRMEdgeError(f"train: batch size {cfg.batch_size} is not divisible by the {world} processes")
+    local = cfg.batch_size // world
+    torch.manual_seed(cfg.seed)
+    model = TRM(cfg.model).train()
+    opt = _optimizer(cfg, model)
+    ema = EMA(model, cfg.ema_rate)
+    step, rng = 0, np.random.default_rng(cfg.seed + 1)
+    state_dir = out / "state"
+    if (state_dir / "train.pt").is_file():
+        ck = torch.load(state_dir / "train.pt", map_location="cpu", weights_only=False)  # our own file
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        ema.shadow = ck["ema"]
+        step, rng.bit_generator.state = ck["step"], ck["rng"]
+        log({"event": "resumed", "step": step})
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    step_fn = torch.compile(net) if cfg.compile else net
+    lo, hi = rank * local, (rank + 1) * local
+    M = cfg.model.halt_max_steps
+
+    carry = model.initial_carry(local)
+    halted = np.ones(cfg.batch_size, bool)  # global bookkeeping, identical on every rank
+    steps_done = np.zeros(cfg.batch_size, np.int64)
+    inputs = np.zeros((cfg.batch_size, cfg.model.seq_len), np.int64)
+    labels = np.full_like(inputs, IGNORE)
+    pids = np.zeros(cfg.batch_size, np.int64)
+    t0, seen = time.time(), 0
+    while step < cfg.steps:
+        new_in, new_lab, new_pid = stream(step)
+        inputs[halted], labels[halted], pids[halted] = new_in[halted], new_lab[halted], new_pid[halted]
+        steps_done[halted] = 0
+        carry = model.reset_carry(carry, torch.from_numpy(halted[lo:hi]))
+        batch = Batch(torch.from_numpy(inputs[lo:hi]), torch.from_numpy(pids[lo:hi]))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", torch.bfloat16,
+                            enabled=cfg.autocast_bf16):
+            carry, logits, q_halt = step_fn(carry, batch)
+        lab = torch.from_numpy(labels[lo:hi])
+        lm, qloss, correct = act_losses(logits, q_halt, lab, cfg.loss_type)
+        loss = (lm + cfg.q_loss_weight * qloss) / local
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sign_sgd_puzzle_emb(model, cfg.puzzle_emb_lr * lr_at(cfg, step) / cfg.lr, cfg.puzzle_emb_weight_decay)
+        ema.update(model)
+        step += 1
+        seen += cfg.batch_size
+
+        # halting decisions on the global batch, so that every rank agrees on which rows refill
+        q_all = _gather(q_halt.detach().float(), world)
+        steps_done += 1
+        explore = rng.random(cfg.batch_size) < cfg.model.halt_exploration_prob
+        min_steps = np.where(explore, rng.integers(2, M + 1, cfg.batch_size), 0)
+        halted = (steps_done >= M) | ((q_all > 0) & (steps_done >= min_steps))
+
+        if step % 50 == 0 or step == cfg.steps:
+            corr = _gather(correct.float(), world)
+            log({"step": step, "lr": round(lr_at(cfg, step - 1), 6), "lm_loss": round(lm.item() / local, 4),
+                 "q_loss": round(qloss.item() / local, 4), "exact": round(float(corr.mean()), 4),
+                 "q_acc": round(float(((q_all > 0) == (corr > 0)).mean()), 4),
+                 "mean_halt_steps": round(float(steps_done[halted].mean()) if halted.any() else float("nan"), 2),
+                 "samples_per_s": round(seen / (time.time() - t0), 1)})
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            _save_state(state_dir, model, opt, ema, step, rng)
+        if rank == 0 and evaluate and (step % cfg.eval_every == 0 or step == cfg.steps):
+            log(dict(evaluate(ema.copy_to(model)), step=step, event="eval"))
+    if rank == 0:
+        final = ema.copy_to(model)
+        save(final, out / "model", task=cfg.task, recipe=cfg.to_dict(), trained_steps=step)
+        if official:
+            export_official(final, out / "official", step=step, task=cfg.task)
+    return out / "model"
+
+
+def _gather(t: torch.Tensor, world: int) -> np.ndarray:
+    if world == 1:
+        return t.cpu().numpy()
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t)
+    return torch.cat(parts).cpu().numpy()
+
+
+def _optimizer(cfg: TrainConfig, model: TRM) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam_atan2":
+        try:
+            from adam_atan2_pytorch import AdamAtan2
+        except ImportError:
+            raise TRMEdgeError("train: optimizer adam_atan2 needs `pip install adam-atan2-pytorch`") from None
+        return AdamAtan2(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer != "adamw":
+        raise TRMEdgeError(f"train: unknown optimizer {cfg.optimizer!r} (adamw or adam_atan2)")
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _save_state(state_dir: Path, model, opt, ema: EMA, step: int, rng) -> None:
+    def write(tmp: Path) -> None:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow, "step": step,
+                    "rng": rng.bit_generator.state}, tmp / "train.pt")
+
+    atomic_dir(state_dir, write)
+
+
+def jsonl_logger(path: Path, echo: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(rec: dict) -> None:
+        rec = dict(rec, time=round(time.time(), 1))
+        with path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if echo:
+            echo(rec)
+
+    return log

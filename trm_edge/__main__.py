@@ -1,0 +1,3 @@
+from trm_edge.cli import main
+
+main()

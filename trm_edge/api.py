@@ -1,0 +1,147 @@
+"""One library function per CLI command: the CLI only parses options and calls these."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trm_edge.errors import TRMEdgeError
+from trm_edge.evaluate import evaluate, row_scores
+from trm_edge.halting import HaltPolicy, Solution
+from trm_edge.tasks import Codec, Pair, get_codec, read_puzzles
+
+BUILTIN_DATA = Path(__file__).parent / "data"
+
+
+def is_model_path(arg: str) -> bool:
+    """A model is a directory (ours, an official run, a bundle) or an official `step_N` file; puzzles never are."""
+    p = Path(arg)
+    return p.is_dir() or (p.is_file() and re.fullmatch(r"step_\d+", p.name) is not None)
+
+
+@dataclass
+class Loaded:
+    """A model ready to solve, whatever it was loaded from."""
+
+    config: Any
+    meta: dict
+    codec: Codec
+    solve: Callable[[np.ndarray, HaltPolicy], Solution]
+    describe: str
+
+
+def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None) -> Loaded:
+    """The reference (PyTorch) model behind a path, or the bundled default when `source` is None."""
+    import torch
+
+    from trm_edge.checkpoint import load_model
+    from trm_edge.model import Batch
+
+    model, meta = load_model(source, seq_len=seq_len)
+    cfg = model.config
+    codec = _codec_for(task or meta.get("task"), cfg.seq_len, source)
+
+    def solve(tokens: np.ndarray, policy: HaltPolicy) -> Solution:
+        t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
+        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
+
+    return Loaded(cfg, dict(meta, model=model), codec, solve, f"torch reference ({meta.get('source')})")
+
+
+def _codec_for(task: str | None, seq_len: int, source) -> Codec:
+    if task is None:
+        raise TRMEdgeError(f"{source}: cannot tell the model's task; pass --task sudoku|maze|arc")
+    if task == "maze":
+        side = int(round(seq_len ** 0.5))
+        if side * side != seq_len:
+            raise TRMEdgeError(f"{source}: a maze model needs a square sequence length, got {seq_len}")
+        return get_codec("maze", size=side)
+    codec = get_codec(task)
+    if codec.seq_len != seq_len:
+        raise TRMEdgeError(f"{source}: the model reads {seq_len} tokens but a {task} puzzle has {codec.seq_len}; "
+                           "pass the right --task")
+    return codec
+
+
+# -- info --------------------------------------------------------------------------------------------
+
+def model_info(source: str | None, seq_len: int | None = None) -> dict:
+    from trm_edge.checkpoint import load_model
+
+    model, meta = load_model(source, seq_len=seq_len)
+    cfg = model.config
+    src = Path(meta["source"])
+    files = [src] if src.is_file() else sorted(f for f in src.iterdir() if f.is_file())
+    per_step = cfg.flops_per_step()
+    return {
+        "source": str(src), "format": meta.get("format"), "task": meta.get("task"),
+        "config": cfg.to_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "puzzle_embedding_rows": cfg.num_puzzle_identifiers,
+        "flops_per_step": per_step,
+        "flops_per_solve": per_step * cfg.halt_max_steps,
+        "module_calls_per_step": cfg.H_cycles * (cfg.L_cycles + 1),
+        "files": {f.name: f.stat().st_size for f in files},
+    }
+
+
+# -- solve -------------------------------------------------------------------------------------------
+
+def split_model_and_puzzles(args: list[str]) -> tuple[str | None, list[str]]:
+    """`[MODEL] PUZZLE...`: the first argument is the model when it names one."""
+    if args and is_model_path(args[0]):
+        if len(args) == 1:
+            raise TRMEdgeError(f"{args[0]} is a model: give at least one PUZZLE after it (a string, a file, or -)")
+        return args[0], args[1:]
+    if not args:
+        raise TRMEdgeError("give at least one PUZZLE: a puzzle string, a file with one puzzle a line, or -")
+    return None, args
+
+
+def solve_puzzles(loaded: Loaded, sources: list[str], halt: str, batch_size: int = 64) -> dict:
+    policy = HaltPolicy.parse(halt, loaded.config.halt_max_steps)
+    pairs: list[Pair] = [pair for s in sources for pair in read_puzzles(loaded.codec, s)]
+    puzzles = np.stack([p for p, _ in pairs])
+    t0 = time.perf_counter()
+    parts = [loaded.solve(puzzles[i:i + batch_size], policy) for i in range(0, len(puzzles), batch_size)]
+    elapsed = time.perf_counter() - t0
+    sol = Solution(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "steps", "q_halt")))
+    exact, _ = row_scores(loaded.codec, puzzles, [lab for _, lab in pairs], sol)
+    results = [{"puzzle": loaded.codec.render(p), "answer": loaded.codec.render(sol.tokens[i]),
+                "solved": bool(exact[i]), "checked_by": "label" if pairs[i][1] is not None else "rules",
+                "steps": int(sol.steps[i]), "q_halt": float(sol.q_halt[i])} for i, p in enumerate(puzzles)]
+    return {"model": loaded.describe, "halt": str(policy), "n": len(results), "solved": int(exact.sum()),
+            "seconds": elapsed, "ms_per_puzzle": 1000 * elapsed / len(results), "results": results}
+
+
+# -- eval --------------------------------------------------------------------------------------------
+
+def builtin_data(task: str) -> list[Path]:
+    files = sorted(BUILTIN_DATA.glob(f"{task}-*.txt"))
+    if not files:
+        raise TRMEdgeError(f"no builtin {task} data in this install; pass --data FILE")
+    return files
+
+
+def eval_model(loaded: Loaded, data: list[str], halts: list[str], batch_size: int = 64, limit: int | None = None,
+               advance: Callable[[int], None] | None = None) -> dict:
+    """Exact-solve rate, token accuracy and steps per data file and halting policy."""
+    files = [p for d in data for p in (builtin_data(loaded.codec.name) if d == "builtin" else [Path(d)])]
+    runs = []
+    for f in files:
+        if not f.is_file():
+            raise TRMEdgeError(f"{f}: no such data file")
+        pairs = read_puzzles(loaded.codec, os.fspath(f))[:limit]
+        for h in halts:
+            policy = HaltPolicy.parse(h, loaded.config.halt_max_steps)
+            t0 = time.perf_counter()
+            summary, _ = evaluate(lambda x, p=policy: loaded.solve(x, p), loaded.codec, pairs, batch_size, advance)
+            runs.append(dict(summary, data=f.name, halt=str(policy), seconds=round(time.perf_counter() - t0, 2)))
+    return {"model": loaded.describe, "runs": runs}

@@ -1,0 +1,60 @@
+"""Task-level metrics of a solver on puzzles: what trm-edge reports everywhere (eval, export guard, bench).
+
+Torch-free: `solve` is any callable from a token batch to a `Solution`, on any backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from trm_edge.halting import Solution
+from trm_edge.tasks import Codec, Pair
+
+SolveFn = Callable[[np.ndarray], Solution]
+
+
+def row_scores(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None], sol: Solution
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: exactly solved (against the label, or by the task's rules where there is none) and token
+    accuracy over labelled cells (NaN without a label). Pad labels (0) are ignored, as officially."""
+    exact = np.zeros(len(puzzles), bool)
+    tok = np.full(len(puzzles), np.nan)
+    for i, (pz, lab) in enumerate(zip(puzzles, labels)):
+        pred = sol.tokens[i]
+        if lab is None:
+            exact[i] = codec.check(pz, pred)
+        else:
+            valid = lab != 0
+            hits = pred[valid] == lab[valid]
+            exact[i], tok[i] = bool(hits.all()), float(hits.mean())
+    return exact, tok
+
+
+def summarize(exact: np.ndarray, tok: np.ndarray, steps: np.ndarray) -> dict:
+    steps = np.asarray(steps)
+    hist = np.bincount(steps, minlength=int(steps.max(initial=0)) + 1)
+    return {
+        "n": int(len(exact)),
+        "exact_accuracy": float(np.mean(exact)) if len(exact) else float("nan"),
+        "token_accuracy": float(np.nanmean(tok)) if np.isfinite(tok).any() else None,
+        "mean_steps": float(steps.mean()) if len(steps) else float("nan"),
+        "median_steps": float(np.median(steps)) if len(steps) else float("nan"),
+        "steps_histogram": {int(k): int(v) for k, v in enumerate(hist) if v},
+    }
+
+
+def evaluate(solve: SolveFn, codec: Codec, pairs: Sequence[Pair], batch_size: int = 64,
+             advance: Callable[[int], None] | None = None) -> tuple[dict, Solution]:
+    """Solve every puzzle in batches and score it; returns the summary and the joined solutions."""
+    puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+    labels = [lab for _, lab in pairs]
+    parts = []
+    for i in range(0, len(puzzles), batch_size):
+        parts.append(solve(puzzles[i:i + batch_size]))
+        if advance:
+            advance(len(parts[-1].steps))
+    sol = Solution(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "steps", "q_halt")))
+    exact, tok = row_scores(codec, puzzles, labels, sol)
+    return summarize(exact, tok, sol.steps), sol

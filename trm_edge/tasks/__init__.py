@@ -1,0 +1,78 @@
+"""Task codecs: puzzle text <-> the token sequences TRM reads and writes, and each task's rules.
+
+numpy and the stdlib only: this runs on devices without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from trm_edge.errors import TRMEdgeError
+from trm_edge.tasks.arc import ARC, ArcCodec, decode_grid, encode_grid, parse_task
+from trm_edge.tasks.base import Codec, Pair
+from trm_edge.tasks.maze import MAZE, MazeCodec, shortest_path
+from trm_edge.tasks.sudoku import SUDOKU, SudokuCodec
+
+CODECS: dict[str, type[Codec]] = {"arc": ArcCodec, "maze": MazeCodec, "sudoku": SudokuCodec}
+_FILE_SUFFIXES = (".txt", ".csv", ".json")
+
+__all__ = [
+    "ARC",
+    "CODECS",
+    "MAZE",
+    "SUDOKU",
+    "ArcCodec",
+    "Codec",
+    "MazeCodec",
+    "Pair",
+    "SudokuCodec",
+    "decode_grid",
+    "encode_grid",
+    "get_codec",
+    "parse_task",
+    "read_puzzles",
+    "shortest_path",
+]
+
+
+def get_codec(name: str, **kw) -> Codec:
+    """A codec by task name; options (maze: size) go to its constructor."""
+    cls = CODECS.get(name.lower())
+    if cls is None:
+        raise TRMEdgeError(f"unknown task {name!r} (known: {', '.join(sorted(CODECS))})")
+    try:
+        return cls(**kw)
+    except TypeError:
+        raise TRMEdgeError(f"{name}: unsupported option(s): {', '.join(kw)}") from None
+
+
+def read_puzzles(codec: Codec, source: str) -> list[Pair]:
+    """(puzzle, label or None) pairs from '-' (stdin), a file path, or else the puzzle text itself.
+
+    A sudoku file holds one puzzle a line or one 9-line grid; a maze or ARC file holds one puzzle (for ARC, a
+    task: its test inputs). Errors name the file, and the line where there is one.
+    """
+    if source == "-":
+        text, origin = sys.stdin.read(), "<stdin>"
+    elif os.path.isfile(source):
+        try:
+            with open(source, encoding="utf-8") as f:
+                text, origin = f.read(), source
+        except (OSError, UnicodeDecodeError) as e:
+            raise TRMEdgeError(f"{source}: cannot read it as UTF-8 text ({e})") from None
+    else:
+        text, origin = source, None
+    try:
+        pairs = codec.parse_text(text)
+    except TRMEdgeError as e:
+        if origin is not None:
+            raise TRMEdgeError(f"{origin}: {e}") from None
+        if "\n" not in source and (os.sep in source or source.endswith(_FILE_SUFFIXES)):
+            raise TRMEdgeError(f"{source}: no such file (and not a {codec.name} puzzle either)") from None
+        raise
+    if not pairs:
+        raise TRMEdgeError(
+            f"{origin or 'input'}: no puzzles found (blank lines and '#' comment lines are skipped)"
+        )
+    return pairs

@@ -1,0 +1,156 @@
+"""ARC in the official TRM encoding: 0 pad, 1 EOS, colour c -> c + 2; one grid on a 30x30 canvas, vocab 12.
+
+EOS marks where a grid ends so the model's output can be cropped back to a grid. ARC has no rules, so an
+answer is only ever checked against a label.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from trm_edge.errors import TRMEdgeError
+from trm_edge.tasks.base import Codec, Pair
+
+SIDE = 30
+PAD, EOS, COLOUR0 = 0, 1, 2
+_DIGITS = "0123456789"
+_TASK_HINT = "a task is a JSON object with 'train' and 'test' lists of {'input', 'output'} pairs"
+
+
+def _as_grid(grid: Any, where: str) -> np.ndarray:
+    """A 2-D array of colours 0..9, or an error naming where the bad grid is."""
+    if isinstance(grid, list) and grid and all(isinstance(row, list) for row in grid):
+        for i, row in enumerate(grid[1:], 2):
+            if len(row) != len(grid[0]):
+                raise TRMEdgeError(f"arc: {where} row {i} has {len(row)} cells but row 1 has {len(grid[0])}")
+    try:
+        arr = np.array(grid)
+    except ValueError:
+        arr = np.empty(0)
+    if arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "iu":
+        raise TRMEdgeError(f"arc: {where} must be a non-empty list of equally long rows of colours 0-9")
+    bad = (arr < 0) | (arr > 9)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise TRMEdgeError(
+            f"arc: {where} has colour {arr[r, c]} at row {r + 1}, column {c + 1}; colours are 0-9"
+        )
+    return arr.astype(np.int64)
+
+
+def _encode(grid: Any, offset: tuple[int, int], where: str) -> np.ndarray:
+    arr = _as_grid(grid, where)
+    h, w = arr.shape
+    r, c = offset
+    if min(r, c) < 0 or r + h > SIDE or c + w > SIDE:
+        at = f" at offset ({r}, {c})" if (r, c) != (0, 0) else ""
+        raise TRMEdgeError(f"arc: {where} is {h}x{w}{at}, which does not fit the {SIDE}x{SIDE} canvas")
+    canvas = np.full((SIDE, SIDE), PAD, np.int64)
+    canvas[r : r + h, c : c + w] = arr + COLOUR0
+    if r + h < SIDE:
+        canvas[r + h, c : c + w] = EOS
+    if c + w < SIDE:
+        canvas[r : r + h, c + w] = EOS
+    return canvas.ravel()
+
+
+def encode_grid(grid: list[list[int]] | np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Tokens [900]: the grid at offset (row, col), EOS just below it and just right of it where the canvas
+    has room; the corner cell past both stays pad, as in the official encoding."""
+    return _encode(grid, offset, "grid")
+
+
+def decode_grid(tokens: np.ndarray) -> np.ndarray:
+    """The official crop of a top-left grid: of the all-colour rectangles from (0, 0), with the width only
+    shrinking row by row, the largest (the first, on ties); a (0, 0) grid if there is none."""
+    canvas = ARC.as_tokens(tokens).reshape(SIDE, SIDE)
+    leading = np.cumprod(canvas >= COLOUR0, axis=1).sum(axis=1)
+    width = np.minimum.accumulate(leading)
+    area = width * np.arange(1, SIDE + 1)
+    if area.max() == 0:
+        return np.zeros((0, 0), np.int64)
+    h = int(area.argmax()) + 1
+    return canvas[:h, : width[h - 1]] - COLOUR0
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TRMEdgeError(f"arc: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+
+
+def _pairs(task: Any, split: str) -> list[Pair]:
+    pairs = []
+    for i, pair in enumerate(task.get(split, []), 1):
+        where = f"{split} pair {i}"
+        if not isinstance(pair, dict) or "input" not in pair:
+            raise TRMEdgeError(f"arc: {where} has no 'input' grid ({_TASK_HINT})")
+        output = pair.get("output")
+        label = None if output is None else _encode(output, (0, 0), f"{where} output")
+        pairs.append((_encode(pair["input"], (0, 0), f"{where} input"), label))
+    return pairs
+
+
+def _task(obj_or_text: Any) -> dict:
+    task = _load_json(obj_or_text) if isinstance(obj_or_text, str) else obj_or_text
+    if not (
+        isinstance(task, dict)
+        and isinstance(task.get("train", []), list)
+        and isinstance(task.get("test"), list)
+    ):
+        raise TRMEdgeError(f"arc: {_TASK_HINT}")
+    if not task["test"]:
+        raise TRMEdgeError("arc: the task has no test pairs; there is nothing to solve")
+    return task
+
+
+def parse_task(obj_or_text: Any) -> list[Pair]:
+    """Every (input, output) of a task, train pairs first then test; a hidden test output gives None."""
+    task = _task(obj_or_text)
+    return _pairs(task, "train") + _pairs(task, "test")
+
+
+def _digit_rows(text: str) -> list[list[int]]:
+    rows = []
+    for r, line in enumerate(text.splitlines(), 1):
+        for c, ch in enumerate(cells := "".join(line.split()), 1):
+            if ch not in _DIGITS:
+                raise TRMEdgeError(
+                    f"arc: illegal character {ch!r} at row {r}, column {c} (give digits 0-9 or a JSON task)"
+                )
+        rows.append([int(ch) for ch in cells])
+    return rows
+
+
+class ArcCodec(Codec):
+    """Text is a JSON task (its test inputs are the puzzles), a JSON grid, or digit rows as render writes."""
+
+    name = "arc"
+    vocab_size = 12
+    seq_len = SIDE * SIDE
+
+    def parse(self, text: str) -> np.ndarray:
+        """One grid; for a whole task, the first test input."""
+        return self.parse_text(text)[0][0]
+
+    def parse_text(self, text: str) -> list[Pair]:
+        """A task gives its test pairs (labelled where it has outputs); a grid gives itself, unlabelled."""
+        s = text.strip()
+        if s.startswith("{"):
+            return _pairs(_task(s), "test")
+        grid = _load_json(s) if s.startswith("[") else _digit_rows(s)
+        return [(_encode(grid, (0, 0), "grid"), None)]
+
+    def render(self, tokens: np.ndarray) -> str:
+        return "\n".join("".join(_DIGITS[v] for v in row) for row in decode_grid(tokens))
+
+    def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
+        """ARC has no rules to check by."""
+        raise TRMEdgeError("arc: answers can only be checked against a label")
+
+
+ARC = ArcCodec()

@@ -1,0 +1,75 @@
+"""The codec contract, so the CLI, training and runtimes handle sudoku, mazes and ARC alike."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from trm_edge.errors import TRMEdgeError
+
+Pair = tuple[np.ndarray, np.ndarray | None]
+
+
+class Codec(ABC):
+    """Puzzle text <-> int64 tokens of shape [seq_len], plus the task's own notion of a correct answer."""
+
+    name: str
+    vocab_size: int
+    seq_len: int
+
+    @abstractmethod
+    def parse(self, text: str) -> np.ndarray:
+        """One puzzle to tokens; raises TRMEdgeError on bad input."""
+
+    @abstractmethod
+    def render(self, tokens: np.ndarray) -> str:
+        """Tokens to text that parse() reads back."""
+
+    @abstractmethod
+    def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
+        """Whether answer solves puzzle by the task's rules (no label needed)."""
+
+    def parse_line(self, line: str) -> Pair:
+        """One line of a puzzle file: tasks whose puzzles span lines have no such form."""
+        raise TRMEdgeError(f"{self.name}: puzzles have no one-line form; give a file holding one puzzle")
+
+    def parse_text(self, text: str) -> list[Pair]:
+        """Every (puzzle, label) in a file's text; by default the whole text is one unlabelled puzzle."""
+        return [(self.parse(text), None)]
+
+    def as_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Model output arrives from outside: reject the wrong shape or vocabulary before indexing with it."""
+        arr = np.asarray(tokens)
+        if arr.shape != (self.seq_len,):
+            raise TRMEdgeError(
+                f"{self.name}: expected {self.seq_len} tokens, got an array of shape {arr.shape}"
+            )
+        if arr.dtype.kind not in "iu":
+            raise TRMEdgeError(f"{self.name}: tokens must be integers, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= self.vocab_size)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TRMEdgeError(
+                f"{self.name}: token {arr[i]} at position {i}"
+                f" is outside the vocabulary 0-{self.vocab_size - 1}"
+            )
+        return arr.astype(np.int64)
+
+
+def content_lines(text: str) -> list[tuple[int, str]]:
+    """Numbered, stripped lines that hold data: blank lines and '#' comments are skipped."""
+    return [
+        (n, s) for n, line in enumerate(text.splitlines(), 1) if (s := line.strip()) and not s.startswith("#")
+    ]
+
+
+def parse_lines(codec: Codec, lines: list[tuple[int, str]]) -> list[Pair]:
+    """One puzzle a line, with the line number in any error so the user can find it."""
+    pairs = []
+    for n, line in lines:
+        try:
+            pairs.append(codec.parse_line(line))
+        except TRMEdgeError as e:
+            raise TRMEdgeError(f"line {n}: {e}") from None
+    return pairs
