@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from trm_edge.bundle import MANIFEST
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate, row_scores
 from trm_edge.halting import HaltPolicy, Solution
-from trm_edge.tasks import Codec, Pair, get_codec, read_puzzles
+from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
 
 BUILTIN_DATA = Path(__file__).parent / "data"
 
@@ -37,8 +38,19 @@ class Loaded:
     describe: str
 
 
-def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None) -> Loaded:
-    """The reference (PyTorch) model behind a path, or the bundled default when `source` is None."""
+def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None, backend: str | None = None,
+               graph: str = "step", precision: str = "fp32", threads: int | None = None) -> Loaded:
+    """Whatever a path names: a bundle (run by `backend`, ORT by default), a model (the PyTorch reference), or
+    the bundled default model when `source` is None."""
+    if source is not None and (Path(source) / MANIFEST).is_file():
+        from trm_edge.runtimes import open_solver
+
+        solver = open_solver(source, backend or "ort", graph, precision, threads)
+        d = solver.describe()
+        return Loaded(solver.config, {"task": solver.codec.name, "source": source}, solver.codec, solver.solve,
+                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})")
+    if backend not in (None, "torch"):
+        raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
     import torch
 
     from trm_edge.checkpoint import load_model
@@ -46,28 +58,13 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
 
     model, meta = load_model(source, seq_len=seq_len)
     cfg = model.config
-    codec = _codec_for(task or meta.get("task"), cfg.seq_len, source)
+    codec = codec_for(task or meta.get("task"), cfg.seq_len, source)
 
     def solve(tokens: np.ndarray, policy: HaltPolicy) -> Solution:
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
         return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
 
     return Loaded(cfg, dict(meta, model=model), codec, solve, f"torch reference ({meta.get('source')})")
-
-
-def _codec_for(task: str | None, seq_len: int, source) -> Codec:
-    if task is None:
-        raise TRMEdgeError(f"{source}: cannot tell the model's task; pass --task sudoku|maze|arc")
-    if task == "maze":
-        side = int(round(seq_len ** 0.5))
-        if side * side != seq_len:
-            raise TRMEdgeError(f"{source}: a maze model needs a square sequence length, got {seq_len}")
-        return get_codec("maze", size=side)
-    codec = get_codec(task)
-    if codec.seq_len != seq_len:
-        raise TRMEdgeError(f"{source}: the model reads {seq_len} tokens but a {task} puzzle has {codec.seq_len}; "
-                           "pass the right --task")
-    return codec
 
 
 # -- info --------------------------------------------------------------------------------------------
@@ -90,6 +87,23 @@ def model_info(source: str | None, seq_len: int | None = None) -> dict:
         "module_calls_per_step": cfg.H_cycles * (cfg.L_cycles + 1),
         "files": {f.name: f.stat().st_size for f in files},
     }
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TRMEdgeError(f"{option} {text!r}: expected comma-separated integers") from None
+
+
+def bundle_summary(path: str | os.PathLike) -> dict:
+    from trm_edge.bundle import Bundle
+
+    b = Bundle(path)
+    rows = [{"graph": g, "precision": prec, "file": f, "mb": b.manifest["files"][f]["bytes"] / 1e6,
+             "session_init_ms": info.get("session_init_ms")}
+            for g, info in b.manifest["graphs"].items() for prec, f in info["files"].items()]
+    return {"path": str(b.path), "graphs": rows, "verification": b.manifest.get("verification", {})}
 
 
 # -- solve -------------------------------------------------------------------------------------------

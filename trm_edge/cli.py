@@ -28,6 +28,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", help="For attention checkpoints without dataset.json.")]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="sudoku, maze or arc, when the model does not say.")]
 HaltOpt = Annotated[str, typer.Option("--halt", help="fixed[:N] (official) or learned[:TAU][,min=K][,max=M].")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default) or torch.")]
+GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads (default: the runtime's).")]
 
 
 def _progress() -> Progress:
@@ -60,10 +64,14 @@ def info(model: Annotated[str | None, typer.Argument(help="Model dir, official r
 def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
                                                     help="A puzzle string, a file (one a line) or - for stdin.")],
           halt: HaltOpt = "fixed", task: TaskOpt = None, seq_len: SeqLenOpt = None,
-          batch: Annotated[int, typer.Option(help="Puzzles per batch.")] = 64, as_json: JsonOpt = False) -> None:
+          batch: Annotated[int, typer.Option(help="Puzzles per batch.")] = 64, backend: BackendOpt = None,
+          graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
+          as_json: JsonOpt = False) -> None:
     """Solve puzzles: prints each answer, whether it is right, the steps used and the time."""
     model, puzzles = api.split_model_and_puzzles(args)
-    res = api.solve_puzzles(api.open_model(model, seq_len=seq_len, task=task), puzzles, halt, batch)
+    loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
+                            threads=threads)
+    res = api.solve_puzzles(loaded, puzzles, halt, batch)
     if as_json:
         print(json.dumps(res, indent=2))
         return
@@ -80,9 +88,12 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
           data: Annotated[list[str], typer.Option(help="Puzzle file (puzzle,solution a line) or 'builtin'.")] = None,
           halt: Annotated[list[str], typer.Option(help="Halting policies to compare.")] = None,
           limit: Annotated[int | None, typer.Option(help="At most this many puzzles per file.")] = None,
-          batch: int = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
+          batch: int = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
+          graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
+          as_json: JsonOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
-    loaded = api.open_model(model, seq_len=seq_len, task=task)
+    loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
+                            threads=threads)
     with _progress() as prog:
         bar = prog.add_task("solving", total=None)
         res = api.eval_model(loaded, data or ["builtin"], halt or ["fixed"], batch, limit,
@@ -96,6 +107,38 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
         t.add_row(r["data"], r["halt"], str(r["n"]), f"{100 * r['exact_accuracy']:.2f}%", tok,
                   f"{r['mean_steps']:.2f}", " ".join(f"{k}:{v}" for k, v in r["steps_histogram"].items()))
     out.print(t)
+
+
+@app.command()
+def export(model: Annotated[str | None, typer.Argument(help="Model dir, official run dir or step_N file; default: "
+                                                       "the bundled model.")] = None,
+           out_dir: Annotated[str, typer.Option("-o", "--out", help="Bundle directory to write.")] = "trm-bundle",
+           graph: Annotated[str, typer.Option("--graph", help="Forms: step,loop,unrolled.")] = "step,loop",
+           halt: HaltOpt = "fixed",
+           max_steps: Annotated[int | None, typer.Option(help="Steps of the unrolled graph.")] = None,
+           opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+           batch: Annotated[int | None, typer.Option(help="Static batch size (default: dynamic).")] = None,
+           puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
+           = None,
+           task: TaskOpt = None, seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
+    """Export to ONNX, verify every graph against the PyTorch reference, write a bundle (all or nothing)."""
+    from trm_edge.export import export_bundle, parse_graphs
+
+    forms = parse_graphs(graph)
+    ids = api.parse_int_list(puzzle_ids, "--puzzle-ids") if puzzle_ids else None
+    loaded = api.open_model(model, seq_len=seq_len, task=task)
+    with err.status("exporting") as st:
+        path = export_bundle(loaded.meta["model"], dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
+                             max_steps, opset, batch, ids, status=lambda s: st.update(s))
+    summary = api.bundle_summary(path)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    t = Table("graph", "precision", "file", "MB", "session init ms", title=f"bundle {path}")
+    for row in summary["graphs"]:
+        t.add_row(row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}", str(row.get("session_init_ms", "")))
+    out.print(t)
+    out.print(f"verified against the PyTorch reference on {summary['verification']['puzzles']} puzzles: passed")
 
 
 @app.command()
@@ -126,6 +169,11 @@ def data_build(task: Annotated[str, typer.Argument(help="sudoku, maze or arc")],
             raise TRMEdgeError(f"--knob {k!r}: expected KEY=VALUE")
         kw[key] = json.loads(val) if val[:1] in "[{0123456789-tf" else val
     build(task, out_dir, seed=seed, **kw)
+
+
+from trm_edge.benchmarks.commands import register  # noqa: E402  (it uses the helpers above)
+
+register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ class HaltPolicy:
                 if opts:
                     raise ValueError
                 n = int(arg) if arg else halt_max_steps
-                pol = cls("fixed", max_steps=n, min_steps=n)
+                pol = cls("fixed", max_steps=n, min_steps=1)
             elif kind == "learned":
                 kw = dict(o.split("=", 1) for o in opts)
                 if set(kw) - {"min", "max"}:
@@ -56,13 +56,15 @@ class HaltPolicy:
             return f"fixed:{self.max_steps}"
         return f"learned:{self.threshold:g},min={self.min_steps},max={self.max_steps}"
 
-    def halted(self, step: int, q_halt: np.ndarray) -> np.ndarray:
-        """Which rows stop after supervision step `step` (1-based) given their q_halt logits."""
-        q = np.asarray(q_halt, dtype=np.float32)
-        done = np.full(q.shape, step >= self.max_steps)
-        if self.kind == "learned" and step >= self.min_steps:
-            done |= q > self.threshold
-        return done
+    def halted(self, step: int | np.ndarray, q_halt: np.ndarray) -> np.ndarray:
+        """Which rows stop after supervision step `step` (1-based; one per row or shared) given q_halt."""
+        q, k = np.asarray(q_halt, dtype=np.float32), np.asarray(step)
+        return (k >= self.max_steps) | ((q > self.threshold) & (k >= self.min_steps))
+
+    def graph_inputs(self) -> dict[str, np.ndarray]:
+        """The policy as the loop and unrolled graphs take it (fixed:N is a threshold of +inf)."""
+        return {"halt_threshold": np.array(self.threshold, np.float32),
+                "min_steps": np.array(self.min_steps, np.int64), "max_steps": np.array(self.max_steps, np.int64)}
 
 
 @dataclass

@@ -47,6 +47,22 @@ def get_codec(name: str, **kw) -> Codec:
         raise TRMEdgeError(f"{name}: unsupported option(s): {', '.join(kw)}") from None
 
 
+def codec_for(task: str | None, seq_len: int, source: object = "model") -> Codec:
+    """The codec matching a model's task and sequence length (a maze model's side follows from it)."""
+    if task is None:
+        raise TRMEdgeError(f"{source}: cannot tell the model's task; pass --task sudoku|maze|arc")
+    if task == "maze":
+        side = int(round(seq_len ** 0.5))
+        if side * side != seq_len:
+            raise TRMEdgeError(f"{source}: a maze model needs a square sequence length, got {seq_len}")
+        return get_codec("maze", size=side)
+    codec = get_codec(task)
+    if codec.seq_len != seq_len:
+        raise TRMEdgeError(f"{source}: the model reads {seq_len} tokens but a {task} puzzle has {codec.seq_len}; "
+                           "pass the right --task")
+    return codec
+
+
 def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     """(puzzle, label or None) pairs from '-' (stdin), a file path, or else the puzzle text itself.
 

@@ -1,0 +1,139 @@
+"""`trm-edge bench | compare | doctor`: option parsing only; the work is in harness, report, remote and machine.
+
+Registered by trm_edge/cli.py through `register(app)`, so the CLI's shared options and consoles are imported
+at registration time (cli.py imports this module while it is itself being set up).
+"""
+
+import json
+import shlex
+from typing import Annotated
+
+import typer
+
+
+def split_list(text: str) -> list[str]:
+    """`a,b, c` -> ['a', 'b', 'c']."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def split_halts(text: str) -> list[str]:
+    """Comma-separated policies whose own options (min=, max=) also follow commas:
+    `fixed:16,learned:0,min=2` -> ['fixed:16', 'learned:0,min=2']."""
+    policies: list[str] = []
+    for part in split_list(text):
+        if "=" in part and policies:
+            policies[-1] += f",{part}"
+        else:
+            policies.append(part)
+    return policies
+
+
+def register(app: typer.Typer) -> None:
+    from trm_edge.cli import JsonOpt, _progress, err, out
+
+    @app.command()
+    def bench(
+        bundle: Annotated[str, typer.Argument(help="Bundle directory (holds manifest.json).")],
+        backend: Annotated[str, typer.Option(help="Comma-separated: torch, ort.")] = "ort",
+        precision: Annotated[str, typer.Option(help="Comma-separated: fp32, int8.")] = "fp32",
+        graph: Annotated[str, typer.Option(help="Comma-separated: step (host loop), loop, unrolled (in-graph).")
+                         ] = "step",
+        halt: Annotated[str, typer.Option(help="Comma-separated policies, e.g. fixed:16,learned:0,min=2.")
+                        ] = "fixed,learned:0",
+        data: Annotated[str, typer.Option(help="Puzzle file (one a line, optional ',solution') or 'builtin'.")
+                        ] = "builtin",
+        n: Annotated[int, typer.Option("-n", help="Puzzles per run (the first N of the data).")] = 64,
+        batch: Annotated[int, typer.Option(help="Puzzles per solve call.")] = 1,
+        threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the runtime's).")] = None,
+        warmup: Annotated[int, typer.Option(help="Untimed batches before each run.")] = 2,
+        energy: Annotated[str, typer.Option(help="auto, none, rapl, pi5, android or estimate[:PROFILE].")] = "auto",
+        idle_seconds: Annotated[float, typer.Option(help="Idle interval for the energy baseline.")] = 1.0,
+        out_dir: Annotated[str, typer.Option("--out", "-o", help="Report directory (replaced whole).")
+                           ] = "bench-report",
+        remote: Annotated[str | None, typer.Option(help="Run on a device: ssh://user@host[:port].")] = None,
+        remote_command: Annotated[str, typer.Option(help="The device's trm-edge command.")] = "trm-edge",
+        ssh_opts: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi -o ConnectTimeout=10'.")
+                            ] = "",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Accuracy, agreement with fp32, steps, latency, throughput, memory and energy per run; writes
+        report.json, report.md and plots to --out."""
+        if remote:
+            from trm_edge.benchmarks.remote import run_remote
+
+            args = ["--backend", backend, "--precision", precision, "--graph", graph, "--halt", halt, "-n", str(n),
+                    "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
+                    "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
+            err.print(f"running on {remote} ...")
+            report = run_remote(remote, bundle, args, out_dir, shlex.split(ssh_opts), remote_command, data=data)
+        else:
+            from trm_edge.benchmarks.harness import run_bench
+
+            with _progress() as prog:
+                bar = prog.add_task("bench", total=None)
+                report = run_bench(
+                    bundle, split_list(backend), split_list(precision), split_list(graph), split_halts(halt), data,
+                    n, batch, threads, warmup, energy, out_dir, idle_seconds=idle_seconds,
+                    progress=lambda what, done, total: prog.update(bar, description=what, completed=done,
+                                                                   total=total))
+        if as_json:
+            print(json.dumps(report, indent=2))
+            return
+        _print_runs(out, report["runs"], title=f"{report['machine']['label']}: {report['bundle']}")
+        for s in report["skipped"]:
+            err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", highlight=False)
+        if report["energy"]["estimate"]:
+            err.print("energy figures are ESTIMATES (CPU-seconds x a power profile), not measurements")
+        out.print(f"report written to {out_dir}/report.json, report.md and plots")
+
+    @app.command()
+    def compare(
+        reports: Annotated[list[str], typer.Argument(help="report.json files (or directories holding one).")],
+        out_dir: Annotated[str, typer.Option("--out", "-o", help="Output directory (replaced whole).")
+                           ] = "bench-compare",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Join benchmark reports from several machines into one table and the same plots."""
+        from trm_edge.benchmarks.report import compare as compare_reports
+
+        doc = compare_reports(reports, out_dir)
+        if as_json:
+            print(json.dumps(doc, indent=2))
+            return
+        _print_runs(out, doc["runs"], title="comparison")
+        out.print(f"written to {out_dir}/compare.json, compare.md and plots")
+
+    @app.command()
+    def doctor(as_json: JsonOpt = False) -> None:
+        """Installed runtimes, the CPU features int8/bf16 speed depends on, and the energy meters present."""
+        from rich.table import Table
+
+        from trm_edge.benchmarks.machine import doctor as run_doctor
+
+        res = run_doctor()
+        if as_json:
+            print(json.dumps(res, indent=2))
+            return
+        t = Table(show_header=False, title="trm-edge doctor")
+        for dist, version in res["runtimes"].items():
+            t.add_row(f"runtime {dist}", version or "[dim]not installed[/]")
+        t.add_row("cpu", f"{res['cpu_model']} ({res['arch']})")
+        for feat, on in res["cpu_features"].items():
+            t.add_row(f"cpu feature {feat}", "[green]yes[/]" if on else "no")
+        t.add_row("emulation", res["emulation"] or "none detected")
+        for m in res["energy_meters"]:
+            t.add_row(f"energy {m['meter']}", ("[green]present[/]" if m["present"] else "absent")
+                      + (f": {m['reason']}" if m["reason"] else ""))
+        out.print(t)
+
+
+def _print_runs(console, runs: list[dict], title: str) -> None:
+    from rich.table import Table
+
+    from trm_edge.benchmarks.report import table
+
+    headers, rows = table(runs, compact=True)
+    t = Table(*headers, title=title)
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)

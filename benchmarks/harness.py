@@ -1,0 +1,227 @@
+"""The benchmark harness: every (backend, precision, graph, halting policy) run on the same puzzles, measured the
+same way, and compared with one fp32 reference so that a faster run that answers differently shows up.
+
+Latency is per solve: a batch's wall time over its size, one sample per batch after `warmup` untimed batches;
+per step divides that by the batch's mean steps used. numpy only on the device side (no torch import here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.util
+import itertools
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+import trm_edge
+from trm_edge.api import builtin_data
+from trm_edge.benchmarks.energy import Meter, idle_power_w, open_meter
+from trm_edge.benchmarks.machine import machine_facts
+from trm_edge.errors import TRMEdgeError
+from trm_edge.evaluate import evaluate
+from trm_edge.halting import HaltPolicy
+from trm_edge.tasks import Codec, Pair, read_puzzles
+
+SCHEMA_VERSION = 1
+Progress = Callable[[str, int, int], None]  # (what runs now, puzzles done, puzzles in all)
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99 (linear interpolation, as numpy) and the mean."""
+    a = np.asarray(samples, dtype=np.float64)
+    if not len(a):
+        raise TRMEdgeError("no timed batches: need at least one puzzle")
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean())}
+
+
+def agreement(tokens: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of puzzles whose whole answer equals the reference's."""
+    return float(np.mean(np.all(np.asarray(tokens) == np.asarray(reference), axis=1)))
+
+
+def size_mb(path: str | os.PathLike) -> float:
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size / 1e6
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1e6
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS window where Linux allows it (clear_refs 5), so each session gets its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process (since the last reset, where resetting works)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    try:
+        import resource  # not on Windows
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    return rss / 1e6 if sys.platform == "darwin" else rss * 1024 / 1e6  # bytes on macOS, KiB elsewhere
+
+
+def load_pairs(codec: Codec, data: str, n: int | None) -> list[Pair]:
+    files = builtin_data(codec.name) if data == "builtin" else [data]
+    pairs = [pair for f in files for pair in read_puzzles(codec, os.fspath(f))]
+    return pairs[:n] if n else pairs
+
+
+def _default_factory():
+    try:
+        from trm_edge.runtimes import open_solver
+    except ImportError as e:
+        raise TRMEdgeError(f"no runtime adapters in this install ({e})") from None
+    return open_solver
+
+
+def _open_reference(factory, bundle: str, threads: int | None):
+    """The fp32 step-graph solver answers are compared with: PyTorch where installed, else ONNX Runtime; also
+    why the preferred one could not open, since the report must say what the reference really was."""
+    errors = []
+    for backend in (["torch"] if importlib.util.find_spec("torch") else []) + ["ort"]:
+        try:
+            return factory(bundle, backend=backend, graph="step", precision="fp32", threads=threads), errors
+        except (TRMEdgeError, ImportError) as e:
+            errors.append(f"{backend}: {e}")
+    raise TRMEdgeError("cannot open the fp32 reference: " + "; ".join(errors))
+
+
+def _close(solver) -> None:
+    close = getattr(solver, "close", None)
+    if callable(close):
+        close()
+
+
+def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, batch: int, warmup: int,
+            meter: Meter | None, idle_w: float | None, advance: Callable[[int], None] | None = None):
+    """One run: warm up, then solve and score every puzzle; returns the metrics and the joined Solution."""
+    puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+    for k in range(warmup):
+        solver.solve(puzzles[np.arange(k * batch, (k + 1) * batch) % len(puzzles)], policy)
+    per_solve, per_step, busy = [], [], []
+
+    def timed(x: np.ndarray):
+        t0 = time.perf_counter()
+        sol = solver.solve(x, policy)
+        dt = time.perf_counter() - t0
+        busy.append(dt)
+        per_solve.append(1000 * dt / len(x))
+        per_step.append(per_solve[-1] / max(float(np.mean(sol.steps)), 1.0))
+        return sol
+
+    e0, t0 = (meter.read() if meter else None), time.perf_counter()
+    summary, sol = evaluate(timed, codec, pairs, batch, advance)
+    e1, t1 = (meter.read() if meter else None), time.perf_counter()
+    raw = net = None
+    if meter:
+        raw = (e1 - e0) / len(pairs)
+        net = raw if idle_w is None else (e1 - e0 - idle_w * (t1 - t0)) / len(pairs)
+    summary["steps_histogram"] = {str(k): v for k, v in summary["steps_histogram"].items()}
+    return dict(summary, latency_ms=percentiles(per_solve), latency_per_step_ms=percentiles(per_step),
+                throughput_per_s=len(pairs) / sum(busy), energy_j_per_solve=net, energy_j_per_solve_raw=raw,
+                seconds=t1 - t0), sol
+
+
+def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Sequence[str] = ("fp32",),
+              graphs: Sequence[str] = ("step",), halts: Sequence[str] = ("fixed", "learned:0"),
+              data: str = "builtin", n: int | None = 64, batch: int = 1, threads: int | None = None,
+              warmup: int = 2, energy: str | Meter | None = "auto", out_dir: str | os.PathLike | None = None,
+              progress: Progress | None = None, solver_factory=None, idle_seconds: float = 1.0) -> dict:
+    """Benchmark a bundle over the cross product of the axes; writes report.json/.md and plots to `out_dir`
+    when given. `solver_factory` defaults to `trm_edge.runtimes.open_solver`; `energy` may be a Meter."""
+    if batch < 1 or warmup < 0 or (n is not None and n < 1):
+        raise TRMEdgeError(f"need batch >= 1, warmup >= 0 and n >= 1 (got batch={batch}, warmup={warmup}, n={n})")
+    if not (backends and precisions and graphs and halts):
+        raise TRMEdgeError("every axis (backend, precision, graph, halt) needs at least one value")
+    if not Path(bundle).exists():
+        raise TRMEdgeError(f"{bundle}: no such bundle")
+    factory = solver_factory or _default_factory()
+    meter = open_meter(energy) if isinstance(energy, str) else energy
+    with meter or contextlib.nullcontext():
+        idle_w = idle_power_w(meter, idle_seconds) if meter else None
+        ref, ref_errors = _open_reference(factory, bundle, threads)
+        codec, max_steps = ref.codec, ref.config.halt_max_steps
+        policies = [HaltPolicy.parse(h, max_steps) for h in halts]
+        pairs = load_pairs(codec, data, n)
+        combos = list(itertools.product(backends, precisions, graphs))
+        total, done = len(pairs) * (1 + len(combos) * len(policies)), 0
+
+        def advance(label: str):
+            def step(k: int) -> None:
+                nonlocal done
+                done += k
+                if progress:
+                    progress(label, done, total)
+            return step
+
+        ref_policy = HaltPolicy.parse("fixed", max_steps)
+        ref_summary, ref_sol = evaluate(lambda x: ref.solve(x, ref_policy), codec, pairs, batch,
+                                        advance("fp32 reference"))
+        reference = {"backend": ref.describe().get("backend", "?"), "precision": "fp32", "graph": "step",
+                     "halt": str(ref_policy), "exact_accuracy": ref_summary["exact_accuracy"],
+                     "mean_steps": ref_summary["mean_steps"], "runtime": ref.describe(),
+                     "fallback_from": "; ".join(ref_errors) or None}
+        _close(ref)
+        ref = None  # free the reference session before measuring
+        bundle_mb = size_mb(bundle)
+        runs, skipped = [], []
+        for backend, precision, graph in combos:
+            reset_peak_rss()
+            try:
+                solver = factory(bundle, backend=backend, graph=graph, precision=precision, threads=threads)
+            except (TRMEdgeError, ImportError) as e:
+                skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e)})
+                advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies))
+                continue
+            info = solver.describe()
+            for policy in policies:
+                label = f"{backend}/{precision}/{graph} {policy}"
+                metrics, sol = measure(solver, codec, pairs, policy, batch, warmup, meter, idle_w, advance(label))
+                runs.append({
+                    "backend": backend, "precision": precision, "graph": graph, "halt": str(policy),
+                    "batch": batch, "threads": threads if threads is not None else info.get("threads"),
+                    "warmup": warmup, **metrics,
+                    "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
+                    "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
+                    "energy_source": meter.source if meter else "none",
+                    "energy_estimated": bool(meter and meter.estimate), "idle_power_w": idle_w, "runtime": info,
+                })
+            _close(solver)
+    if not runs:
+        raise TRMEdgeError("no run could start: " + "; ".join(
+            f"{s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}" for s in skipped))
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tool": {"name": "trm-edge", "version": trm_edge.__version__},
+        "bundle": os.fspath(bundle), "bundle_mb": bundle_mb,
+        "data": {"source": os.fspath(data), "n": len(pairs), "labelled": sum(lab is not None for _, lab in pairs)},
+        "machine": machine_facts(), "reference": reference,
+        "energy": {"source": meter.source if meter else "none", "estimate": bool(meter and meter.estimate),
+                   "idle_power_w": idle_w, "idle_seconds": float(idle_seconds) if meter else 0.0},
+        "runs": runs, "skipped": skipped,
+    }
+    if out_dir is not None:
+        from trm_edge.benchmarks.report import write_report
+
+        write_report(report, out_dir)
+    return report

@@ -1,0 +1,203 @@
+"""The three ONNX forms of a TRM, all built from one exported supervision step.
+
+`step` comes from torch.onnx's dynamo exporter. `loop` and `unrolled` are assembled around that step
+graph by graph surgery rather than re-exported, for two reasons: the weights stay shared (one copy of
+each initializer, referenced from the Loop body or from every unrolled step), and an int8 step graph can
+be wrapped the same way (no quantizer enters Loop bodies). Halting is one small block of nodes used by
+both: a row stops when k >= max_steps or (q_halt > halt_threshold and k >= min_steps); a stopped row's
+answer, step count and q_halt are frozen by masking.
+
+Opset 18: the newest opset that ONNX Runtime >= 1.14 (incl. mobile builds), OpenVINO 2023+ and the
+TFLite converters all read; nothing newer is needed (RMSNorm and SwiGLU export as primitive ops that ORT's
+optimizer fuses where it can).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from trm_edge.model import TRM, Batch, Carry
+from trm_edge.spec import SPEC
+
+DEFAULT_OPSET = 18
+_OUTER = {"tokens": "tokens", "puzzle_ids": "puzzle_ids"}  # step inputs the loop and unrolled graphs pass through
+_DT = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "bool": TensorProto.BOOL}
+
+
+class _StepModule(torch.nn.Module):
+    def __init__(self, model: TRM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, puzzle_ids, z_H, z_L):
+        carry, logits, q = self.model.step(Carry(z_H, z_L), Batch(tokens, puzzle_ids))
+        logits = logits.float()
+        return carry.z_H.float(), carry.z_L.float(), logits.argmax(-1), q, logits
+
+
+def export_step(model: TRM, opset: int = DEFAULT_OPSET, batch: int | None = None) -> onnx.ModelProto:
+    """One supervision step; `batch=None` gives a dynamic batch dimension."""
+    if model.config.forward_dtype != "float32":
+        raise ValueError("export runs the model in float32; load it with dtype='float32'")
+    B = batch or 2
+    carry = model.initial_carry(B)
+    args = (torch.ones(B, model.config.seq_len, dtype=torch.long), torch.zeros(B, dtype=torch.long), *carry)
+    names = [n for n, _, _ in SPEC["step"]["inputs"]]
+    dyn = None
+    if batch is None:
+        dim = torch.export.Dim("batch", min=1, max=4096)
+        dyn = {n: {0: dim} for n in names}
+    with torch.no_grad():
+        prog = torch.onnx.export(_StepModule(model.eval()), args, dynamo=True, opset_version=opset, input_names=names,
+                                 output_names=[n for n, _, _ in SPEC["step"]["outputs"]], dynamic_shapes=dyn,
+                                 optimize=True, verbose=False)
+    proto = prog.model_proto
+    _name_batch_dim(proto)
+    return proto
+
+
+def _name_batch_dim(proto: onnx.ModelProto) -> None:
+    """Whatever the exporter called it, the dynamic batch dimension is named 'batch' on every graph I/O."""
+    for v in [*proto.graph.input, *proto.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = "batch"
+
+
+def _value(name: str, dtype: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, _DT[dtype], shape)
+
+
+def _inline_step(step: onnx.ModelProto, prefix: str, feeds: dict[str, str]) -> tuple[list, dict[str, str]]:
+    """The step's nodes with every internal name prefixed; `feeds` maps its inputs to outer names.
+    Initializers keep their names (they live once, in the outer graph). Returns nodes and output names."""
+    g = step.graph
+    keep = {i.name for i in g.initializer}
+    rename = dict(feeds)
+
+    def r(n: str) -> str:
+        if not n or n in keep:
+            return n
+        return rename.setdefault(n, prefix + n)
+
+    nodes = []
+    for node in g.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.name = prefix + (node.name or node.op_type)
+        new.input[:] = [r(n) for n in node.input]
+        new.output[:] = [r(n) for n in node.output]
+        nodes.append(new)
+    return nodes, {o.name: r(o.name) for o in g.output}
+
+
+def _halting(prefix: str, k: str, running: str, pred: str, steps: str, q_last: str,
+             new_pred: str, new_q: str) -> tuple[list, dict[str, str]]:
+    """Freeze halted rows, then decide which rows halt at step k (int64 scalar)."""
+    p = prefix
+    n = helper.make_node
+    nodes = [
+        n("Shape", [running], [p + "batch_shape"]),
+        n("Unsqueeze", [running, "axes_1"], [p + "running_col"]),
+        n("Where", [p + "running_col", new_pred, pred], [p + "pred"]),
+        n("Expand", [k, p + "batch_shape"], [p + "k_rows"]),
+        n("Where", [running, p + "k_rows", steps], [p + "steps"]),
+        n("Where", [running, new_q, q_last], [p + "q"]),
+        n("GreaterOrEqual", [k, "max_steps"], [p + "at_max"]),
+        n("Greater", [new_q, "halt_threshold"], [p + "q_says_halt"]),
+        n("GreaterOrEqual", [k, "min_steps"], [p + "past_min"]),
+        n("And", [p + "q_says_halt", p + "past_min"], [p + "learned_halt"]),
+        n("Or", [p + "learned_halt", p + "at_max"], [p + "halt"]),
+        n("Not", [p + "halt"], [p + "go_on"]),
+        n("And", [running, p + "go_on"], [p + "running"]),
+    ]
+    return nodes, {"pred": p + "pred", "steps": p + "steps", "q": p + "q", "running": p + "running"}
+
+
+def _prologue(step: onnx.ModelProto, init: dict[str, np.ndarray]):
+    """Shared outer-graph pieces: inputs, the initial carry and the initial halting state."""
+    n = helper.make_node
+    S_D = [d.dim_value for d in step.graph.input[2].type.tensor_type.shape.dim][1:]
+    inits = [numpy_helper.from_array(v.reshape(1, 1, -1).astype(np.float32), f"{k}_vec") for k, v in init.items()]
+    inits += [numpy_helper.from_array(np.array([1], np.int64), "axes_1"),
+              numpy_helper.from_array(np.array(S_D, np.int64), "carry_tail"),
+              numpy_helper.from_array(np.array(0, np.int64), "zero_i64"),
+              numpy_helper.from_array(np.array(0.0, np.float32), "zero_f32"),
+              numpy_helper.from_array(np.array(True), "true")]
+    nodes = [
+        n("Shape", ["tokens"], ["tokens_shape"]),
+        n("Shape", ["tokens"], ["batch_dim"], start=0, end=1),
+        n("Concat", ["batch_dim", "carry_tail"], ["carry_shape"], axis=0),
+        n("Expand", ["H_init_vec", "carry_shape"], ["z_H0"]),
+        n("Expand", ["L_init_vec", "carry_shape"], ["z_L0"]),
+        n("Expand", ["zero_i64", "tokens_shape"], ["pred0"]),
+        n("Expand", ["zero_i64", "batch_dim"], ["steps0"]),
+        n("Expand", ["zero_f32", "batch_dim"], ["q0"]),
+        n("Expand", ["true", "batch_dim"], ["running0"]),
+    ]
+    inputs = [_value(nm, dt, _dims(dims, step)) for nm, dt, dims in SPEC["loop"]["inputs"]]
+    outputs = [_value(nm, dt, _dims(dims, step)) for nm, dt, dims in SPEC["loop"]["outputs"]]
+    return nodes, inits, inputs, outputs
+
+
+def _dims(dims: list[str], step: onnx.ModelProto) -> list:
+    sizes = {"batch": "batch", "seq_len": step.graph.input[0].type.tensor_type.shape.dim[1].dim_value}
+    return [sizes[d] for d in dims]
+
+
+def _finish(step: onnx.ModelProto, graph: onnx.GraphProto) -> onnx.ModelProto:
+    graph.initializer.extend(step.graph.initializer)
+    model = helper.make_model(graph, opset_imports=list(step.opset_import), ir_version=step.ir_version)
+    model.functions.extend(step.functions)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_loop(step: onnx.ModelProto, init: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """One graph: an ONNX Loop over supervision steps, trip count max_steps, condition 'some row runs'."""
+    n = helper.make_node
+    pre_nodes, inits, inputs, outputs = _prologue(step, init)
+    carry_in = [f"body/{x}_in" for x in ("z_H", "z_L", "pred", "steps", "q", "running")]
+    step_nodes, out = _inline_step(step, "body/", {**_OUTER, "z_H": carry_in[0], "z_L": carry_in[1]})
+    halt_nodes, h = _halting("body/h/", "body/k", carry_in[5], carry_in[2], carry_in[3], carry_in[4],
+                             out["pred"], out["q_halt"])
+    body_nodes = [n("Add", ["body/iter", "body/one"], ["body/k"]), *step_nodes, *halt_nodes,
+                  n("Cast", [h["running"]], ["body/running_i"], to=TensorProto.INT64),
+                  n("ReduceMax", ["body/running_i"], ["body/any_i"], keepdims=0),
+                  n("Cast", ["body/any_i"], ["body/cond_out"], to=TensorProto.BOOL)]
+    carry_types = [step.graph.input[2].type, step.graph.input[3].type]
+    ins = [_value("body/iter", "int64", []), _value("body/cond", "bool", [])]
+    ins += [helper.make_value_info(carry_in[i], carry_types[i]) for i in range(2)]
+    ins += [_value(carry_in[2], "int64", _dims(["batch", "seq_len"], step)), _value(carry_in[3], "int64", ["batch"]),
+            _value(carry_in[4], "float32", ["batch"]), _value(carry_in[5], "bool", ["batch"])]
+    body_outs = [_value("body/cond_out", "bool", []), helper.make_value_info(out["z_H_out"], carry_types[0]),
+                 helper.make_value_info(out["z_L_out"], carry_types[1]),
+                 _value(h["pred"], "int64", _dims(["batch", "seq_len"], step)), _value(h["steps"], "int64", ["batch"]),
+                 _value(h["q"], "float32", ["batch"]), _value(h["running"], "bool", ["batch"])]
+    body = helper.make_graph(body_nodes, "supervision_step", ins, body_outs,
+                             initializer=[numpy_helper.from_array(np.array(1, np.int64), "body/one")])
+    loop = n("Loop", ["max_steps", "true", "z_H0", "z_L0", "pred0", "steps0", "q0", "running0"],
+             ["z_H_f", "z_L_f", "pred", "steps", "q_halt", "running_f"], body=body, name="supervision_loop")
+    graph = helper.make_graph([*pre_nodes, loop], "trm_loop", inputs, outputs, initializer=inits)
+    return _finish(step, graph)
+
+
+def build_unrolled(step: onnx.ModelProto, init: dict[str, np.ndarray], n_steps: int) -> onnx.ModelProto:
+    """`n_steps` supervision steps in a straight line (no control flow); weights shared, halting by masking."""
+    pre_nodes, inits, inputs, outputs = _prologue(step, init)
+    nodes = list(pre_nodes)
+    state = {"z_H": "z_H0", "z_L": "z_L0", "pred": "pred0", "steps": "steps0", "q": "q0", "running": "running0"}
+    for k in range(1, n_steps + 1):
+        inits.append(numpy_helper.from_array(np.array(k, np.int64), f"k{k}"))
+        step_nodes, out = _inline_step(step, f"s{k}/", {**_OUTER, "z_H": state["z_H"], "z_L": state["z_L"]})
+        halt_nodes, h = _halting(f"s{k}/h/", f"k{k}", state["running"], state["pred"], state["steps"], state["q"],
+                                 out["pred"], out["q_halt"])
+        nodes += step_nodes + halt_nodes
+        state = {"z_H": out["z_H_out"], "z_L": out["z_L_out"], **h}
+    nodes += [helper.make_node("Identity", [state[k]], [o]) for k, o in (("pred", "pred"), ("steps", "steps"),
+                                                                         ("q", "q_halt"))]
+    graph = helper.make_graph(nodes, f"trm_unrolled_{n_steps}", inputs, outputs, initializer=inits)
+    return _finish(step, graph)

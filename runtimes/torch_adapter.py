@@ -1,0 +1,29 @@
+"""The PyTorch reference behind the step-graph interface (the only runtime module that imports torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trm_edge.model import TRM, Batch, Carry
+
+
+class TorchAdapter:
+    name = "torch"
+
+    def __init__(self, model: TRM, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.threads = model.eval(), threads
+
+    @torch.inference_mode()
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+        carry, logits, q = self.model.step(Carry(t["z_H"], t["z_L"]), Batch(t["tokens"], t["puzzle_ids"]))
+        logits = logits.float()
+        return {"z_H_out": carry.z_H.float().numpy(), "z_L_out": carry.z_L.float().numpy(),
+                "pred": logits.argmax(-1).numpy(), "q_halt": q.numpy(), "logits": logits.numpy()}
+
+    def describe(self) -> dict:
+        return {"backend": "torch", "version": torch.__version__, "threads": self.threads or torch.get_num_threads(),
+                "graph": "reference"}

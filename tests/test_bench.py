@@ -1,0 +1,480 @@
+"""The benchmark subsystem: metrics, energy parsers on recorded outputs, reports, compare, ssh remote, CLI.
+
+Runs against a fake solver (a deterministic function of the puzzle that solves some, breaks others and halts at
+chosen steps), so nothing here needs a bundle or a runtime.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from trm_edge.benchmarks import energy as en
+from trm_edge.benchmarks import harness
+from trm_edge.benchmarks.commands import register, split_halts
+from trm_edge.benchmarks.machine import cpu_info, doctor
+from trm_edge.benchmarks.remote import parse_ssh_url, run_remote
+from trm_edge.benchmarks.report import compare, load_report, pareto_front, schema_errors, validate_report
+from trm_edge.errors import TRMEdgeError
+from trm_edge.halting import HaltPolicy, halting_loop
+from trm_edge.tasks import SUDOKU
+
+FIX = Path(__file__).parent / "data" / "bench"
+# A valid sudoku (a shifted pattern) as tokens: digit + 1, blank = 1.
+GRID = np.array([(r * 3 + r // 3 + c) % 9 + 1 for r in range(9) for c in range(9)], np.int64) + 1
+
+
+def _solution(seed: int) -> np.ndarray:
+    """Another valid grid: the digits of GRID relabelled."""
+    perm = np.random.default_rng(seed).permutation(9)
+    return perm[GRID - 2] + 2
+
+
+def _puzzle(solution: np.ndarray, seed: int, blanks: int = 45) -> np.ndarray:
+    p = solution.copy()
+    p[np.random.default_rng(seed).choice(81, blanks, replace=False)] = 1
+    return p
+
+
+def _text(tokens: np.ndarray) -> str:
+    return "".join("." if t == 1 else str(t - 1) for t in tokens)
+
+
+class FakeSolver:
+    """Solves a puzzle unless its token sum is 0 mod 4 (then it fills every blank with 1s); int8 also swaps two
+    answer cells when the sum is 1 mod 4. The q_halt logit crosses 0 after 1 + sum % 3 steps."""
+
+    def __init__(self, solutions: dict, backend: str, precision: str, graph: str, threads):
+        self.solutions, self.backend, self.precision = solutions, backend, precision
+        self.codec, self.config, self.init_ms = SUDOKU, SimpleNamespace(halt_max_steps=4), 2.5
+        self.threads = threads
+
+    def answer(self, row: np.ndarray) -> np.ndarray:
+        s = int(row.sum())
+        if s % 4 == 0:
+            return np.where(row == 1, 2, row)
+        ans = self.solutions[row.tobytes()].copy()
+        if self.precision == "int8" and s % 4 == 1:
+            ans[[0, 40]] = ans[[40, 0]]
+        return ans
+
+    def solve(self, tokens: np.ndarray, policy: HaltPolicy):
+        answers = np.stack([self.answer(r) for r in tokens])
+        target = 1 + tokens.sum(1) % 3
+        time.sleep(0.0005)
+        return halting_loop(lambda k: (k + 1, answers, (k + 1 - target - 0.5).astype(np.float32)), 0, policy)
+
+    def describe(self) -> dict:
+        return {"backend": self.backend, "graph": "step", "precision": self.precision, "threads": self.threads or 2}
+
+
+@pytest.fixture
+def bench_setup(tmp_path):
+    """Twelve puzzles (every other one with its solution), a bundle directory and a fake solver factory."""
+    lines, solutions, puzzles = [], {}, []
+    for i in range(12):
+        sol = _solution(i)
+        pz = _puzzle(sol, 100 + i)
+        solutions[pz.tobytes()] = sol
+        puzzles.append(pz)
+        lines.append(_text(pz) + (f",{_text(sol)}" if i % 2 else ""))
+    data = tmp_path / "puzzles.csv"
+    data.write_text("# recorded for the bench tests\n" + "\n".join(lines) + "\n")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({"label": "copied-bundle"}))
+    (bundle / "model.onnx").write_bytes(b"\0" * 250_000)
+
+    def factory(path, backend, graph, precision, threads):
+        assert Path(path) == bundle
+        if backend == "torch" and precision != "fp32":
+            raise TRMEdgeError("torch runs fp32 only")
+        return FakeSolver(solutions, backend, precision, graph, threads)
+
+    return SimpleNamespace(data=data, bundle=bundle, factory=factory, puzzles=np.stack(puzzles))
+
+
+def _estimate():
+    return en.EstimateMeter("x86-laptop", emulated=lambda: None)
+
+
+def _small_report(s, **kw) -> dict:
+    args = dict(backends=["ort"], halts=["fixed"], data=str(s.data), n=4, batch=2, warmup=0, energy="none",
+                idle_seconds=0, solver_factory=s.factory)
+    return harness.run_bench(str(s.bundle), **{**args, **kw})
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+
+def test_rule_breaking_answer_is_not_a_solve(bench_setup):
+    sol = _solution(7)
+    pz = _puzzle(sol, 3)
+    blank = np.flatnonzero(pz == 1)
+    i, j = next((a, b) for a in blank for b in blank if a // 9 == b // 9 and sol[a] != sol[b])
+    broken = sol.copy()
+    broken[[i, j]] = broken[[j, i]]  # rows still hold 1..9, the columns no longer do
+
+    class Fixed:
+        def solve(self, x, policy):
+            return halting_loop(lambda k: (k + 1, np.stack([sol, broken]), np.zeros(2, np.float32)), 0, policy)
+
+    pairs = [(pz, None), (pz, None)]
+    m, _ = harness.measure(Fixed(), SUDOKU, pairs, HaltPolicy.parse("fixed:3", 3), 2, 0, None, None)
+    assert m["exact_accuracy"] == 0.5 and m["token_accuracy"] is None
+    labelled = [(pz, sol), (pz, sol)]
+    m, _ = harness.measure(Fixed(), SUDOKU, labelled, HaltPolicy.parse("fixed:3", 3), 2, 0, None, None)
+    assert m["exact_accuracy"] == 0.5 and m["token_accuracy"] == pytest.approx((1 + 79 / 81) / 2)
+    assert m["steps_histogram"] == {"3": 2} and m["latency_per_step_ms"]["p50"] * 3 == pytest.approx(
+        m["latency_ms"]["p50"])
+
+
+def test_percentiles_and_agreement_and_pareto():
+    p = harness.percentiles(range(1, 101))
+    assert (p["p50"], p["p90"], p["p99"], p["mean"]) == pytest.approx((50.5, 90.1, 99.01, 50.5))
+    with pytest.raises(TRMEdgeError):
+        harness.percentiles([])
+    a = np.array([[1, 2], [3, 4], [5, 6]])
+    assert harness.agreement(a, np.array([[1, 2], [3, 0], [5, 6]])) == pytest.approx(2 / 3)
+    pts = [(10, 0.9), (5, 0.5), (20, 0.95), (12, 0.8), (5, 0.6), (30, 0.95)]
+    assert pareto_front(pts) == [4, 0, 2]
+
+
+# -- energy -----------------------------------------------------------------------------------------------------
+
+def test_rapl_packages_only_with_wraparound(tmp_path):
+    root = tmp_path / "powercap"
+    shutil.copytree(FIX / "powercap-t0", root)
+    meter = en.RaplMeter(root)
+    assert [z.name for z in meter.zones] == ["intel-rapl:0"]  # not core/uncore/dram, psys nor the MMIO copy
+    assert meter.read() == 0
+    shutil.copytree(FIX / "powercap-t1", root, dirs_exist_ok=True)
+    # 262143328850 - 262140000000 before the wrap + 12671150 after it = 16 J
+    assert meter.read() == pytest.approx(16.0)
+    with pytest.raises(TRMEdgeError, match="no RAPL package"):
+        en.RaplMeter(tmp_path / "empty")
+
+
+def test_pi5_pmic_parser():
+    text = (FIX / "pmic_read_adc.txt").read_text()
+    rails = en.parse_pmic_adc(text)
+    assert len(rails) == 12 and "EXT5V" not in rails and "BATT" not in rails
+    assert rails["VDD_CORE"] == (0.72, 2.13404)
+    assert en.pmic_power_w(text) == pytest.approx(2.658476, rel=1e-5)
+    with pytest.raises(TRMEdgeError):
+        en.pmic_power_w("error=1 error_msg=\"Command not registered\"\n")
+    clock = iter([0.0, 2.0]).__next__
+    meter = en.Pi5Meter(read_adc=lambda: text, clock=clock)
+    assert meter.read() == pytest.approx(2 * 2.658476, rel=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["android-uA", "android-uA-positive", "android-mA"])
+def test_android_battery_units_and_sign(variant):
+    ticks = iter([10.0, 11.0, 13.0]).__next__
+    meter = en.AndroidMeter(FIX / variant, clock=ticks)
+    watts = 0.412345 * 3.87125 if "uA" in variant else 0.412 * 3.871
+    assert meter.read() == pytest.approx(watts, rel=1e-9)
+    assert meter.read() == pytest.approx(3 * watts, rel=1e-9)
+    assert ("charging" in meter.source) == (variant == "android-mA")
+
+
+def test_sampled_meter_integrates_trapezoids():
+    clock, power = iter([0.0, 1.0, 3.0]).__next__, iter([2.0, 4.0, 0.0]).__next__
+    m = en.SampledMeter(power, clock=clock)
+    assert m.read() == pytest.approx(3.0) and m.read() == pytest.approx(7.0)
+
+
+def test_estimate_is_labelled_and_refused_under_emulation(tmp_path):
+    cpu = iter([1.0, 3.0]).__next__
+    m = en.EstimateMeter("rpi5", emulated=lambda: None, cpu_seconds=cpu)
+    assert m.estimate and m.source.startswith("estimate")
+    assert m.read() == pytest.approx(2 * en.POWER_PROFILES["profiles"]["rpi5"]["w_per_core"])
+    x86 = (FIX / "cpuinfo-sapphire-rapids.txt").read_text()
+    arm = (FIX / "cpuinfo-rpi5.txt").read_text()
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    assert en.emulation_reason(env={}, machine="x86_64", cpuinfo=x86, binfmt=tmp_path) is None
+    assert en.emulation_reason(env={}, machine="aarch64", cpuinfo=arm, binfmt=tmp_path / "none") is None
+    facts = [dict(env={"QEMU_LD_PREFIX": "/usr/aarch64-linux-gnu"}, machine="aarch64", cpuinfo=arm),
+             dict(env={}, machine="aarch64", cpuinfo=x86, binfmt=tmp_path / "none"),
+             dict(env={}, machine="aarch64", cpuinfo="", binfmt=tmp_path)]
+    for f in facts:
+        reason = en.emulation_reason(**f)
+        assert reason
+        with pytest.raises(TRMEdgeError, match="emulation"):
+            en.EstimateMeter("rpi5", emulated=lambda r=reason: r)
+        with pytest.raises(TRMEdgeError, match="emulation"):
+            en.open_meter("estimate:rpi5", emulated=lambda r=reason: r)
+    assert en.open_meter("none") is None
+    with pytest.raises(TRMEdgeError):
+        en.open_meter("joulemeter")
+
+
+def test_auto_takes_the_first_meter_present(monkeypatch):
+    def absent():
+        raise TRMEdgeError("absent")
+
+    monkeypatch.setattr(en, "_METER_CLASSES", {"rapl": absent, "pi5": lambda: "pi5 meter", "android": absent})
+    assert en.open_meter("auto") == "pi5 meter"
+    monkeypatch.setattr(en, "_METER_CLASSES", {"rapl": absent, "pi5": absent, "android": absent})
+    assert en.open_meter("auto", emulated=lambda: None).estimate
+    assert en.open_meter("auto", emulated=lambda: "qemu-user") is None
+
+
+def test_cpu_features_and_doctor():
+    arm = cpu_info((FIX / "cpuinfo-rpi5.txt").read_text())
+    assert arm["model"].startswith("Raspberry Pi 5") and arm["features"]["asimddp"] and not arm["features"]["i8mm"]
+    x86 = cpu_info((FIX / "cpuinfo-sapphire-rapids.txt").read_text())
+    assert x86["features"]["amx_tile"] and x86["features"]["avx512_vnni"] and "asimddp" not in x86["features"]
+    d = doctor()
+    assert set(d["runtimes"]) >= {"onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime", "torch"}
+    meters = {m["meter"]: m for m in d["energy_meters"]}
+    assert set(meters) == {"rapl", "pi5", "android", "estimate"}
+    assert all(m["present"] or m["reason"] for m in meters.values())
+
+
+# -- harness, reports, compare -----------------------------------------------------------------------------------
+
+def test_bench_end_to_end(bench_setup, tmp_path):
+    s = bench_setup
+    seen = []
+    out = tmp_path / "report"
+    report = harness.run_bench(
+        str(s.bundle), backends=["ort", "torch"], precisions=["fp32", "int8"], graphs=["step"],
+        halts=["fixed", "learned:0"], data=str(s.data), n=12, batch=2, warmup=1, energy=_estimate(),
+        idle_seconds=0, out_dir=out, solver_factory=s.factory, progress=lambda *a: seen.append(a))
+    assert schema_errors(report) == [] and schema_errors(report, use_jsonschema=False) == []
+    assert [(r["backend"], r["precision"], r["halt"]) for r in report["runs"]] == [
+        ("ort", "fp32", "fixed:4"), ("ort", "fp32", "learned:0,min=1,max=4"), ("ort", "int8", "fixed:4"),
+        ("ort", "int8", "learned:0,min=1,max=4"), ("torch", "fp32", "fixed:4"), ("torch", "fp32",
+                                                                                 "learned:0,min=1,max=4")]
+    assert report["skipped"] == [{"backend": "torch", "precision": "int8", "graph": "step",
+                                  "reason": "torch runs fp32 only"}]
+    sums = s.puzzles.sum(1)
+    bad_int8 = (sums % 4 == 1)
+    for r in report["runs"]:
+        hist = {int(k): v for k, v in r["steps_histogram"].items()}
+        assert sum(hist.values()) == r["n"] == 12
+        if r["halt"] == "fixed:4":
+            assert hist == {4: 12}
+        else:
+            steps, counts = np.unique(2 + sums % 3, return_counts=True)  # halts one step after q_halt crosses 0
+            assert hist == dict(zip(steps.tolist(), counts.tolist()))
+        broken = (sums % 4 == 0) | (bad_int8 if r["precision"] == "int8" else False)
+        assert r["exact_accuracy"] == pytest.approx(1 - broken.mean())
+        assert r["agreement_with_fp32"] == pytest.approx(1 - bad_int8.mean() if r["precision"] == "int8" else 1)
+        assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
+        assert r["throughput_per_s"] > 0 and r["init_ms"] == 2.5 and r["bundle_mb"] == pytest.approx(0.25, 0.01)
+        assert r["energy_estimated"] and r["energy_source"].startswith("estimate") and r["threads"] == 2
+        assert r["energy_j_per_solve"] == r["energy_j_per_solve_raw"] >= 0 and r["idle_power_w"] is None
+    assert report["data"] == {"source": str(s.data), "n": 12, "labelled": 6}
+    assert seen[-1][1:] == (12 * 9, 12 * 9)  # the reference and 8 runs (one skipped), every puzzle once
+    assert load_report(out)["runs"] == json.loads(json.dumps(report["runs"]))
+    md = (out / "report.md").read_text()
+    assert "| backend | precision |" in md and "(estimate)" in md and "ESTIMATE" in md and "torch runs fp32" in md
+    for png in ("pareto.png", "steps_histogram.png", "latency_by_backend.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 5000
+
+
+def test_idle_baseline_is_subtracted(bench_setup):
+    class Clockwork(en.Meter):
+        """1 J per call of read(): idle power is then 1 J over the idle interval."""
+        source = "test-meter"
+
+        def __init__(self):
+            self.j = 0.0
+
+        def read(self):
+            self.j += 1.0
+            return self.j
+
+    r = _small_report(bench_setup, energy=Clockwork(), idle_seconds=0.05)
+    run = r["runs"][0]
+    assert r["energy"]["idle_power_w"] == pytest.approx(1 / 0.05, rel=0.5) == run["idle_power_w"]
+    assert run["energy_j_per_solve_raw"] == pytest.approx(1 / 4)
+    assert run["energy_j_per_solve"] == pytest.approx((1 - run["idle_power_w"] * run["seconds"]) / 4, rel=0.2)
+    assert not run["energy_estimated"] and run["energy_source"] == "test-meter"
+
+
+def test_schema_rejects_bad_reports(bench_setup):
+    rep = _small_report(bench_setup)
+    for use in (True, False):
+        bad = json.loads(json.dumps(rep))
+        bad["runs"][0]["exact_accuracy"] = 1.5
+        del bad["runs"][0]["latency_ms"]["p90"]
+        bad["schema_version"] = 2
+        errs = schema_errors(bad, use_jsonschema=use)
+        assert len(errs) == 3, errs
+    with pytest.raises(TRMEdgeError, match="schema"):
+        validate_report({"runs": []})
+
+
+def test_compare_two_machines(bench_setup, tmp_path):
+    rep = _small_report(bench_setup, backends=["ort", "torch"], halts=["fixed", "learned:0"])
+    other = json.loads(json.dumps(rep))
+    other["machine"]["label"] = "raspberrypi"
+    for name, r in (("laptop", rep), ("pi", other), ("pi-again", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(r))
+    doc = compare([tmp_path / "laptop" / "report.json", tmp_path / "pi", tmp_path / "pi-again" / "report.json"],
+                  tmp_path / "cmp")
+    labels = [r["machine"] for r in doc["runs"]]
+    assert labels == [rep["machine"]["label"]] * 4 + ["raspberrypi (pi)"] * 4 + ["raspberrypi (pi-again)"] * 4
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert md.count("| raspberrypi (pi) |") == 4 and "| machine | backend |" in md
+    assert all((tmp_path / "cmp" / p).stat().st_size > 5000 for p in ("pareto.png", "steps_histogram.png"))
+    with pytest.raises(TRMEdgeError, match="not JSON"):
+        (tmp_path / "junk.json").write_text("{")
+        compare([tmp_path / "junk.json"], tmp_path / "cmp2")
+    assert not (tmp_path / "cmp2").exists()
+
+
+def test_cli_bench_compare_doctor(bench_setup, tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    assert split_halts("fixed:16,learned:0,min=2,max=8, learned:1") == ["fixed:16", "learned:0,min=2,max=8",
+                                                                        "learned:1"]
+    monkeypatch.setattr(harness, "_default_factory", lambda: bench_setup.factory)
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", str(bench_setup.bundle), "--precision", "fp32,int8", "--halt",
+                              "fixed:3,learned:0,min=2", "--data", str(bench_setup.data), "-n", "5", "--batch", "2",
+                              "--energy", "none", "--idle-seconds", "0", "--out", str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert [r["halt"] for r in rep["runs"]] == ["fixed:3", "learned:0,min=2,max=4"] * 2
+    assert rep["runs"][0]["n"] == 5 and (tmp_path / "o" / "report.md").is_file()
+    res = runner.invoke(app, ["compare", str(tmp_path / "o"), "-o", str(tmp_path / "c")])
+    assert res.exit_code == 0 and "comparison" in res.stdout
+    res = runner.invoke(app, ["doctor", "--json"])
+    assert res.exit_code == 0 and "energy_meters" in json.loads(res.stdout)
+
+
+# -- remote over a real sshd on loopback ----------------------------------------------------------------------
+
+def test_parse_ssh_url():
+    assert parse_ssh_url("ssh://pi@raspberrypi.local:2222") == ("pi", "raspberrypi.local", 2222)
+    assert parse_ssh_url("ssh://host") == (None, "host", None)
+    for bad in ("pi@host", "ssh://", "ssh://h:99999", "http://h", "ssh://h/path"):
+        with pytest.raises(TRMEdgeError):
+            parse_ssh_url(bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """A throwaway sshd on 127.0.0.1 that accepts one fresh key for the current user."""
+    if not Path("/usr/sbin/sshd").is_file() or not shutil.which("ssh-keygen"):
+        pytest.skip("OpenSSH server not installed (Debian: apt-get install openssh-server openssh-client)")
+    if not Path("/run/sshd").is_dir():
+        if os.geteuid() != 0:
+            pytest.skip("sshd needs its privilege separation directory /run/sshd")
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    d = tmp_path / "ssh"
+    d.mkdir()
+    for key in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    shutil.copy(d / "user_key.pub", d / "authorized_keys")
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        f"PidFile {d / 'sshd.pid'}\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nLogLevel ERROR\n")
+    log = open(d / "sshd.log", "w")
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(d / "sshd_config"), "-e"], stderr=log)
+    try:
+        for _ in range(100):
+            if proc.poll() is not None:
+                pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        opts = ["-i", str(d / "user_key"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR"]
+        yield SimpleNamespace(url=f"ssh://{getpass.getuser()}@127.0.0.1:{port}", options=opts)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_remote_over_loopback_sshd(sshd, bench_setup, tmp_path):
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps(_small_report(bench_setup)))
+    device = tmp_path / "device-trm-edge"
+    device.write_text(f"""#!{sys.executable}
+# Stands in for the device's trm-edge: checks what arrived and writes a report that says so.
+import json, pathlib, sys
+args = sys.argv[1:]
+assert args[0] == "bench", args
+bundle = pathlib.Path(args[1])
+out = pathlib.Path(args[args.index("--out") + 1])
+out.mkdir()
+rep = json.loads(pathlib.Path({str(template)!r}).read_text())
+rep["machine"]["label"] = json.loads((bundle / "manifest.json").read_text())["label"]
+rep["bundle"] = str(bundle.resolve())
+rep["data"]["source"] = pathlib.Path(args[args.index("--data") + 1]).read_text().splitlines()[0]
+rep["remote_argv"] = args
+(out / "report.json").write_text(json.dumps(rep))
+""")
+    device.chmod(0o755)
+    out = tmp_path / "remote-report"
+    rep = run_remote(sshd.url, bench_setup.bundle, ["-n", "8", "--halt", "fixed:4,learned:0,min=2"], out,
+                     sshd.options, remote_command=str(device), data=str(bench_setup.data), timeout=60)
+    assert rep["machine"]["label"] == "copied-bundle"
+    assert rep["data"]["source"] == "# recorded for the bench tests"
+    assert rep["remote_argv"][1:] == ["bundle", "-n", "8", "--halt", "fixed:4,learned:0,min=2", "--data",
+                                      "data-puzzles.csv", "--out", "out"]
+    assert not Path(rep["bundle"]).exists()  # the scratch directory on the "device" was removed
+    assert load_report(out)["remote_argv"] == rep["remote_argv"] and (out / "pareto.png").stat().st_size > 0
+    with pytest.raises(TRMEdgeError, match="bench"):
+        run_remote(sshd.url, bench_setup.bundle, [], tmp_path / "never", sshd.options, remote_command="false")
+    assert not (tmp_path / "never").exists()
+
+
+# -- the real runtime on a tiny exported bundle ----------------------------------------------------------------
+
+def test_real_runtime_on_tiny_bundle(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    runtimes = pytest.importorskip("trm_edge.runtimes")
+    export = pytest.importorskip("trm_edge.export")
+    if not hasattr(runtimes, "open_solver") or not hasattr(export, "export_bundle"):
+        pytest.skip("trm_edge.runtimes.open_solver / trm_edge.export.export_bundle not available")
+    from conftest import tiny_config
+
+    from trm_edge.model import TRM
+
+    model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
+    bundle = export.export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ["step"], verify_n=4)
+    data = tmp_path / "p.txt"
+    data.write_text("\n".join(_text(_puzzle(_solution(i), i)) for i in range(4)) + "\n")
+    rep = harness.run_bench(str(bundle), backends=["ort", "torch"], halts=["fixed", "learned:0"], data=str(data),
+                            n=4, batch=2, warmup=1, energy="none", idle_seconds=0, out_dir=tmp_path / "out")
+    validate_report(rep)
+    ref = rep["reference"]
+    assert ref["backend"] == "torch" or "torch" in ref["fallback_from"]
+    ran = {r["backend"] for r in rep["runs"]}
+    assert len(rep["runs"]) == 2 * len(ran) and "ort" in ran and ("torch" in ran) != bool(rep["skipped"])
+    same = next(r for r in rep["runs"] if r["backend"] == ref["backend"] and r["halt"] == "fixed:3")
+    assert same["agreement_with_fp32"] == 1.0 and same["steps_histogram"] == {"3": 4}
+    assert all(r["init_ms"] > 0 and r["bundle_mb"] > 0 for r in rep["runs"])
+    assert (tmp_path / "out" / "report.md").is_file()

@@ -1,0 +1,180 @@
+"""Every graph form against the PyTorch reference, the bundle's integrity checks, and a torch-free device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import FIXTURES, OFFICIAL, tiny_config
+
+from trm_edge.bundle import Bundle
+from trm_edge.checkpoint import load_official
+from trm_edge.errors import CheckFailed, TRMEdgeError
+from trm_edge.export import export_bundle
+from trm_edge.export.verify import sample_puzzles
+from trm_edge.halting import HaltPolicy
+from trm_edge.model import TRM, Batch
+from trm_edge.runtimes import open_solver
+
+
+@pytest.fixture(scope="module", params=OFFICIAL)
+def bundle(request, tmp_path_factory):
+    """One export of each official fixture with all three forms (the dynamo export is the slow part)."""
+    d = FIXTURES / request.param
+    if not d.is_dir():
+        pytest.skip("fixtures missing")
+    model, meta = load_official(d)
+    with torch.no_grad():  # an input-dependent halting head, so rows halt at different steps
+        model.q_head.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+        model.q_head.bias.zero_()
+    out = export_bundle(model, meta, tmp_path_factory.mktemp("b") / request.param, ["step", "loop", "unrolled"])
+    return out, model
+
+
+def _ref(model: TRM, tokens: np.ndarray, policy: HaltPolicy):
+    t = torch.from_numpy(tokens)
+    return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
+
+
+@pytest.mark.parametrize("graph", ["step", "loop", "unrolled"])
+def test_every_form_matches_reference(bundle, graph):
+    path, model = bundle
+    solver = open_solver(path, "ort", graph)
+    puzzles = sample_puzzles(solver.codec, 12, seed=5)
+    qs = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
+    policies = ["fixed", f"learned:{np.median(qs):.4f}", f"learned:{np.median(qs):.4f},min=2"]
+    for h in policies:
+        pol = solver.policy(h)
+        ref = _ref(model, puzzles, pol)
+        for sl in (slice(0, 1), slice(0, 12)):  # batch 1 and batch > 1
+            got = solver.solve(puzzles[sl], pol)
+            assert (got.tokens == ref.tokens[sl]).mean() >= 0.995
+            assert (got.steps == ref.steps[sl]).mean() >= 0.9
+            assert np.abs(got.q_halt - ref.q_halt[sl]).max() < 5e-2
+    learned = _ref(model, puzzles, solver.policy(policies[1]))
+    assert len(set(learned.steps.tolist())) > 1, "rows should halt at different steps"
+
+
+def test_continuous_batching_equals_solving_alone(bundle):
+    path, model = bundle
+    solver = open_solver(path, "ort", "step")
+    puzzles = sample_puzzles(solver.codec, 10, seed=7)
+    q = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
+    pol = solver.policy(f"learned:{np.median(q):.4f}")
+    stream = solver.solve_stream(puzzles, pol, slots=3)
+    alone = [solver.solve(puzzles[i:i + 1], pol) for i in range(len(puzzles))]
+    assert [int(a.steps[0]) for a in alone] == stream.steps.tolist()
+    assert all(np.array_equal(a.tokens[0], stream.tokens[i]) for i, a in enumerate(alone))
+
+
+def test_graphs_pass_full_check_and_share_weights(bundle):
+    path, _ = bundle
+    b = Bundle(path)
+    weights = {}
+    for g in ("step", "loop", "unrolled"):
+        f = b.graph_file(g)
+        onnx.checker.check_model(str(f), full_check=True)
+        weights[g] = sum(i.ByteSize() for i in onnx.load(str(f)).graph.initializer)
+    # the loop and unrolled graphs run every step but store each weight once
+    assert weights["loop"] < 1.05 * weights["step"] and weights["unrolled"] < 1.05 * weights["step"]
+    assert b.manifest["verification"]["passed"] and b.manifest["versions"]["onnx"] == onnx.__version__
+
+
+def test_reference_evaluator_agrees_with_ort_on_loop(tmp_path):
+    """A second opinion on the Loop semantics, on a model tiny enough for the slow evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    torch.manual_seed(1)
+    model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
+    with torch.no_grad():
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+    path = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ["loop"])
+    solver = open_solver(path, "ort", "loop")
+    puzzles = sample_puzzles(solver.codec, 3)
+    pol = solver.policy("learned:0")
+    got = solver.solve(puzzles, pol)
+    ev = ReferenceEvaluator(str(Bundle(path).graph_file("loop")))
+    pred, steps, q = ev.run(None, {"tokens": puzzles, "puzzle_ids": np.zeros(3, np.int64), **pol.graph_inputs()})
+    assert np.array_equal(pred, got.tokens) and np.array_equal(steps, got.steps)
+    assert np.allclose(q, got.q_halt, atol=1e-4)
+
+
+def test_tampered_file_is_refused_by_name(bundle, tmp_path):
+    import shutil
+
+    path, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    with open(copy / "loop.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(TRMEdgeError, match=r"loop\.onnx: does not match its sha256"):
+        open_solver(copy)
+
+
+def test_manifest_path_escape_is_refused(bundle, tmp_path):
+    import shutil
+
+    path, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    mf = json.loads((copy / "manifest.json").read_text())
+    mf["files"]["../evil.onnx"] = {"sha256": "0", "bytes": 0}
+    (copy / "manifest.json").write_text(json.dumps(mf))
+    with pytest.raises(TRMEdgeError, match="leaves the bundle directory"):
+        Bundle(copy)
+
+
+def test_failed_verification_leaves_no_bundle(tmp_path, monkeypatch):
+    from trm_edge.export import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "TOL_STEP1", -1.0)  # an impossible tolerance
+    model = TRM(tiny_config(halt_max_steps=2)).eval()
+    with pytest.raises(CheckFailed, match="logits differ"):
+        export_bundle(model, {"task": "sudoku"}, tmp_path / "out", ["step"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_free_device_loads_and_solves(bundle):
+    """With torch hidden (a Pi install: numpy + onnxruntime), a bundle loads and solves."""
+    path, _ = bundle
+    code = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is hidden in this test")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from trm_edge.runtimes import open_solver
+        s = open_solver({str(path)!r}, "ort", "loop")
+        x = np.ones((2, s.config.seq_len), np.int64)
+        sol = s.solve(x, "fixed")
+        assert "torch" not in sys.modules
+        print(sol.steps.tolist())
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert res.returncode == 0, res.stderr[-800:]
+    assert res.stdout.strip().startswith("[")
+
+
+def test_cli_export_and_solve_bundle(tmp_path, capsys):
+    from test_cli import run
+
+    d = FIXTURES / "sudoku_mlp_fp32"
+    if not d.is_dir():
+        pytest.skip("fixtures missing")
+    code, out, _ = run(capsys, "export", str(d), "-o", str(tmp_path / "b"), "--graph", "loop", "--json")
+    assert code == 0 and json.loads(out)["graphs"][0]["graph"] == "loop"
+    puzzle = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
+    code, out, _ = run(capsys, "solve", str(tmp_path / "b"), puzzle, "--graph", "loop", "--json")
+    assert code == 0 and json.loads(out)["results"][0]["steps"] == 4
+    code, _, err = run(capsys, "solve", str(tmp_path / "b"), puzzle, "--graph", "unrolled")
+    assert code == 2 and "no unrolled graph in this bundle" in err
