@@ -17,6 +17,7 @@ from trm_edge.bundle import write_bundle
 from trm_edge.checkpoint import save
 from trm_edge.errors import TRMEdgeError
 from trm_edge.export.graphs import DEFAULT_OPSET, build_loop, build_unrolled, export_step
+from trm_edge.export.quantize import quantize_graphs
 from trm_edge.export.verify import sample_puzzles, verify
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM
@@ -52,8 +53,10 @@ def select_puzzle_ids(model: TRM, ids: list[int]) -> TRM:
 def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str] = ("step", "loop"),
                   halt: str = "fixed", max_steps: int | None = None, opset: int = DEFAULT_OPSET,
                   batch: int | None = None, puzzle_ids: list[int] | None = None, verify_n: int = 16,
+                  quantize: list[str] = (), calib_n: int = 32, heldout_n: int = 128, max_drop: float = 1.0,
                   status: Callable[[str], None] = lambda s: None) -> Path:
-    """Export, verify against the reference, and write the bundle atomically (nothing on failure)."""
+    """Export, verify against the reference, quantize under the accuracy guard, and write the bundle
+    atomically (nothing on failure)."""
     cfg = model.config
     if cfg.forward_dtype != "float32":
         model = _as_fp32(model)
@@ -62,6 +65,8 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
         model = select_puzzle_ids(model, puzzle_ids)
         cfg = model.config
     policy = HaltPolicy.parse(halt, cfg.halt_max_steps)
+    if quantize and "step" not in graphs:
+        graphs = ["step", *graphs]  # int8 graphs are built from the quantized step
     n_unrolled = max_steps or cfg.halt_max_steps
     codec = codec_for(meta.get("task"), cfg.seq_len, meta.get("source"))
     init = {"H_init": model.H_init.float().numpy(), "L_init": model.L_init.float().numpy()}
@@ -109,6 +114,16 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
                                        HaltPolicy.parse("learned:0", cfg.halt_max_steps)]))
         policies = [p for p in policies if "unrolled" not in graphs or p.max_steps <= n_unrolled]
         manifest["verification"] = dict(verify(model, solvers, puzzles, policies), passed=True)
+        for mode in quantize:
+            manifest.setdefault("quantization", {})[mode] = quantize_graphs(
+                tmp, mode, solvers["step"], sample_puzzles(codec, calib_n, seed=1),
+                sample_puzzles(codec, heldout_n, seed=2), policy, max_drop, status)
+            q_step = onnx.load(str(tmp / f"step.{mode}.onnx"))
+            for g in graphs:
+                manifest["graphs"][g]["files"][mode] = f"{g}.{mode}.onnx"
+                if g != "step":
+                    _save_graph(build_loop(q_step, init) if g == "loop" else build_unrolled(q_step, init, n_unrolled),
+                                tmp / f"{g}.{mode}.onnx")
 
     return write_bundle(out_dir, manifest, write)
 

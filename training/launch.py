@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -11,12 +12,21 @@ import torch.distributed as dist
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.training.recipes import RECIPES, run
+from trm_edge.training.trainer import TrainConfig
 
 
-def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False, echo=None) -> Path:
-    if task not in RECIPES:
+def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False, echo=None,
+                 config: str | None = None) -> Path:
+    """Train the named recipe, or the TrainConfig JSON in `config` (e.g. a recipe's `recipe` field, edited)."""
+    if config:
+        try:
+            cfg = TrainConfig.from_dict(json.loads(Path(config).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise TRMEdgeError(f"{config}: not a training config ({type(e).__name__}: {e})") from None
+    elif task in RECIPES:
+        cfg = RECIPES[task]
+    else:
         raise TRMEdgeError(f"train: no recipe for task {task!r} (have: {', '.join(RECIPES)})")
-    cfg = RECIPES[task]
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1

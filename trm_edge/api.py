@@ -103,7 +103,8 @@ def bundle_summary(path: str | os.PathLike) -> dict:
     rows = [{"graph": g, "precision": prec, "file": f, "mb": b.manifest["files"][f]["bytes"] / 1e6,
              "session_init_ms": info.get("session_init_ms")}
             for g, info in b.manifest["graphs"].items() for prec, f in info["files"].items()]
-    return {"path": str(b.path), "graphs": rows, "verification": b.manifest.get("verification", {})}
+    return {"path": str(b.path), "graphs": rows, "verification": b.manifest.get("verification", {}),
+            "quantization": b.manifest.get("quantization", {})}
 
 
 # -- solve -------------------------------------------------------------------------------------------

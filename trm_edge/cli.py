@@ -120,16 +120,24 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            batch: Annotated[int | None, typer.Option(help="Static batch size (default: dynamic).")] = None,
            puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
            = None,
+           quantize: Annotated[str | None, typer.Option(help="int8 (static QDQ) and/or int8-dynamic, comma-separated.")]
+           = None,
+           calib: Annotated[int, typer.Option(help="Calibration puzzles (carries from every step).")] = 32,
+           max_drop: Annotated[float, typer.Option(help="Exact-solve drop budget, percentage points.")] = 1.0,
+           heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard.")] = 128,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
-    """Export to ONNX, verify every graph against the PyTorch reference, write a bundle (all or nothing)."""
+    """Export to ONNX, verify every graph against the PyTorch reference, optionally quantize under an accuracy
+    guard, and write a bundle (all or nothing)."""
     from trm_edge.export import export_bundle, parse_graphs
 
     forms = parse_graphs(graph)
     ids = api.parse_int_list(puzzle_ids, "--puzzle-ids") if puzzle_ids else None
     loaded = api.open_model(model, seq_len=seq_len, task=task)
     with err.status("exporting") as st:
+        modes = [m.strip() for m in quantize.split(",") if m.strip()] if quantize else []
         path = export_bundle(loaded.meta["model"], dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
-                             max_steps, opset, batch, ids, status=lambda s: st.update(s))
+                             max_steps, opset, batch, ids, quantize=modes, calib_n=calib, heldout_n=heldout,
+                             max_drop=max_drop, status=lambda s: st.update(s))
     summary = api.bundle_summary(path)
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -139,17 +147,25 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
         t.add_row(row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}", str(row.get("session_init_ms", "")))
     out.print(t)
     out.print(f"verified against the PyTorch reference on {summary['verification']['puzzles']} puzzles: passed")
+    for mode, q in summary["quantization"].items():
+        g = q["guard"]
+        out.print(f"{mode}: exact {g['int8_exact']:.1%} vs fp32 {g['fp32_exact']:.1%} "
+                  f"(drop {g['exact_drop_pp']:.2f} pp, "
+                  f"budget {q['max_drop_pp']:g}), answers agree {g['answer_agreement']:.1%}, mean steps "
+                  f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; {len(q['float_nodes'])} MatMuls in float")
 
 
 @app.command()
 def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")],
           task: Annotated[str, typer.Option(help="Recipe: sudoku (the bundled model's).")] = "sudoku",
           steps: Annotated[int | None, typer.Option(help="Override the recipe's optimizer steps.")] = None,
+          config: Annotated[str | None, typer.Option(help="A TrainConfig JSON instead of a named recipe.")] = None,
           official: Annotated[bool, typer.Option(help="Also write the official checkpoint format.")] = False) -> None:
     """Train a TRM with a named recipe (CPU or GPU; under torchrun, DDP)."""
     from trm_edge.training.launch import train_recipe
 
-    path = train_recipe(task, out_dir, steps=steps, official=official, echo=lambda r: err.print(r, highlight=False))
+    path = train_recipe(task, out_dir, steps=steps, official=official, config=config,
+                        echo=lambda r: err.print(r, highlight=False))
     out.print(f"model written to {path}")
 
 

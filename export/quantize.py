@@ -1,0 +1,190 @@
+"""int8 for a recursive model: calibrate on carries from EVERY supervision step, then prove accuracy on the task.
+
+The carry (z_H, z_L) drifts over the supervision steps, so a step graph calibrated on initial states alone
+clips the ranges later steps need. We record the step graph's inputs at every step of real solves. After
+quantizing, a guard compares int8 with fp32 on held-out puzzles (exact-solve rate, token accuracy, agreement,
+mean steps under the bundle's halting policy) and, while the exact-solve drop exceeds the budget, keeps the
+most sensitive MatMuls (largest float-vs-QDQ output error) in float. Loop and unrolled int8 graphs wrap the
+quantized step (no quantizer enters a Loop body).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from trm_edge.errors import CheckFailed, TRMEdgeError
+from trm_edge.evaluate import row_scores, summarize
+from trm_edge.halting import HaltPolicy, Solution
+from trm_edge.runtimes.ort import OrtAdapter
+from trm_edge.runtimes.solver import Solver
+
+MODES = ("int8", "int8-dynamic")
+# Kept in float by default: tiny (2 and V outputs) but decisive: the halting decision and the answer argmax.
+DEFAULT_FLOAT_MODULES = ("model.q_head", "model.lm_head")
+
+
+def module_of(node: onnx.NodeProto) -> str:
+    """The PyTorch module a node came from (the exporter's name scope), e.g. 'model.q_head'."""
+    for p in node.metadata_props:
+        if p.key == "namespace":
+            parts = [seg.split(":")[0].strip() for seg in p.value.split("/")]
+            mods = [s for s in parts if s.startswith("model")]
+            return mods[-1] if mods else ""
+    return ""
+
+
+def matmul_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+
+
+def calibration_feeds(solver: Solver, puzzles: np.ndarray, steps: int, batch: int = 8) -> list[dict]:
+    """Step-graph inputs recorded at every supervision step (1..steps) of real solves, tagged with the step."""
+    feeds = []
+    for i in range(0, len(puzzles), batch):
+        tokens = puzzles[i:i + batch]
+        ids = np.zeros(len(tokens), np.int64)
+        z_H, z_L = solver._carry(len(tokens))
+        for k in range(1, steps + 1):
+            feeds.append({"step": k, "tokens": tokens, "puzzle_ids": ids, "z_H": z_H, "z_L": z_L})
+            z_H, z_L, _, _ = solver._step(tokens, ids, z_H, z_L)
+    return feeds
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over recorded feeds."""
+
+    def __init__(self, feeds: list[dict]):
+        self.items = [{k: v for k, v in f.items() if k != "step"} for f in feeds]
+        self.it = iter(self.items)
+
+    def get_next(self):
+        return next(self.it, None)
+
+    def rewind(self):
+        self.it = iter(self.items)
+
+
+def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: list[str]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if mode == "int8-dynamic":
+        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude,
+                         extra_options={"MatMulConstBOnly": True})
+        return
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+    # U8 activations / S8 weights: on x86 the S8/S8 kernels are ~2x slower than fp32 (measured here)
+    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude,
+                    extra_options={"MatMulConstBOnly": True})
+
+
+def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path) -> list[str]:
+    """Candidate MatMuls, most sensitive first: relative error of each node's output in the quantized graph
+    against the float graph, on the calibration inputs."""
+    ref = _node_outputs(float_path, candidates, feeds[::4], tmp / "probe_f.onnx")
+    quantize_step(float_path, tmp / "probe_q_src.onnx", mode, feeds, [])
+    got = _node_outputs(tmp / "probe_q_src.onnx", candidates, feeds[::4], tmp / "probe_q.onnx", ref_names=ref)
+    err = {n: float(np.mean([np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)
+                             for a, b in zip(ref[n], got[n])])) for n in candidates if n in got}
+    return sorted(err, key=err.get, reverse=True)
+
+
+def _node_outputs(path: Path, nodes: list[str], feeds: list[dict], probe: Path, ref_names=None) -> dict:
+    """Run a copy of the graph that also outputs each named node's first output."""
+    m = onnx.load(str(path))
+    by_name = {n.name: n for n in m.graph.node}
+    wanted = {}
+    for name in nodes:
+        node = by_name.get(name)
+        if node is None:
+            continue
+        wanted[name] = node.output[0]
+        m.graph.output.append(onnx.helper.make_empty_tensor_value_info(node.output[0]))
+    onnx.save(m, str(probe))
+    adapter = OrtAdapter(probe, opt_level="disable")
+    out: dict[str, list] = {n: [] for n in wanted}
+    for f in feeds:
+        res = adapter.run({k: v for k, v in f.items() if k != "step"})
+        for n, t in wanted.items():
+            out[n].append(res[t])
+    return out
+
+
+def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> dict:
+    """exact-solve rate by the task's rules (ARC: against the fp32 answers), token agreement, mean steps."""
+    try:
+        ex32, _ = row_scores(codec, puzzles, [None] * len(puzzles), fp32)
+        ex8, _ = row_scores(codec, puzzles, [None] * len(puzzles), q)
+    except TRMEdgeError:  # no rules (ARC): the fp32 answer is the label
+        ex32 = np.ones(len(puzzles), bool)
+        ex8, _ = row_scores(codec, puzzles, list(fp32.tokens), q)
+    tok = (q.tokens == fp32.tokens).mean(-1)
+    s32, s8 = summarize(ex32, tok, fp32.steps), summarize(ex8, tok, q.steps)
+    return {"n": len(puzzles), "fp32_exact": s32["exact_accuracy"], "int8_exact": s8["exact_accuracy"],
+            "exact_drop_pp": 100 * (s32["exact_accuracy"] - s8["exact_accuracy"]),
+            "token_agreement": float(tok.mean()), "answer_agreement": float((tok == 1).mean()),
+            "fp32_mean_steps": s32["mean_steps"], "int8_mean_steps": s8["mean_steps"]}
+
+
+def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, heldout: np.ndarray,
+                    policy: HaltPolicy, max_drop: float, status: Callable[[str], None]) -> dict:
+    """Write `step.<mode>.onnx` in `tmp`, guarded; returns the manifest section. Raises CheckFailed."""
+    if mode not in MODES:
+        raise TRMEdgeError(f"--quantize {mode!r}: choose from {', '.join(MODES)}")
+    src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
+    step_model = onnx.load(str(src))
+    mm = matmul_nodes(step_model)
+    default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
+    status(f"calibrating on carries from all {policy.max_steps} steps of {len(calib)} puzzles")
+    feeds = calibration_feeds(solver32, calib, solver32.config.halt_max_steps)
+    fp32 = solver32.solve(heldout, policy)
+    exclude, ranked, tries = list(default_float), None, []
+    scratch = tmp / ".quant"
+    scratch.mkdir()
+    try:
+        while True:
+            status(f"quantizing ({mode}, {len(exclude)} MatMuls kept in float)")
+            quantize_step(src, dst, mode, feeds, exclude)
+            solver8 = Solver(OrtAdapter(dst), "step", solver32.config, solver32.codec,
+                             {"H_init": solver32.H_init, "L_init": solver32.L_init})
+            figs = guard_figures(fp32, solver8.solve(heldout, policy), heldout, solver32.codec)
+            tries.append({"float_nodes": len(exclude), **figs})
+            if figs["exact_drop_pp"] <= max_drop:
+                break
+            if ranked is None:
+                status("ranking MatMuls by int8 sensitivity")
+                ranked = [n for n in sensitivity(src, feeds, [n.name for n in mm if n.name not in exclude], mode,
+                                                 scratch) if n not in exclude]
+            if not ranked:
+                raise CheckFailed(f"int8 accuracy guard failed: exact-solve drop {figs['exact_drop_pp']:.2f} pp > "
+                                  f"budget {max_drop:g} pp even with every MatMul in float "
+                                  f"(fp32 {figs['fp32_exact']:.1%}, int8 {figs['int8_exact']:.1%}); no bundle written")
+            take = max(1, len(exclude) // 2)
+            exclude += ranked[:take]
+            ranked = ranked[take:]
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    by_name = {n.name: n for n in mm}
+    return {
+        "mode": mode, "format": "QDQ" if mode == "int8" else "dynamic (MatMulInteger)",
+        "activations": "uint8" if mode == "int8" else "uint8 (per batch)", "weights": "int8 per-channel",
+        "calibration": {"puzzles": len(calib), "steps_per_puzzle": solver32.config.halt_max_steps,
+                        "carries": len(feeds), "method": "MinMax", "steps_covered": sorted({f["step"] for f in feeds})},
+        "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
+        "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
+        "guard": tries[-1], "attempts": tries,
+    }

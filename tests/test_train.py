@@ -1,0 +1,103 @@
+"""The trainer: it learns, it resumes after a kill, and N gloo processes reproduce the 1-process run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from conftest import tiny_config
+
+from trm_edge.checkpoint import load
+from trm_edge.training import sudoku_gen
+from trm_edge.training.recipes import torch_solver
+from trm_edge.training.trainer import TrainConfig, stablemax_cross_entropy, train
+
+
+def _cfg(**kw) -> TrainConfig:
+    model = tiny_config(halt_max_steps=2, H_cycles=1, L_cycles=1)
+    base = dict(model=model, steps=10, batch_size=4, lr=3e-3, warmup_steps=5, eval_every=10**9,
+                checkpoint_every=10**9, ema_rate=0.9, data={"buckets": [[30, 40, 40]], "pool_seed": 3, "eval_seed": 4,
+                                                             "eval_n": 4})
+    return dataclasses.replace(TrainConfig(**base), **kw)
+
+
+def _fixed_stream(n: int):
+    p, s = sudoku_gen.generate(n, givens=(34, 40), seed=11)
+    x, y = sudoku_gen.to_tokens(p).astype(np.int64), sudoku_gen.to_tokens(s).astype(np.int64)
+    return x, y, (lambda i: (x, y, np.zeros(n, np.int64)))
+
+
+def test_stablemax_matches_definition():
+    logits = torch.tensor([[[2.0, -1.0, 0.5]]])
+    s = torch.tensor([3.0, 0.5, 1.5])
+    expected = -torch.log(s[0] / s.sum())
+    assert torch.allclose(stablemax_cross_entropy(logits, torch.tensor([[0]])).float(), expected.float())
+
+
+def test_tiny_model_overfits_a_handful_of_puzzles(tmp_path):
+    x, y, stream = _fixed_stream(4)
+    logs = []
+    cfg = _cfg(steps=400, ema_rate=0.0, lr=3e-3, warmup_steps=20, lr_min_ratio=1.0,
+               model=tiny_config(hidden_size=64, puzzle_emb_ndim=64, halt_max_steps=2, H_cycles=1, L_cycles=2))
+    torch.set_num_threads(1)
+    path = train(cfg, tmp_path, stream, log=logs.append)
+    losses = [r["lm_loss"] for r in logs if "lm_loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    model, meta = load(path)
+    sol = torch_solver(model, "fixed")(x)
+    assert (sol.tokens == y).all(), f"exact on the training puzzles: {(sol.tokens == y).all(1).mean():.0%}"
+    assert meta["trained_steps"] == 400
+
+
+def _train_cmd(cfg_file, out, nproc=1):
+    base = [sys.executable, "-m", "trm_edge", "train", "--config", str(cfg_file), "-o", str(out)]
+    if nproc == 1:
+        return base
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(29500 + os.getpid() % 1000), "-m", "trm_edge", *base[3:]]
+
+
+def test_two_gloo_processes_match_one(tmp_path):
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(_cfg(steps=6).to_dict()))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name, n in (("one", 1), ("two", 2)):
+        res = subprocess.run(_train_cmd(cfg_file, tmp_path / name, n), capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-1500:]
+    a, _ = load(tmp_path / "one" / "model")
+    b, _ = load(tmp_path / "two" / "model")
+    for k, v in a.state_dict().items():
+        assert torch.allclose(v, b.state_dict()[k], atol=1e-5), k
+
+
+def test_resume_after_kill(tmp_path):
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(_cfg(steps=100_000, checkpoint_every=3).to_dict()))
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(cfg_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "state" / "train.pt"
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), "no checkpoint was written before the kill"
+    done = torch.load(state, weights_only=False)["step"]
+    assert done >= 3 and done % 3 == 0
+    cfg_file.write_text(json.dumps(_cfg(steps=done + 3, checkpoint_every=3).to_dict()))
+    res = subprocess.run(_train_cmd(cfg_file, out), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert f"'event': 'resumed', 'step': {done}" in res.stderr
+    _, meta = load(out / "model")
+    assert meta["trained_steps"] == done + 3
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "resumed" and r["step"] == done for r in lines)
