@@ -26,6 +26,10 @@ SUDOKU_DEFAULT = TrainConfig(
     # ARC rate (1e-2) it becomes a fast memory: a batch stays for up to 16 optimizer steps in the streaming
     # carry, and the model learnt to store the current batch there (97% exact in training, 0% held out).
     puzzle_emb_lr=1e-4,
+    # 512 puzzles in flight, 32 drawn per step: each puzzle's supervision steps spread over ~256 updates. With
+    # the bank equal to the batch (official), 16 consecutive updates on the same 32 puzzles made the model fit
+    # them along their trajectory (in-training exact 72%, held-out 0% at step 750).
+    carry_bank=512,
     # harder puzzles dominate: easy ones are learnt within minutes
     data={"buckets": [[30, 40, 2000], [24, 29, 6000]], "pool_seed": 1, "eval_seed": 2, "eval_n": 100},
 )

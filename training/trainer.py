@@ -29,7 +29,7 @@ from trm_edge.atomic import atomic_dir
 from trm_edge.checkpoint import export_official, save
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
-from trm_edge.model import TRM, Batch
+from trm_edge.model import TRM, Batch, Carry
 
 IGNORE = -100
 
@@ -48,6 +48,7 @@ class TrainConfig:
     puzzle_emb_lr: float = 1e-2
     puzzle_emb_weight_decay: float = 0.1
     ema_rate: float = 0.999
+    carry_bank: int = 0  # puzzles in flight (global); 0 = the batch, as officially
     loss_type: str = "stablemax"  # or "softmax"
     q_loss_weight: float = 0.5
     optimizer: str = "adamw"  # or "adam_atan2" (needs the adam-atan2-pytorch package)
@@ -108,9 +109,10 @@ class EMA:
         self.shadow = {k: p.detach().clone() for k, p in model.named_parameters()}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        rate = min(self.rate, (1 + step) / (10 + step))  # warm-up: early averages do not keep the random init
         for k, p in model.named_parameters():
-            self.shadow[k].lerp_(p.detach(), 1 - self.rate)
+            self.shadow[k].lerp_(p.detach(), 1 - rate)
 
     def copy_to(self, model: TRM) -> TRM:
         ema = TRM(model.config)
@@ -178,48 +180,58 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     lo, hi = rank * local, (rank + 1) * local
     M = cfg.model.halt_max_steps
 
-    carry = model.initial_carry(local)
-    halted = np.ones(cfg.batch_size, bool)  # global bookkeeping, identical on every rank
-    steps_done = np.zeros(cfg.batch_size, np.int64)
-    inputs = np.zeros((cfg.batch_size, cfg.model.seq_len), np.int64)
+    # The carry bank: the puzzles in flight. Each optimizer step draws its batch from the bank, so with a bank
+    # larger than the batch a puzzle's supervision steps are spread over many updates instead of taking 16
+    # consecutive ones (with small batches those let the model fit the batch along its way). bank == batch
+    # is the official streaming carry.
+    bank = max(cfg.carry_bank // world, local)
+    pick = np.random.default_rng([cfg.seed, 7, rank])
+    carry = model.initial_carry(bank)
+    halted = np.ones(bank, bool)
+    steps_done = np.zeros(bank, np.int64)
+    inputs = np.zeros((bank, cfg.model.seq_len), np.int64)
     labels = np.full_like(inputs, IGNORE)
-    pids = np.zeros(cfg.batch_size, np.int64)
+    pids = np.zeros(bank, np.int64)
     t0, seen = time.time(), 0
     while step < cfg.steps:
-        new_in, new_lab, new_pid = stream(step)
-        inputs[halted], labels[halted], pids[halted] = new_in[halted], new_lab[halted], new_pid[halted]
-        steps_done[halted] = 0
-        carry = model.reset_carry(carry, torch.from_numpy(halted[lo:hi]))
-        batch = Batch(torch.from_numpy(inputs[lo:hi]), torch.from_numpy(pids[lo:hi]))
+        new_in, new_lab, new_pid = (a[lo:hi] for a in stream(step))
+        sel = np.arange(bank) if bank == local else np.sort(pick.choice(bank, local, replace=False))
+        fresh = halted[sel]
+        rows = sel[fresh]
+        inputs[rows], labels[rows], pids[rows], steps_done[rows] = new_in[fresh], new_lab[fresh], new_pid[fresh], 0
+        sub = model.reset_carry(Carry(carry.z_H[sel], carry.z_L[sel]), torch.from_numpy(fresh))
+        batch = Batch(torch.from_numpy(inputs[sel]), torch.from_numpy(pids[sel]))
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", torch.bfloat16,
                             enabled=cfg.autocast_bf16):
-            carry, logits, q_halt = step_fn(carry, batch)
-        lab = torch.from_numpy(labels[lo:hi])
+            sub, logits, q_halt = step_fn(sub, batch)
+        carry.z_H[sel], carry.z_L[sel] = sub.z_H, sub.z_L
+        lab = torch.from_numpy(labels[sel])
         lm, qloss, correct = act_losses(logits, q_halt, lab, cfg.loss_type)
         loss = (lm + cfg.q_loss_weight * qloss) / local
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sign_sgd_puzzle_emb(model, cfg.puzzle_emb_lr * lr_at(cfg, step) / cfg.lr, cfg.puzzle_emb_weight_decay)
-        ema.update(model)
+        ema.update(model, step)
         step += 1
         seen += cfg.batch_size
 
-        # halting decisions on the global batch, so that every rank agrees on which rows refill
-        q_all = _gather(q_halt.detach().float(), world)
-        steps_done += 1
-        explore = rng.random(cfg.batch_size) < cfg.model.halt_exploration_prob
-        min_steps = np.where(explore, rng.integers(2, M + 1, cfg.batch_size), 0)
-        halted = (steps_done >= M) | ((q_all > 0) & (steps_done >= min_steps))
+        # halting (exploration draws are made for the global batch, so N ranks match 1)
+        q = q_halt.detach().float().numpy()
+        steps_done[sel] += 1
+        explore = rng.random(cfg.batch_size)[lo:hi] < cfg.model.halt_exploration_prob
+        min_steps = np.where(explore, rng.integers(2, M + 1, cfg.batch_size)[lo:hi], 0)
+        done = (steps_done[sel] >= M) | ((q > 0) & (steps_done[sel] >= min_steps))
+        halted[sel] = done
 
         if step % 50 == 0 or step == cfg.steps:
-            corr = _gather(correct.float(), world)
+            corr, q_all = _gather(correct.float(), world), _gather(q_halt.detach().float(), world)
             log({"step": step, "lr": round(lr_at(cfg, step - 1), 6), "lm_loss": round(lm.item() / local, 4),
                  "q_loss": round(qloss.item() / local, 4), "exact": round(float(corr.mean()), 4),
                  "q_acc": round(float(((q_all > 0) == (corr > 0)).mean()), 4),
-                 "mean_halt_steps": round(float(steps_done[halted].mean()) if halted.any() else float("nan"), 2),
+                 "mean_halt_steps": round(float(steps_done[sel][done].mean()), 2) if done.any() else None,
                  "samples_per_s": round(seen / (time.time() - t0), 1)})
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             _save_state(state_dir, model, opt, ema, step, rng)

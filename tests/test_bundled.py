@@ -1,0 +1,52 @@
+"""The bundled default model: it loads, it still solves what its manifest says it solves, and its int8
+bundles stay within the accuracy budget on a fixed held-out file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trm_edge.api import builtin_data, eval_model, open_model
+from trm_edge.checkpoint import DEFAULT_MODEL
+from trm_edge.halting import HaltPolicy
+from trm_edge.tasks import SUDOKU, read_puzzles
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason="no bundled model in this checkout")
+N = 100  # puzzles per builtin file: the recorded figures are on the first 100 of each
+MARGIN = 0.03  # sampling noise on 100 puzzles is ~1-2 pp at these rates; a broken model file misses by far more
+
+
+def _recorded() -> dict:
+    return json.loads((DEFAULT_MODEL / "config.json").read_text())["meta"]["figures"]
+
+
+def test_default_model_accuracy_at_least_recorded():
+    loaded = open_model(None)
+    assert loaded.codec.name == "sudoku" and loaded.config.mlp_t
+    res = eval_model(loaded, ["builtin"], ["fixed", "learned:0"], limit=N)
+    rec = _recorded()
+    for run in res["runs"]:
+        key = f"{run['data']}/{run['halt'].split(',')[0]}"
+        assert run["exact_accuracy"] >= rec[key]["exact_accuracy"] - MARGIN, (key, run, rec[key])
+
+
+def test_int8_bundles_within_budget(tmp_path):
+    from trm_edge.checkpoint import load_model
+    from trm_edge.export import export_bundle
+    from trm_edge.runtimes import open_solver
+
+    model, meta = load_model()
+    path = export_bundle(model, meta, tmp_path / "b", ["step"], quantize=["int8", "int8-dynamic"], calib_n=16,
+                         heldout_n=64, max_drop=1.0)
+    mf = json.loads((path / "manifest.json").read_text())
+    pairs = read_puzzles(SUDOKU, str(builtin_data("sudoku")[-1]))[:64]  # 30-40 givens
+    x = np.stack([p for p, _ in pairs])
+    fp32 = open_solver(path, "ort", "step", "fp32").solve(x, HaltPolicy.parse("fixed", 16))
+    exact32 = np.mean([SUDOKU.check(p, a) for p, a in zip(x, fp32.tokens)])
+    for mode in ("int8", "int8-dynamic"):
+        assert mf["quantization"][mode]["guard"]["exact_drop_pp"] <= 1.0
+        q = open_solver(path, "ort", "step", mode).solve(x, HaltPolicy.parse("fixed", 16))
+        exact8 = np.mean([SUDOKU.check(p, a) for p, a in zip(x, q.tokens)])
+        assert 100 * (exact32 - exact8) <= 1.0 + 100 / len(x), (mode, exact32, exact8)  # budget + one puzzle

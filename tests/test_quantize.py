@@ -1,0 +1,59 @@
+"""int8: the calibration collector, the accuracy guard's failure path, and int8 forms agreeing with each other."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from trm_edge.errors import CheckFailed
+from trm_edge.export import export_bundle
+from trm_edge.export.quantize import calibration_feeds
+from trm_edge.export.verify import sample_puzzles
+from trm_edge.model import TRM
+from trm_edge.runtimes import open_solver
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(3)
+    return TRM(tiny_config(halt_max_steps=3)).eval()
+
+
+def test_calibration_covers_every_step(tiny_model, tmp_path):
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"])
+    solver = open_solver(path, "ort", "step")
+    puzzles = sample_puzzles(solver.codec, 4)
+    feeds = calibration_feeds(solver, puzzles, steps=3, batch=2)
+    assert sorted({f["step"] for f in feeds}) == [1, 2, 3]
+    first = [f for f in feeds if f["step"] == 1]
+    later = [f for f in feeds if f["step"] == 3]
+    assert all(np.allclose(f["z_H"], solver.H_init) for f in first)  # step 1 starts from the initial state
+    assert all(not np.allclose(f["z_H"], solver.H_init) for f in later)  # later carries are real, drifted states
+    assert len(feeds) == 2 * 3
+
+
+def test_guard_fails_on_impossible_budget_and_leaves_nothing(tiny_model, tmp_path):
+    with pytest.raises(CheckFailed, match=r"int8 accuracy guard failed: exact-solve drop .* budget -1 pp"):
+        export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "out", ["step"], quantize=["int8"], max_drop=-1.0,
+                      calib_n=4, heldout_n=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step", "loop"],
+                         quantize=["int8", "int8-dynamic"], calib_n=4, heldout_n=8, max_drop=100.0)
+    mf = json.loads((path / "manifest.json").read_text())
+    for mode in ("int8", "int8-dynamic"):
+        q = mf["quantization"][mode]
+        assert q["calibration"]["steps_covered"] == [1, 2, 3]
+        assert {"fp32_exact", "int8_exact", "exact_drop_pp", "answer_agreement", "int8_mean_steps"} <= set(q["guard"])
+        assert {f["module"] for f in q["float_nodes"]} == {"model.q_head", "model.lm_head"}
+        step = open_solver(path, "ort", "step", mode)
+        loop = open_solver(path, "ort", "loop", mode)
+        x = sample_puzzles(step.codec, 6, seed=9)
+        a, b = step.solve(x, "fixed"), loop.solve(x, "fixed")
+        assert (a.tokens == b.tokens).mean() > 0.99 and np.array_equal(a.steps, b.steps)
