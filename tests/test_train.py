@@ -91,7 +91,7 @@ def test_resume_after_kill(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert state.exists(), "no checkpoint was written before the kill"
-    done = torch.load(state, weights_only=False)["step"]
+    done = torch.load(state, weights_only=True)["step"]
     assert done >= 3 and done % 3 == 0
     cfg_file.write_text(json.dumps(_cfg(steps=done + 3, checkpoint_every=3).to_dict()))
     res = subprocess.run(_train_cmd(cfg_file, out), capture_output=True, text=True, timeout=300)

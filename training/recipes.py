@@ -20,8 +20,8 @@ SUDOKU_DEFAULT = TrainConfig(
     model=TRMConfig(vocab_size=11, seq_len=81, hidden_size=128, num_heads=4, expansion=4.0, L_layers=2,
                     H_cycles=3, L_cycles=2, halt_max_steps=16, puzzle_emb_ndim=128, pos_encodings="none",
                     mlp_t=True, forward_dtype="float32"),
-    task="sudoku", steps=6_500, batch_size=32, lr=1e-3, lr_min_ratio=0.05, warmup_steps=300,
-    weight_decay=0.1, ema_rate=0.999, eval_every=750, checkpoint_every=250,
+    task="sudoku", steps=5_000, batch_size=32, lr=1e-3, lr_min_ratio=0.05, warmup_steps=300,
+    weight_decay=0.1, ema_rate=0.999, eval_every=1250, checkpoint_every=250,
     # The sparse SignSGD rate of the (single, shared) sudoku puzzle embedding, as officially for sudoku. At the
     # ARC rate (1e-2) it becomes a fast memory: a batch stays for up to 16 optimizer steps in the streaming
     # carry, and the model learnt to store the current batch there (97% exact in training, 0% held out).

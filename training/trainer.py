@@ -169,7 +169,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     step, rng = 0, np.random.default_rng(cfg.seed + 1)
     state_dir = out / "state"
     if (state_dir / "train.pt").is_file():
-        ck = torch.load(state_dir / "train.pt", map_location="cpu", weights_only=False)  # our own file
+        ck = torch.load(state_dir / "train.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]

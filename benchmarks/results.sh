@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduces the figures in benchmarks/RESULTS.md on this machine: bash benchmarks/results.sh OUT_DIR
+# (the bundled model is used wherever no model is named; timings are noisy on a shared machine: compare rows
+# of one run, and read ratios beside absolute times)
+set -euo pipefail
+OUT=${1:-results}
+mkdir -p "$OUT"
+TOP95=${TOP95:-../shared/data/sudoku/top95.txt}
+
+# accuracy of the bundled model: per givens bucket (builtin held-out files) and on top95, fixed:16 vs learned:0
+trm-edge eval --data builtin --halt fixed --halt learned:0 --json > "$OUT/eval-builtin.json"
+trm-edge eval --data "$TOP95" --halt fixed --halt learned:0 --json > "$OUT/eval-top95.json"
+
+# export: all three graph forms, int8 static and dynamic, verified and guarded
+trm-edge export -o "$OUT/sudoku-bundle" --graph step,loop,unrolled --quantize int8,int8-dynamic --json \
+  > "$OUT/export.json"
+
+# the default bench of the bundled model: every backend, precision, graph form and halting policy, batch 1, 2 threads
+trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic \
+  --graph step,loop,unrolled --halt fixed:16,learned:0 --data builtin -n 64 --batch 1 --threads 2 \
+  --out "$OUT/bench-bundled" --json > /dev/null
+# batch 64
+trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic --graph step \
+  --halt fixed:16,learned:0 --data builtin -n 256 --batch 64 --threads 2 --out "$OUT/bench-bundled-b64" \
+  --json > /dev/null
+# continuous batching vs plain batches at 64 slots under learned:0
+python -m trm_edge.benchmarks.throughput "$OUT/sudoku-bundle" --halt learned:0 --slots 64 -n 512 --threads 2 \
+  > "$OUT/throughput.json"
+
+# the official Sudoku-MLP size (5.0M parameters, random weights: latency only)
+python -m trm_edge.benchmarks.official_size "$OUT/official-mlp"
+trm-edge export "$OUT/official-mlp" -o "$OUT/official-bundle" --graph step,loop,unrolled \
+  --quantize int8,int8-dynamic --calib 16 --heldout 32 --max-drop 100 --json > "$OUT/export-official.json"
+trm-edge bench "$OUT/official-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic \
+  --graph step,loop,unrolled --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 \
+  --out "$OUT/bench-official" --json > /dev/null
+
+# cold start: session creation + the first 16-step solve of one puzzle, per graph form (fresh process each)
+for g in step loop unrolled; do
+  python - "$OUT/sudoku-bundle" "$g" <<'PY' >> "$OUT/cold-start.jsonl"
+import json, sys, time
+t0 = time.perf_counter()
+from trm_edge.runtimes import open_solver
+s = open_solver(sys.argv[1], "ort", sys.argv[2], threads=2)
+t1 = time.perf_counter()
+s.solve(s.codec.parse("4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......")[None], "fixed")
+t2 = time.perf_counter()
+print(json.dumps({"graph": sys.argv[2], "import_and_session_ms": round(1000 * (t1 - t0), 1),
+                  "session_ms": round(s.init_ms, 1), "first_solve_ms": round(1000 * (t2 - t1), 1)}))
+PY
+done
