@@ -49,3 +49,6 @@ print(json.dumps({"graph": sys.argv[2], "import_and_session_ms": round(1000 * (t
                   "session_ms": round(s.init_ms, 1), "first_solve_ms": round(1000 * (t2 - t1), 1)}))
 PY
 done
+
+# the int8 float-by-default choice (q_head, lm_head), measured
+python -m trm_edge.benchmarks.int8_defaults "$OUT/sudoku-bundle" > "$OUT/int8-defaults.json"
