@@ -14,7 +14,7 @@ import torch
 
 from trm_edge import __version__
 from trm_edge.bundle import write_bundle
-from trm_edge.checkpoint import save
+from trm_edge.checkpoint import save, with_config
 from trm_edge.errors import TRMEdgeError
 from trm_edge.export.graphs import DEFAULT_OPSET, build_loop, build_unrolled, export_step
 from trm_edge.export.quantize import quantize_graphs
@@ -59,7 +59,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
     atomically (nothing on failure)."""
     cfg = model.config
     if cfg.forward_dtype != "float32":
-        model = _as_fp32(model)
+        model = with_config(model, dataclasses.replace(cfg, forward_dtype="float32")).eval()
         cfg = model.config
     if puzzle_ids:
         model = select_puzzle_ids(model, puzzle_ids)
@@ -126,12 +126,6 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
                                 tmp / f"{g}.{mode}.onnx")
 
     return write_bundle(out_dir, manifest, write)
-
-
-def _as_fp32(model: TRM) -> TRM:
-    m = TRM(dataclasses.replace(model.config, forward_dtype="float32"))
-    m.load_state_dict(model.state_dict())
-    return m.eval()
 
 
 def _save_graph(proto: onnx.ModelProto, path: Path) -> None:

@@ -10,6 +10,7 @@ quantized step (no quantizer enters a Loop body).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,10 +48,10 @@ def calibration_feeds(solver: Solver, puzzles: np.ndarray, steps: int, batch: in
     for i in range(0, len(puzzles), batch):
         tokens = puzzles[i:i + batch]
         ids = np.zeros(len(tokens), np.int64)
-        z_H, z_L = solver._carry(len(tokens))
+        z_H, z_L = solver.carry(len(tokens))
         for k in range(1, steps + 1):
             feeds.append({"step": k, "tokens": tokens, "puzzle_ids": ids, "z_H": z_H, "z_L": z_L})
-            z_H, z_L, _, _ = solver._step(tokens, ids, z_H, z_L)
+            z_H, z_L, _, _ = solver.step(tokens, ids, z_H, z_L)
     return feeds
 
 
@@ -95,13 +96,13 @@ def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode
     against the float graph, on the calibration inputs."""
     ref = _node_outputs(float_path, candidates, feeds[::4], tmp / "probe_f.onnx")
     quantize_step(float_path, tmp / "probe_q_src.onnx", mode, feeds, [])
-    got = _node_outputs(tmp / "probe_q_src.onnx", candidates, feeds[::4], tmp / "probe_q.onnx", ref_names=ref)
+    got = _node_outputs(tmp / "probe_q_src.onnx", candidates, feeds[::4], tmp / "probe_q.onnx")
     err = {n: float(np.mean([np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)
                              for a, b in zip(ref[n], got[n])])) for n in candidates if n in got}
     return sorted(err, key=err.get, reverse=True)
 
 
-def _node_outputs(path: Path, nodes: list[str], feeds: list[dict], probe: Path, ref_names=None) -> dict:
+def _node_outputs(path: Path, nodes: list[str], feeds: list[dict], probe: Path) -> dict:
     """Run a copy of the graph that also outputs each named node's first output."""
     m = onnx.load(str(path))
     by_name = {n.name: n for n in m.graph.node}
@@ -176,8 +177,6 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
             exclude += ranked[:take]
             ranked = ranked[take:]
     finally:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
     by_name = {n.name: n for n in mm}
     return {

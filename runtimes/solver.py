@@ -29,11 +29,13 @@ class Solver:
             raise TRMEdgeError(f"the unrolled graph has {self.max_unrolled} steps; policy {p} needs {p.max_steps}")
         return p
 
-    def _carry(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def carry(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The initial carry for n rows."""
         shape = (n, self.config.total_len, self.config.hidden_size)
         return np.broadcast_to(self.H_init, shape).copy(), np.broadcast_to(self.L_init, shape).copy()
 
-    def _step(self, tokens, pids, z_H, z_L):
+    def step(self, tokens, pids, z_H, z_L):
+        """One supervision step on numpy arrays: (z_H, z_L, predicted tokens, q_halt)."""
         o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, "z_H": z_H, "z_L": z_L})
         return o["z_H_out"], o["z_L_out"], o["pred"], o["q_halt"]
 
@@ -48,10 +50,10 @@ class Solver:
             return Solution(o["pred"], o["steps"], o["q_halt"])
 
         def step(carry):
-            z_H, z_L, pred, q = self._step(tokens, pids, *carry)
+            z_H, z_L, pred, q = self.step(tokens, pids, *carry)
             return (z_H, z_L), pred, q
 
-        return halting_loop(step, self._carry(len(tokens)), policy)
+        return halting_loop(step, self.carry(len(tokens)), policy)
 
     def solve_stream(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", slots: int = 64,
                      puzzle_ids: np.ndarray | None = None) -> Solution:
@@ -66,8 +68,8 @@ class Solver:
         out = Solution(np.zeros_like(tokens), np.zeros(n, np.int64), np.zeros(n, np.float32))
         row = np.full(slots, -1)  # puzzle index held by each slot
         k = np.zeros(slots, np.int64)
-        z_H, z_L = self._carry(slots)
-        fresh_H, fresh_L = self._carry(1)
+        z_H, z_L = self.carry(slots)
+        fresh_H, fresh_L = self.carry(1)
         nxt = 0
         while True:
             free = np.flatnonzero(row < 0)[: n - nxt]
@@ -78,7 +80,7 @@ class Solver:
             if not len(act):
                 return out
             idx = row[act]
-            h, l, pred, q = self._step(tokens[idx], pids_all[idx], z_H[act], z_L[act])
+            h, l, pred, q = self.step(tokens[idx], pids_all[idx], z_H[act], z_L[act])
             z_H[act], z_L[act] = h, l
             k[act] += 1
             done = policy.halted(k[act], q)

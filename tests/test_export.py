@@ -192,7 +192,7 @@ def test_ort_format_for_mobile(bundle, tmp_path):
     assert ort_file.suffix == ".ort" and ort_file.stat().st_size > 0
     solver = open_solver(path, "ort", "step")
     x = sample_puzzles(solver.codec, 2)
-    z_H, z_L = solver._carry(2)
+    z_H, z_L = solver.carry(2)
     feeds = {"tokens": x, "puzzle_ids": np.zeros(2, np.int64), "z_H": z_H, "z_L": z_L}
     a, b = OrtAdapter(ort_file).run(feeds), solver.adapter.run(feeds)
     assert np.allclose(a["logits"], b["logits"], atol=1e-4)

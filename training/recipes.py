@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from trm_edge.config import TRMConfig
+from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
 from trm_edge.model import TRM, Batch
 from trm_edge.tasks import get_codec
@@ -60,7 +61,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
     d = cfg.data
     codec = get_codec(cfg.task)
     if cfg.task != "sudoku":
-        raise NotImplementedError(cfg.task)
+        raise TRMEdgeError(f"train: the trainer's data sources cover sudoku only so far, not {cfg.task!r}")
     puzzles, solutions = sources.sudoku_pool([tuple(b) for b in d["buckets"]], d["pool_seed"],
                                              out / "data" / "pool.npz", progress=progress)
     stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)

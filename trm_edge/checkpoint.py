@@ -39,7 +39,7 @@ def load_model(path: str | os.PathLike | None = None, *, seq_len: int | None = N
     else:
         model, meta = load_official(p, seq_len=seq_len)
     if dtype and dtype != model.config.forward_dtype:
-        model = _with_config(model, dataclasses.replace(model.config, forward_dtype=dtype))
+        model = with_config(model, dataclasses.replace(model.config, forward_dtype=dtype))
     return model.eval(), meta
 
 
@@ -195,7 +195,8 @@ def load(path: str | os.PathLike) -> tuple[TRM, dict[str, Any]]:
     return model.eval(), dict(doc.get("meta") or {}, source=str(d), format="trm-edge")
 
 
-def _with_config(model: TRM, cfg: TRMConfig) -> TRM:
+def with_config(model: TRM, cfg: TRMConfig) -> TRM:
+    """The same weights under another config (e.g. another forward dtype)."""
     new = TRM(cfg)
     new.load_state_dict(model.state_dict())
     return new
