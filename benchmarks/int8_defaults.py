@@ -1,6 +1,7 @@
 """Which MatMuls int8 keeps in float by default, decided by measurement: quantize a bundle's step graph with
-nothing kept in float and with the defaults (q_head, lm_head), and compare accuracy and latency side by side:
-`python -m trm_edge.benchmarks.int8_defaults BUNDLE [--calib 32] [--heldout 128]`."""
+nothing kept in float and with the defaults (q_head, lm_head), and (--per-module) with one module at a time in
+int8, and compare accuracy and latency side by side:
+`python -m trm_edge.benchmarks.int8_defaults BUNDLE [--calib 32] [--heldout 128] [--per-module]`."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.runtimes.solver import Solver
 
 
-def measure(bundle: str, calib: int, heldout: int, threads: int = 2) -> list[dict]:
+def measure(bundle: str, calib: int, heldout: int, threads: int = 2, per_module: bool = False) -> list[dict]:
     b = Bundle(bundle)
     fp32 = open_solver(b, "ort", "step", "fp32", threads)
     src = b.graph_file("step")
@@ -35,22 +36,24 @@ def measure(bundle: str, calib: int, heldout: int, threads: int = 2) -> list[dic
     defaults = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
     feeds = calibration_feeds(fp32, sample_puzzles(fp32.codec, calib, seed=1), fp32.config.halt_max_steps)
     x = sample_puzzles(fp32.codec, heldout, seed=2)
-    ref = fp32.solve(x, "fixed")
-    one = x[:1]
+    refs = {p: fp32.solve(x, p) for p in ("fixed", "learned:0")}
+    trials = [(label, exclude) for label, exclude in (("all quantized", []), ("q_head+lm_head float", defaults))]
+    if per_module:  # one module quantized at a time (its ~9 calls per step), everything else float
+        for mod in sorted({module_of(n) for n in mm} - set(DEFAULT_FLOAT_MODULES)):
+            trials.append((f"only {mod}", [n.name for n in mm if module_of(n) != mod]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("int8", "int8-dynamic"):
-            for label, exclude in (("all quantized", []), ("q_head+lm_head float", defaults)):
-                dst = Path(tmp) / f"{mode}-{len(exclude)}.onnx"
+            for i, (label, exclude) in enumerate(trials):
+                dst = Path(tmp) / f"{mode}-{i}.onnx"
                 quantize_step(src, dst, mode, feeds, exclude)
                 s = Solver(OrtAdapter(dst, threads), "step", fp32.config, fp32.codec,
                            {"H_init": fp32.H_init, "L_init": fp32.L_init})
-                figs = {p: guard_figures(ref if p == "fixed" else fp32.solve(x, p), s.solve(x, p), x, fp32.codec)
-                        for p in ("fixed", "learned:0")}
-                s.solve(one, "fixed")
+                figs = {p: guard_figures(ref, s.solve(x, p), x, fp32.codec) for p, ref in refs.items()}
+                s.solve(x[:1], "fixed")
                 t0 = time.perf_counter()
                 for _ in range(5):
-                    s.solve(one, "fixed")
+                    s.solve(x[:1], "fixed")
                 ms = round(200 * (time.perf_counter() - t0), 2)
                 rows.append({"mode": mode, "float": label, "ms_per_solve_b1": ms,
                              **{f"{p}/{k}": round(v, 4) for p, f in figs.items() for k, v in f.items()
@@ -64,5 +67,6 @@ if __name__ == "__main__":
     ap.add_argument("bundle")
     ap.add_argument("--calib", type=int, default=32)
     ap.add_argument("--heldout", type=int, default=128)
+    ap.add_argument("--per-module", action="store_true", help="also quantize one module at a time")
     a = ap.parse_args()
-    print(json.dumps(measure(a.bundle, a.calib, a.heldout), indent=2))
+    print(json.dumps(measure(a.bundle, a.calib, a.heldout, per_module=a.per_module), indent=2))

@@ -11,18 +11,21 @@ TOP95=${TOP95:-../shared/data/sudoku/top95.txt}
 trm-edge eval --data builtin --halt fixed --halt learned:0 --json > "$OUT/eval-builtin.json"
 trm-edge eval --data "$TOP95" --halt fixed --halt learned:0 --json > "$OUT/eval-top95.json"
 
-# export: all three graph forms and dynamic int8, verified and guarded
-trm-edge export -o "$OUT/sudoku-bundle" --graph step,loop,unrolled --quantize int8-dynamic --json \
+# export: all three graph forms, static and dynamic int8, each verified and guarded (default budget: 1 pp)
+trm-edge export -o "$OUT/sudoku-bundle" --graph step,loop,unrolled --quantize int8,int8-dynamic --json \
   > "$OUT/export.json"
-# static int8: its accuracy guard fails on this model today (RESULTS.md); keep its one-line verdict
-trm-edge export -o "$OUT/sudoku-int8-static" --graph step --quantize int8 > /dev/null 2> "$OUT/int8-static.txt" || true
+# the same with every MatMul but the two heads in int8 (no guard): the speed int8 could give, and what it costs
+trm-edge export -o "$OUT/sudoku-int8-full" --graph step,loop,unrolled --quantize int8,int8-dynamic --max-drop 100 \
+  --json > "$OUT/export-int8-full.json"
 
 # the default bench of the bundled model: every backend, precision, graph form and halting policy, batch 1, 2 threads
-trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32,int8-dynamic \
+trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic \
   --graph step,loop,unrolled --halt fixed:16,learned:0 --data builtin -n 64 --batch 1 --threads 2 \
   --out "$OUT/bench-bundled" --json > /dev/null
+trm-edge bench "$OUT/sudoku-int8-full" --backend ort --precision fp32,int8,int8-dynamic --graph step \
+  --halt fixed:16,learned:0 --data builtin -n 64 --batch 1 --threads 2 --out "$OUT/bench-int8-full" --json > /dev/null
 # batch 64
-trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32,int8-dynamic --graph step \
+trm-edge bench "$OUT/sudoku-int8-full" --backend torch,ort --precision fp32,int8,int8-dynamic --graph step \
   --halt fixed:16,learned:0 --data builtin -n 256 --batch 64 --threads 2 --out "$OUT/bench-bundled-b64" \
   --json > /dev/null
 # continuous batching vs plain batches at 64 slots under learned:0
@@ -53,4 +56,9 @@ PY
 done
 
 # the int8 float-by-default choice (q_head, lm_head), measured
-python -m trm_edge.benchmarks.int8_defaults "$OUT/sudoku-bundle" > "$OUT/int8-defaults.json"
+python -m trm_edge.benchmarks.int8_defaults "$OUT/sudoku-bundle" --per-module > "$OUT/int8-defaults.json"
+
+# the halting threshold: exact-solve rate vs steps and latency (ORT fp32 step graph, batch 1), for the headline
+trm-edge bench "$OUT/sudoku-bundle" --backend ort --precision fp32 --graph loop \
+  --halt fixed:16,learned:0,learned:1,learned:2,learned:3,learned:4 --data builtin -n 400 --batch 1 --threads 2 \
+  --out "$OUT/bench-threshold" --json > /dev/null

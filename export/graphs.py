@@ -56,7 +56,31 @@ def export_step(model: TRM, opset: int = DEFAULT_OPSET, batch: int | None = None
                                  optimize=True, verbose=False)
     proto = prog.model_proto
     _name_batch_dim(proto)
+    _fold_weight_transposes(proto)
     return proto
+
+
+def _fold_weight_transposes(proto: onnx.ModelProto) -> None:
+    """Store each Linear weight pre-transposed instead of behind a Transpose node: ORT's quantizers only
+    quantize a MatMul whose weight is an initializer (behind a Transpose, static QDQ quantizes it per tensor
+    as if it were an activation, and dynamic skips the MatMul), and converters need no folding pass."""
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    folded = {}
+    for node in g.node:
+        if node.op_type == "Transpose" and node.input[0] in inits:
+            perm = next(a.ints for a in node.attribute if a.name == "perm")
+            w = numpy_helper.to_array(inits[node.input[0]]).transpose(perm)
+            folded[node.output[0]] = numpy_helper.from_array(np.ascontiguousarray(w), node.input[0] + ".T")
+    nodes = [n for n in g.node if n.output[0] not in folded]
+    for n in nodes:
+        n.input[:] = [folded[i].name if i in folded else i for i in n.input]
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in used] + list(folded.values())
+    del g.initializer[:]
+    g.initializer.extend(kept)
 
 
 def _name_batch_dim(proto: onnx.ModelProto) -> None:

@@ -32,22 +32,23 @@ def test_default_model_accuracy_at_least_recorded():
         assert run["exact_accuracy"] >= rec[key]["exact_accuracy"] - MARGIN, (key, run, rec[key])
 
 
-def test_int8_dynamic_bundle_within_budget(tmp_path):
-    """Static int8 does not fit the budget on this model yet (RESULTS.md); the guard's failure path is tested on a
-    tiny model in test_quantize.py. Dynamic int8 is written, guarded, and re-measured here."""
+@pytest.mark.parametrize("mode", ["int8-dynamic", pytest.param("int8", marks=pytest.mark.slow)])
+def test_int8_bundle_within_budget(tmp_path, mode):
+    """The guarded int8 bundle is written and its drop, re-measured here on a fixed held-out file, fits the budget.
+    Static int8 recalibrates (percentile) at each of the guard's ~10 attempts: minutes, so it is marked slow."""
     from trm_edge.checkpoint import load_model
     from trm_edge.export import export_bundle
     from trm_edge.runtimes import open_solver
 
     model, meta = load_model()
-    path = export_bundle(model, meta, tmp_path / "b", ["step"], quantize=["int8-dynamic"], calib_n=16, heldout_n=64,
+    path = export_bundle(model, meta, tmp_path / "b", ["step"], quantize=[mode], calib_n=16, heldout_n=64,
                          max_drop=1.0)
-    q = json.loads((path / "manifest.json").read_text())["quantization"]["int8-dynamic"]
+    q = json.loads((path / "manifest.json").read_text())["quantization"][mode]
     assert q["guard"]["exact_drop_pp"] <= 1.0 and q["quantized_matmuls"] >= 1
     pairs = read_puzzles(SUDOKU, str(builtin_data("sudoku")[-1]))[:64]  # 30-40 givens
     x = np.stack([p for p, _ in pairs])
     exact = {}
-    for mode in ("fp32", "int8-dynamic"):
-        sol = open_solver(path, "ort", "step", mode).solve(x, HaltPolicy.parse("fixed", 16))
-        exact[mode] = np.mean([SUDOKU.check(p, a) for p, a in zip(x, sol.tokens)])
-    assert 100 * (exact["fp32"] - exact["int8-dynamic"]) <= 1.0 + 100 / len(x), exact  # budget + one puzzle
+    for precision in ("fp32", mode):
+        sol = open_solver(path, "ort", "step", precision).solve(x, HaltPolicy.parse("fixed", 16))
+        exact[precision] = np.mean([SUDOKU.check(p, a) for p, a in zip(x, sol.tokens)])
+    assert 100 * (exact["fp32"] - exact[mode]) <= 1.0 + 100 / len(x), exact  # budget + one puzzle

@@ -15,7 +15,7 @@ import torch
 from conftest import FIXTURES, OFFICIAL, tiny_config
 
 from trm_edge.bundle import Bundle
-from trm_edge.checkpoint import load_official
+from trm_edge.checkpoint import load_model, load_official
 from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.export import export_bundle
 from trm_edge.export.verify import sample_puzzles
@@ -81,7 +81,11 @@ def test_graphs_pass_full_check_and_share_weights(bundle):
     for g in ("step", "loop", "unrolled"):
         f = b.graph_file(g)
         onnx.checker.check_model(str(f), full_check=True)
-        weights[g] = sum(i.ByteSize() for i in onnx.load(str(f)).graph.initializer)
+        m = onnx.load(str(f))
+        weights[g] = sum(i.ByteSize() for i in m.graph.initializer)
+        # weights are stored pre-transposed: a quantizer sees every Linear as a MatMul on an initializer
+        inits = {i.name for i in m.graph.initializer}
+        assert not [n.name for n in m.graph.node if n.op_type == "Transpose" and n.input[0] in inits]
     # the loop and unrolled graphs run every step but store each weight once
     assert weights["loop"] < 1.05 * weights["step"] and weights["unrolled"] < 1.05 * weights["step"]
     assert b.manifest["verification"]["passed"] and b.manifest["versions"]["onnx"] == onnx.__version__
@@ -181,6 +185,37 @@ def test_cli_export_and_solve_bundle(tmp_path, capsys):
     assert code == 0 and json.loads(out)["results"][0]["steps"] == 4
     code, _, err = run(capsys, "solve", str(tmp_path / "b"), puzzle, "--graph", "unrolled")
     assert code == 2 and "no unrolled graph in this bundle" in err
+    code, _, err = run(capsys, "export", str(tmp_path / "b"), "-o", str(tmp_path / "b2"))
+    assert code == 2 and "already an exported bundle" in err and not (tmp_path / "b2").exists()
+
+
+def test_bf16_checkpoint_exports_in_fp32(tmp_path):
+    """An official checkpoint trained in bf16 (config forward_dtype bfloat16, bf16 carry-init buffers) exports:
+    the graphs run fp32 and agree with the fp32 twin of the same weights."""
+    src = FIXTURES / "sudoku_mlp_fp32"
+    if not src.is_dir():
+        pytest.skip("fixtures missing")
+    import shutil
+
+    import yaml
+
+    d = tmp_path / "bf16"
+    shutil.copytree(src, d)
+    doc = yaml.safe_load((d / "all_config.yaml").read_text())
+    doc["arch"]["forward_dtype"] = "bfloat16"
+    (d / "all_config.yaml").write_text(yaml.safe_dump(doc))
+    state = torch.load(src / "step_1234", weights_only=True)
+    torch.save({k: v.bfloat16() if k.endswith(("H_init", "L_init")) else v for k, v in state.items()}, d / "step_1234")
+    model, meta = load_official(d)
+    assert model.config.forward_dtype == "bfloat16"
+    path = export_bundle(model, meta, tmp_path / "b", ["step"])
+    b = Bundle(path)
+    assert b.config.forward_dtype == "float32" and b.manifest["verification"]["passed"]
+    twin, _ = load_model(d, dtype="float32")
+    solver = open_solver(path, "ort", "step")
+    puzzles = sample_puzzles(solver.codec, 8, seed=3)
+    pol = solver.policy("fixed")
+    assert (solver.solve(puzzles, pol).tokens == _ref(twin, puzzles, pol).tokens).mean() >= 0.995
 
 
 def test_ort_format_for_mobile(bundle, tmp_path):

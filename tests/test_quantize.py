@@ -52,6 +52,8 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
         assert q["calibration"]["steps_covered"] == [1, 2, 3]
         assert {"fp32_exact", "int8_exact", "exact_drop_pp", "answer_agreement", "int8_mean_steps"} <= set(q["guard"])
         assert {f["module"] for f in q["float_nodes"]} == {"model.q_head", "model.lm_head"}
+        # weights shared by every call of a layer are still quantized for every MatMul but the two heads
+        assert q["quantized_matmuls"] == q["matmuls"] - 2
         step = open_solver(path, "ort", "step", mode)
         loop = open_solver(path, "ort", "loop", mode)
         x = sample_puzzles(step.codec, 6, seed=9)

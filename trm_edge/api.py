@@ -36,6 +36,7 @@ class Loaded:
     codec: Codec
     solve: Callable[[np.ndarray, HaltPolicy], Solution]
     describe: str
+    model: Any = None  # the PyTorch reference (what export starts from); None for a bundle
 
 
 def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None, backend: str | None = None,
@@ -64,7 +65,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
         return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
 
-    return Loaded(cfg, dict(meta, model=model), codec, solve, f"torch reference ({meta.get('source')})")
+    return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})", model)
 
 
 # -- info --------------------------------------------------------------------------------------------

@@ -133,9 +133,11 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     forms = parse_graphs(graph)
     ids = api.parse_int_list(puzzle_ids, "--puzzle-ids") if puzzle_ids else None
     loaded = api.open_model(model, seq_len=seq_len, task=task)
+    if loaded.model is None:
+        raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
     with err.status("exporting") as st:
         modes = [m.strip() for m in quantize.split(",") if m.strip()] if quantize else []
-        path = export_bundle(loaded.meta["model"], dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
+        path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
                              max_steps, opset, batch, ids, quantize=modes, calib_n=calib, heldout_n=heldout,
                              max_drop=max_drop, status=lambda s: st.update(s))
     summary = api.bundle_summary(path)
