@@ -46,7 +46,7 @@ def measure(bundle: str, calib: int, heldout: int, threads: int = 2, per_module:
         for mode in ("int8", "int8-dynamic"):
             for i, (label, exclude) in enumerate(trials):
                 dst = Path(tmp) / f"{mode}-{i}.onnx"
-                quantize_step(src, dst, mode, feeds, exclude)
+                quantize_step(src, dst, mode, feeds, exclude, Path(tmp) / "calib.json")
                 s = Solver(OrtAdapter(dst, threads), "step", fp32.config, fp32.codec,
                            {"H_init": fp32.H_init, "L_init": fp32.L_init})
                 figs = {p: guard_figures(ref, s.solve(x, p), x, fp32.codec) for p, ref in refs.items()}

@@ -10,7 +10,10 @@ quantized step (no quantizer enters a Loop body).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,14 +78,7 @@ def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: l
                   calib_cache: Path | None = None) -> None:
     """`calib_cache`: a file that keeps the calibrated ranges for the next call on the same graph and feeds (the
     guard's attempts differ only in the nodes kept float; recalibrating each time took ~75 s on the bundled model)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic
 
     if mode == "int8-dynamic":  # it first rewrites each Gemm as a MatMul named '<gemm>_MatMul': exclude that too
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
@@ -91,6 +87,13 @@ def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: l
                          extra_options={"MatMulConstBOnly": True})
         return
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+    with contextlib.redirect_stdout(sys.stderr):  # the calibrator prints progress; stdout carries --json
+        _quantize_static(src, dst, reader, exclude, calib_cache)
+
+
+def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cache: Path | None) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     # U8 activations / S8 weights: on x86 the S8/S8 kernels are ~2x slower than fp32 (measured here).
     # Percentile ranges: MinMax lets rare carry outliers set the scale (bundled model: 17 pp drop vs 7).
     quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
@@ -186,6 +189,12 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
             ranked = ranked[take:]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    speed = {"step_ms_b1_fp32": _step_ms(solver32, feeds[0]), f"step_ms_b1_{mode}": _step_ms(solver8, feeds[0])}
+    speed["speedup"] = round(speed["step_ms_b1_fp32"] / speed[f"step_ms_b1_{mode}"], 2)
+    warnings = []
+    if speed["speedup"] < 1:  # what the budget left quantized cannot pay for its Q/DQ and dequantized weights
+        warnings.append(f"{mode}: the guarded step graph is {1 / speed['speedup']:.1f}x SLOWER than fp32 at batch 1 "
+                        f"({_count_quantized(dst)} of {len(mm)} MatMuls in int8); use the fp32 graph")
     by_name = {n.name: n for n in mm}
     return {
         "mode": mode, "format": "QDQ" if mode == "int8" else "dynamic (MatMulInteger)",
@@ -196,8 +205,19 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
         "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
         "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
         "quantized_matmuls": _count_quantized(dst), "matmuls": len(mm),
-        "guard": tries[-1], "attempts": tries,
+        "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings,
     }
+
+
+def _step_ms(solver: Solver, feed: dict, runs: int = 10) -> float:
+    """Median time of one step at batch 1 (a side-by-side check, not a benchmark: see `trm-edge bench`)."""
+    row = {k: v[:1] for k, v in feed.items() if k != "step"}
+    times = []
+    for _ in range(runs + 2):
+        t0 = time.perf_counter()
+        solver.adapter.run(row)
+        times.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(times[2:])), 3)
 
 
 def _count_quantized(path: Path) -> int:

@@ -54,8 +54,23 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
         assert {f["module"] for f in q["float_nodes"]} == {"model.q_head", "model.lm_head"}
         # weights shared by every call of a layer are still quantized for every MatMul but the two heads
         assert q["quantized_matmuls"] == q["matmuls"] - 2
+        assert q["speed"]["step_ms_b1_fp32"] > 0 and q["speed"][f"step_ms_b1_{mode}"] > 0
         step = open_solver(path, "ort", "step", mode)
         loop = open_solver(path, "ort", "loop", mode)
         x = sample_puzzles(step.codec, 6, seed=9)
         a, b = step.solve(x, "fixed"), loop.solve(x, "fixed")
         assert (a.tokens == b.tokens).mean() > 0.99 and np.array_equal(a.steps, b.steps)
+
+
+def test_cli_int8_export_keeps_json_stdout_clean(tiny_model, tmp_path, capsys):
+    """ORT's calibrator prints progress; `--json` output must stay parseable."""
+    from test_cli import run
+
+    from trm_edge.checkpoint import save
+
+    src = save(tiny_model, tmp_path / "m", task="sudoku")
+    code, out, _ = run(capsys, "export", str(src), "-o", str(tmp_path / "b"), "--graph", "step", "--quantize", "int8",
+                       "--calib", "4", "--heldout", "8", "--max-drop", "100", "--json")
+    assert code == 0
+    rows = {r["precision"]: r for r in json.loads(out)["graphs"]}
+    assert rows["fp32"]["session_init_ms"] > 0 and rows["int8"]["session_init_ms"] is None

@@ -27,6 +27,10 @@ def is_model_path(arg: str) -> bool:
     return p.is_dir() or (p.is_file() and re.fullmatch(r"step_\d+", p.name) is not None)
 
 
+def is_bundle(source: str | None) -> bool:
+    return source is not None and (Path(source) / MANIFEST).is_file()
+
+
 @dataclass
 class Loaded:
     """A model ready to solve, whatever it was loaded from."""
@@ -43,7 +47,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
                graph: str = "step", precision: str = "fp32", threads: int | None = None) -> Loaded:
     """Whatever a path names: a bundle (run by `backend`, ORT by default), a model (the PyTorch reference), or
     the bundled default model when `source` is None."""
-    if source is not None and (Path(source) / MANIFEST).is_file():
+    if is_bundle(source):
         from trm_edge.runtimes import open_solver
 
         solver = open_solver(source, backend or "ort", graph, precision, threads)
@@ -102,7 +106,7 @@ def bundle_summary(path: str | os.PathLike) -> dict:
 
     b = Bundle(path)
     rows = [{"graph": g, "precision": prec, "file": f, "mb": b.manifest["files"][f]["bytes"] / 1e6,
-             "session_init_ms": info.get("session_init_ms")}
+             "session_init_ms": info.get("session_init_ms") if prec == "fp32" else None}  # measured on fp32
             for g, info in b.manifest["graphs"].items() for prec, f in info["files"].items()]
     return {"path": str(b.path), "graphs": rows, "verification": b.manifest.get("verification", {}),
             "quantization": b.manifest.get("quantization", {})}

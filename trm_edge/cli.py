@@ -132,21 +132,24 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
 
     forms = parse_graphs(graph)
     ids = api.parse_int_list(puzzle_ids, "--puzzle-ids") if puzzle_ids else None
-    loaded = api.open_model(model, seq_len=seq_len, task=task)
-    if loaded.model is None:
+    if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
+    loaded = api.open_model(model, seq_len=seq_len, task=task)
     with err.status("exporting") as st:
         modes = [m.strip() for m in quantize.split(",") if m.strip()] if quantize else []
         path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
                              max_steps, opset, batch, ids, quantize=modes, calib_n=calib, heldout_n=heldout,
                              max_drop=max_drop, status=lambda s: st.update(s))
     summary = api.bundle_summary(path)
+    for q in summary["quantization"].values():
+        for w in q.get("warnings", []):
+            err.print(f"[yellow]warning:[/] {w}")
     if as_json:
         print(json.dumps(summary, indent=2))
         return
     t = Table("graph", "precision", "file", "MB", "session init ms", title=f"bundle {path}")
     for row in summary["graphs"]:
-        t.add_row(row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}", str(row.get("session_init_ms", "")))
+        t.add_row(row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}", str(row["session_init_ms"] or ""))
     out.print(t)
     out.print(f"verified against the PyTorch reference on {summary['verification']['puzzles']} puzzles: passed")
     for mode, q in summary["quantization"].items():
@@ -154,7 +157,9 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
         out.print(f"{mode}: exact {g['int8_exact']:.1%} vs fp32 {g['fp32_exact']:.1%} "
                   f"(drop {g['exact_drop_pp']:.2f} pp, "
                   f"budget {q['max_drop_pp']:g}), answers agree {g['answer_agreement']:.1%}, mean steps "
-                  f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; {len(q['float_nodes'])} MatMuls in float")
+                  f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; "
+                  f"{q['quantized_matmuls']} of {q['matmuls']} MatMuls in int8; "
+                  f"step {q['speed']['speedup']:.2f}x fp32's speed at batch 1")
 
 
 @app.command()
