@@ -69,15 +69,17 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
 
 
 def _per_step(model: TRM, adapter: OrtAdapter, puzzles: np.ndarray, ids: np.ndarray) -> dict:
+    """The graph's own error at each step: ORT gets the reference's carry as input. (Fed its own carry, the
+    error compounds through the recursion: on a random 5M model, 1e-4 at step 1 grows to O(1) by step 16,
+    a property of the model's dynamics, not of the graph; the end-to-end answers are checked separately.)"""
     batch = Batch(torch.from_numpy(puzzles), torch.from_numpy(ids))
     carry = model.initial_carry(len(puzzles))
-    z_H, z_L = (c.numpy().copy() for c in carry)
     errs = []
     with torch.inference_mode():
         for _ in range(model.config.halt_max_steps):
+            o = adapter.run({"tokens": puzzles, "puzzle_ids": ids, "z_H": carry.z_H.float().numpy(),
+                             "z_L": carry.z_L.float().numpy()})
             carry, logits, _ = model.step(carry, batch)
-            o = adapter.run({"tokens": puzzles, "puzzle_ids": ids, "z_H": z_H, "z_L": z_L})
-            z_H, z_L = o["z_H_out"], o["z_L_out"]
             errs.append(float(np.abs(o["logits"] - logits.float().numpy()).max()))
     res = {"max_abs_logit_error_per_step": errs}
     if errs[0] > TOL_STEP1 or max(errs) > TOL_ANY:
