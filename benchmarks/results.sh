@@ -58,7 +58,10 @@ done
 # the int8 float-by-default choice (q_head, lm_head), measured
 python -m trm_edge.benchmarks.int8_defaults "$OUT/sudoku-bundle" --per-module > "$OUT/int8-defaults.json"
 
-# the halting threshold: exact-solve rate vs steps and latency (ORT fp32 step graph, batch 1), for the headline
+# the halting threshold: exact-solve rate vs steps and latency (ORT fp32 loop graph, batch 1)
 trm-edge bench "$OUT/sudoku-bundle" --backend ort --precision fp32 --graph loop \
   --halt fixed:16,learned:0,learned:1,learned:2,learned:3,learned:4 --data builtin -n 400 --batch 1 --threads 2 \
   --out "$OUT/bench-threshold" --json > /dev/null
+# the headline: the best configuration vs the official way (PyTorch eager fp32, fixed 16 steps), side by side
+trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32 --graph step,loop --halt fixed:16,learned:3 \
+  --data builtin -n 400 --batch 1 --threads 2 --out "$OUT/bench-headline" --json > /dev/null
