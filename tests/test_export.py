@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import FIXTURES, OFFICIAL, tiny_config
+from conftest import FIXTURES, OFFICIAL, bf16_official, tiny_config
 
 from trm_edge.bundle import Bundle
 from trm_edge.checkpoint import load_model, load_official
@@ -192,20 +192,7 @@ def test_cli_export_and_solve_bundle(tmp_path, capsys):
 def test_bf16_checkpoint_exports_in_fp32(tmp_path):
     """An official checkpoint trained in bf16 (config forward_dtype bfloat16, bf16 carry-init buffers) exports:
     the graphs run fp32 and agree with the fp32 twin of the same weights."""
-    src = FIXTURES / "sudoku_mlp_fp32"
-    if not src.is_dir():
-        pytest.skip("fixtures missing")
-    import shutil
-
-    import yaml
-
-    d = tmp_path / "bf16"
-    shutil.copytree(src, d)
-    doc = yaml.safe_load((d / "all_config.yaml").read_text())
-    doc["arch"]["forward_dtype"] = "bfloat16"
-    (d / "all_config.yaml").write_text(yaml.safe_dump(doc))
-    state = torch.load(src / "step_1234", weights_only=True)
-    torch.save({k: v.bfloat16() if k.endswith(("H_init", "L_init")) else v for k, v in state.items()}, d / "step_1234")
+    d = bf16_official(tmp_path, cast_init=True)
     model, meta = load_official(d)
     assert model.config.forward_dtype == "bfloat16"
     path = export_bundle(model, meta, tmp_path / "b", ["step"])
