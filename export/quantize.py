@@ -189,12 +189,13 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
             ranked = ranked[take:]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    n_int8 = _count_quantized(dst)
     speed = {"step_ms_b1_fp32": _step_ms(solver32, feeds[0]), f"step_ms_b1_{mode}": _step_ms(solver8, feeds[0])}
     speed["speedup"] = round(speed["step_ms_b1_fp32"] / speed[f"step_ms_b1_{mode}"], 2)
     warnings = []
     if speed["speedup"] < 1:  # what the budget left quantized cannot pay for its Q/DQ and dequantized weights
         warnings.append(f"{mode}: the guarded step graph is {1 / speed['speedup']:.1f}x SLOWER than fp32 at batch 1 "
-                        f"({_count_quantized(dst)} of {len(mm)} MatMuls in int8); use the fp32 graph")
+                        f"({n_int8} of {len(mm)} MatMuls in int8); use the fp32 graph")
     by_name = {n.name: n for n in mm}
     return {
         "mode": mode, "format": "QDQ" if mode == "int8" else "dynamic (MatMulInteger)",
@@ -204,7 +205,7 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
                         "method": f"percentile {CALIB_PERCENTILE}" if mode == "int8" else "none: ranges per call"},
         "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
         "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
-        "quantized_matmuls": _count_quantized(dst), "matmuls": len(mm),
+        "quantized_matmuls": n_int8, "matmuls": len(mm),
         "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings,
     }
 
