@@ -30,6 +30,9 @@ MODES = ("int8", "int8-dynamic")
 # Kept in float by default: tiny (2 and V outputs) but decisive: the halting decision and the answer argmax.
 DEFAULT_FLOAT_MODULES = ("model.q_head", "model.lm_head")
 CALIB_PERCENTILE = 99.99
+# ORT's histogram calibrator holds every calibrated tensor of the feeds it is given at once: at the official
+# size, 32 feeds were killed at 24 GB. It gets the feeds in chunks of at most this many bytes (histograms merge).
+CALIB_CHUNK_BYTES = 2 << 30
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 
 
@@ -65,13 +68,28 @@ class _Reader:
 
     def __init__(self, feeds: list[dict]):
         self.items = [{k: v for k, v in f.items() if k != "step"} for f in feeds]
-        self.it = iter(self.items)
+        self.set_range(0, len(self.items))
+
+    def __len__(self):
+        return len(self.items)
+
+    def set_range(self, start_index: int, end_index: int):  # what ORT's chunked calibration ('stride') calls
+        self.it = iter(self.items[start_index:end_index])
 
     def get_next(self):
         return next(self.it, None)
 
-    def rewind(self):
-        self.it = iter(self.items)
+
+def calib_chunk(model: onnx.ModelProto, feeds: list[dict]) -> int:
+    """Feeds per calibration chunk: the largest divisor of len(feeds) (ORT requires one) whose calibrated tensors,
+    estimated from the MatMul shapes (inputs + outputs, fp32), fit CALIB_CHUNK_BYTES."""
+    weights = {t.name: t.dims for t in model.graph.initializer}
+    rows = feeds[0]["z_H"].size // feeds[0]["z_H"].shape[-1]
+    width = sum(weights[n.input[1]][0] + weights[n.input[1]][1] if n.input[1] in weights else
+                3 * feeds[0]["z_H"].shape[-1] for n in matmul_nodes(model))
+    per_feed = 4 * rows * width
+    fits = [d for d in range(2, len(feeds) + 1) if len(feeds) % d == 0 and d * per_feed <= CALIB_CHUNK_BYTES]
+    return max(fits, default=1)
 
 
 def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: list[str],
@@ -87,11 +105,13 @@ def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: l
                          extra_options={"MatMulConstBOnly": True})
         return
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+    chunk = calib_chunk(onnx.load(str(src), load_external_data=False), feeds)
     with contextlib.redirect_stdout(sys.stderr):  # the calibrator prints progress; stdout carries --json
-        _quantize_static(src, dst, reader, exclude, calib_cache)
+        _quantize_static(src, dst, reader, exclude, calib_cache, chunk)
 
 
-def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cache: Path | None) -> None:
+def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cache: Path | None,
+                     chunk: int) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # U8 activations / S8 weights: on x86 the S8/S8 kernels are ~2x slower than fp32 (measured here).
@@ -100,7 +120,8 @@ def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cac
                     calibrate_method=CalibrationMethod.Percentile,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=exclude,
-                    extra_options={"MatMulConstBOnly": True, "CalibPercentile": CALIB_PERCENTILE},
+                    extra_options={"MatMulConstBOnly": True, "CalibPercentile": CALIB_PERCENTILE,
+                                   "CalibStridedMinMax": chunk},  # despite the name, any calibrator: chunks
                     calibration_cache_path=calib_cache)
 
 

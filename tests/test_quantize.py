@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import tiny_config
 
 from trm_edge.errors import CheckFailed
-from trm_edge.export import export_bundle
+from trm_edge.export import export_bundle, quantize
 from trm_edge.export.quantize import calibration_feeds
 from trm_edge.export.verify import sample_puzzles
 from trm_edge.model import TRM
@@ -34,6 +35,24 @@ def test_calibration_covers_every_step(tiny_model, tmp_path):
     assert all(np.allclose(f["z_H"], solver.H_init) for f in first)  # step 1 starts from the initial state
     assert all(not np.allclose(f["z_H"], solver.H_init) for f in later)  # later carries are real, drifted states
     assert len(feeds) == 2 * 3
+
+
+def test_static_calibration_in_chunks_gives_the_ranges_of_one_pass(tiny_model, tmp_path, monkeypatch):
+    """Large models are calibrated a few feeds at a time (ORT's calibrator holds all it is given in memory); the
+    merged histograms must give the ranges of one pass, up to the histogram's resolution."""
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"])
+    solver = open_solver(path, "ort", "step")
+    feeds = calibration_feeds(solver, sample_puzzles(solver.codec, 4), steps=3, batch=2)
+    ranges = {}
+    for budget, chunk in ((1 << 40, len(feeds)), (1, 1)):
+        monkeypatch.setattr(quantize, "CALIB_CHUNK_BYTES", budget)
+        assert quantize.calib_chunk(onnx.load(str(path / "step.onnx")), feeds) == chunk
+        cache = tmp_path / f"{chunk}.json"
+        quantize.quantize_step(path / "step.onnx", tmp_path / f"{chunk}.onnx", "int8", feeds, [], cache)
+        ranges[chunk] = {k: abs(v["lowest"]) for k, v in json.loads(cache.read_text())["data"].items()}
+    one, chunked = ranges[len(feeds)], ranges[1]
+    assert one.keys() == chunked.keys() and len(one) > 10
+    assert max(abs(chunked[k] - one[k]) / one[k] for k in one) < 0.05
 
 
 def test_guard_fails_on_impossible_budget_and_leaves_nothing(tiny_model, tmp_path):
