@@ -91,6 +91,24 @@ def test_graphs_pass_full_check_and_share_weights(bundle):
     assert b.manifest["verification"]["passed"] and b.manifest["versions"]["onnx"] == onnx.__version__
 
 
+def test_ort_fuses_every_rms_norm_and_swiglu_needs_no_split(bundle, tmp_path):
+    """RMSNorm reaches ORT in the form its SimplifiedLayerNormFusion matches (one kernel instead of six ops), and
+    SwiGLU's chunk is two MatMuls (the Split copied the activation on every call)."""
+    import onnxruntime as ort
+
+    path, _ = bundle
+    step = Bundle(path).graph_file("step")
+    src = onnx.load(str(step))
+    made_by = {o: n.op_type for n in src.graph.node for o in n.output}
+    assert not [n.name for n in src.graph.node if n.op_type == "Split" and made_by.get(n.input[0]) == "MatMul"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(step), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    norms = [n for n in src.graph.node if n.op_type == "Sqrt"]
+    assert norms and ops.count("SimplifiedLayerNormalization") == len(norms) and "Sqrt" not in ops
+
+
 def test_reference_evaluator_agrees_with_ort_on_loop(tmp_path):
     """A second opinion on the Loop semantics, on a model tiny enough for the slow evaluator."""
     from onnx.reference import ReferenceEvaluator
