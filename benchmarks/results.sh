@@ -34,13 +34,13 @@ python -m trm_edge.benchmarks.throughput "$OUT/sudoku-bundle" --halt learned:0 -
 
 # the official Sudoku-MLP size (5.0M parameters, random weights: latency only)
 python -m trm_edge.benchmarks.official_size "$OUT/official-mlp"
-# (static int8 is left out: ORT's percentile calibrator holds every activation of every feed in memory and was
-# killed at 24 GB on this size; see RESULTS.md)
-trm-edge export "$OUT/official-mlp" -o "$OUT/official-bundle" --graph step,loop \
-  --quantize int8-dynamic --calib 16 --heldout 32 --max-drop 100 --json > "$OUT/export-official.json"
-trm-edge bench "$OUT/official-bundle" --backend torch,ort --precision fp32,int8-dynamic \
-  --graph step,loop --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 \
+trm-edge export "$OUT/official-mlp" -o "$OUT/official-bundle" --graph step,loop,unrolled \
+  --quantize int8,int8-dynamic --calib 16 --heldout 32 --max-drop 100 --json > "$OUT/export-official.json"
+trm-edge bench "$OUT/official-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic \
+  --graph step,loop,unrolled --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 \
   --out "$OUT/bench-official" --json > /dev/null
+trm-edge bench "$OUT/official-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic --graph step \
+  --halt fixed:16 --data builtin -n 64 --batch 64 --threads 2 --warmup 0 --out "$OUT/bench-official-b64" --json > /dev/null
 
 # cold start: session creation + the first 16-step solve of one puzzle, per graph form (fresh process each)
 for g in step loop unrolled; do

@@ -81,6 +81,17 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
         assert (a.tokens == b.tokens).mean() > 0.99 and np.array_equal(a.steps, b.steps)
 
 
+def test_int8_slower_than_fp32_is_reported(tiny_model, tmp_path, monkeypatch):
+    """The side-by-side speed check warns when int8 does not pay (timings faked: fp32 first, then int8)."""
+    times = iter([1.0, 2.0])
+    monkeypatch.setattr(quantize, "_step_ms", lambda solver, feed: next(times))
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"], quantize=["int8-dynamic"],
+                         calib_n=4, heldout_n=8, max_drop=100.0)
+    q = json.loads((path / "manifest.json").read_text())["quantization"]["int8-dynamic"]
+    assert q["speed"]["speedup"] == 0.5
+    assert q["warnings"] and "2.0x SLOWER than fp32" in q["warnings"][0]
+
+
 def test_cli_int8_export_keeps_json_stdout_clean(tiny_model, tmp_path, capsys):
     """ORT's calibrator prints progress; `--json` output must stay parseable."""
     from test_cli import run
