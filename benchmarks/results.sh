@@ -22,8 +22,8 @@ trm-edge export -o "$OUT/sudoku-int8-full" --graph step,loop,unrolled --quantize
 trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic \
   --graph step,loop,unrolled --halt fixed:16,learned:0 --data builtin -n 64 --batch 1 --threads 2 \
   --out "$OUT/bench-bundled" --json > /dev/null
-trm-edge bench "$OUT/sudoku-int8-full" --backend ort --precision fp32,int8,int8-dynamic --graph step \
-  --halt fixed:16,learned:0 --data builtin -n 64 --batch 1 --threads 2 --out "$OUT/bench-int8-full" --json > /dev/null
+trm-edge bench "$OUT/sudoku-int8-full" --backend torch,ort --precision fp32,int8,int8-dynamic --graph step,loop,unrolled \
+  --halt fixed:16,learned:3 --data builtin -n 64 --batch 1 --threads 2 --out "$OUT/bench-int8-full" --json > /dev/null
 # batch 64
 trm-edge bench "$OUT/sudoku-int8-full" --backend torch,ort --precision fp32,int8,int8-dynamic --graph step \
   --halt fixed:16,learned:0 --data builtin -n 256 --batch 64 --threads 2 --out "$OUT/bench-bundled-b64" \
