@@ -9,7 +9,7 @@ answer, step count and q_halt are frozen by masking.
 
 Opset 18: the newest opset that ONNX Runtime >= 1.14 (incl. mobile builds), OpenVINO 2023+ and the
 TFLite converters all read; nothing newer is needed. RMSNorm and SwiGLU stay primitive ops, rewritten after
-export into the forms ORT's optimizer fuses or runs without copies (1.2x faster per fp32 step, measured).
+export into the forms ORT's optimizer fuses or runs without copies (1.14x per fp32 step at batch 1, measured).
 """
 
 from __future__ import annotations
@@ -129,9 +129,10 @@ def _rms_norm_as_fusable(proto: onnx.ModelProto) -> None:
     edits: dict[str, list] = {}
     for rec in g.node:
         sqrt = producer.get(rec.input[0]) if rec.op_type == "Reciprocal" else None
-        mul = users.get(rec.output[0], [None])[0]
-        if sqrt is None or sqrt.op_type != "Sqrt" or len(users[rec.output[0]]) != 1 or mul.op_type != "Mul":
+        after = users.get(rec.output[0], [])
+        if sqrt is None or sqrt.op_type != "Sqrt" or len(after) != 1 or after[0].op_type != "Mul":
             continue
+        mul = after[0]
         x = mul.input[0] if mul.input[1] == rec.output[0] else mul.input[1]
         width = (shapes.get(x) or [0])[-1]
         if not isinstance(width, int) or width < 1:

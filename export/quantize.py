@@ -117,7 +117,7 @@ def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cac
     # U8 activations / S8 weights: on x86 the S8/S8 kernels are ~2x slower than fp32 (measured here).
     # Percentile ranges: MinMax lets rare carry outliers set the scale (bundled model: 17 pp drop vs 7).
     # Float MatMul outputs (ORT runs MatMulIntegerToFloat): rounding them to uint8 cost a Dequantize per output
-    # (28% of the step in Q/DQ) and put int8 rounding on the residual stream; bundled model, side by side:
+    # (28% of the official-size step in Q/DQ) and put int8 rounding on the residual stream; bundled model, side by side:
     # 1.69x instead of 1.24x faster than fp32 and a 3.9 instead of 7.8 pp drop (RESULTS.md).
     quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     calibrate_method=CalibrationMethod.Percentile,
