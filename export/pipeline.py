@@ -17,7 +17,7 @@ from trm_edge.bundle import write_bundle
 from trm_edge.checkpoint import save, with_config
 from trm_edge.errors import TRMEdgeError
 from trm_edge.export.graphs import DEFAULT_OPSET, build_loop, build_unrolled, export_step
-from trm_edge.export.quantize import quantize_graphs
+from trm_edge.export.quantize import check_request, quantize_graphs
 from trm_edge.export.verify import sample_puzzles, verify
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM
@@ -57,6 +57,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
                   status: Callable[[str], None] = lambda s: None) -> Path:
     """Export, verify against the reference, quantize under the accuracy guard, and write the bundle
     atomically (nothing on failure)."""
+    check_request(list(quantize), calib_n, heldout_n)
     cfg = model.config
     if cfg.forward_dtype != "float32":
         model = with_config(model, dataclasses.replace(cfg, forward_dtype="float32")).eval()

@@ -129,6 +129,14 @@ def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cac
                     calibration_cache_path=calib_cache)
 
 
+def check_request(modes: list[str], calib_n: int, heldout_n: int) -> None:
+    """Refuse a bad int8 request before minutes of export and verification, not after."""
+    if bad := [m for m in modes if m not in MODES]:
+        raise TRMEdgeError(f"--quantize {bad[0]!r}: choose from {', '.join(MODES)}")
+    if modes and min(calib_n, heldout_n) < 1:
+        raise TRMEdgeError(f"--calib {calib_n} / --heldout {heldout_n}: int8 needs at least 1 puzzle for each")
+
+
 def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path) -> list[str]:
     """Candidate MatMuls, most sensitive first: relative error of each MatMul's output tensor in the quantized
     graph against the float graph, on the calibration inputs (quantizers rename nodes but keep these tensors)."""
@@ -177,8 +185,6 @@ def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> di
 def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, heldout: np.ndarray,
                     policy: HaltPolicy, max_drop: float, status: Callable[[str], None]) -> dict:
     """Write `step.<mode>.onnx` in `tmp`, guarded; returns the manifest section. Raises CheckFailed."""
-    if mode not in MODES:
-        raise TRMEdgeError(f"--quantize {mode!r}: choose from {', '.join(MODES)}")
     src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
     step_model = onnx.load(str(src))
     mm = matmul_nodes(step_model)

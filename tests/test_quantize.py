@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from trm_edge.errors import CheckFailed
+from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.export import export_bundle, quantize
 from trm_edge.export.quantize import calibration_feeds
 from trm_edge.export.verify import sample_puzzles
@@ -55,6 +55,14 @@ def test_static_calibration_in_chunks_gives_the_ranges_of_one_pass(tiny_model, t
     assert max(abs(chunked[k] - one[k]) / one[k] for k in one) < 0.05
 
 
+def test_bad_int8_request_is_refused_before_export(tiny_model, tmp_path):
+    for kw, msg in (({"quantize": ["int4"]}, "choose from"), ({"calib_n": 0}, "at least 1 puzzle"),
+                    ({"heldout_n": 0}, "at least 1 puzzle")):
+        with pytest.raises(TRMEdgeError, match=msg):
+            export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "o", ["step"], **{"quantize": ["int8"], **kw})
+    assert not (tmp_path / "o").exists()
+
+
 def test_guard_fails_on_impossible_budget_and_leaves_nothing(tiny_model, tmp_path):
     with pytest.raises(CheckFailed, match=r"int8 accuracy guard failed: exact-solve drop .* budget -1 pp"):
         export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "out", ["step"], quantize=["int8"], max_drop=-1.0,
@@ -74,6 +82,9 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
         # weights shared by every call of a layer are still quantized for every MatMul but the two heads
         assert q["quantized_matmuls"] == q["matmuls"] - 2
         assert q["speed"]["step_ms_b1_fp32"] > 0 and q["speed"][f"step_ms_b1_{mode}"] > 0
+        nodes = onnx.load(str(path / f"step.{mode}.onnx")).graph.node
+        matmul_out = {o for n in nodes if n.op_type == "MatMul" for o in n.output}
+        assert not [n.name for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in matmul_out]
         step = open_solver(path, "ort", "step", mode)
         loop = open_solver(path, "ort", "loop", mode)
         x = sample_puzzles(step.codec, 6, seed=9)
