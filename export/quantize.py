@@ -221,7 +221,7 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     n_int8 = _count_quantized(dst)
-    speed = {"step_ms_b1_fp32": _step_ms(solver32, feeds[0]), f"step_ms_b1_{mode}": _step_ms(solver8, feeds[0])}
+    speed = {"step_ms_b1_fp32": step_ms(solver32, feeds[0]), f"step_ms_b1_{mode}": step_ms(solver8, feeds[0])}
     speed["speedup"] = round(speed["step_ms_b1_fp32"] / speed[f"step_ms_b1_{mode}"], 2)
     warnings = []
     if speed["speedup"] < 1:  # what the budget left quantized cannot pay for its Q/DQ and dequantized weights
@@ -241,7 +241,7 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
     }
 
 
-def _step_ms(solver: Solver, feed: dict, runs: int = 10) -> float:
+def step_ms(solver: Solver, feed: dict, runs: int = 10) -> float:
     """Median time of one step at batch 1 (a side-by-side check, not a benchmark: see `trm-edge bench`)."""
     row = {k: v[:1] for k, v in feed.items() if k != "step"}
     times = []

@@ -95,7 +95,7 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
 def test_int8_slower_than_fp32_is_reported(tiny_model, tmp_path, monkeypatch):
     """The side-by-side speed check warns when int8 does not pay (timings faked: fp32 first, then int8)."""
     times = iter([1.0, 2.0])
-    monkeypatch.setattr(quantize, "_step_ms", lambda solver, feed: next(times))
+    monkeypatch.setattr(quantize, "step_ms", lambda solver, feed: next(times))
     path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"], quantize=["int8-dynamic"],
                          calib_n=4, heldout_n=8, max_drop=100.0)
     q = json.loads((path / "manifest.json").read_text())["quantization"]["int8-dynamic"]
