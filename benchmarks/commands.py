@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="Untimed batches before each run.")] = 2,
         energy: Annotated[str, typer.Option(help="auto, none, rapl, pi5, android or estimate[:PROFILE].")] = "auto",
         idle_seconds: Annotated[float, typer.Option(help="Idle interval for the energy baseline.")] = 1.0,
-        out_dir: Annotated[str, typer.Option("--out", "-o", help="Report directory (replaced whole).")
+        out_dir: Annotated[str, typer.Option("--out", "-o", help="Report directory (new, empty or a report).")
                            ] = "bench-report",
         remote: Annotated[str | None, typer.Option(help="Run on a device: ssh://user@host[:port].")] = None,
         remote_command: Annotated[str, typer.Option(help="The device's trm-edge command.")] = "trm-edge",
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
         reports: Annotated[list[str], typer.Argument(help="report.json files (or directories holding one).")],
-        out_dir: Annotated[str, typer.Option("--out", "-o", help="Output directory (replaced whole).")
+        out_dir: Annotated[str, typer.Option("--out", "-o", help="Output directory (new, empty or a report).")
                            ] = "bench-compare",
         as_json: JsonOpt = False,
     ) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 import trm_edge
 from trm_edge.api import builtin_data
+from trm_edge.atomic import claim
 from trm_edge.benchmarks.energy import Meter, idle_power_w, open_meter
 from trm_edge.benchmarks.machine import machine_facts
 from trm_edge.errors import TRMEdgeError
@@ -154,6 +155,8 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
         raise TRMEdgeError("every axis (backend, precision, graph, halt) needs at least one value")
     if not Path(bundle).exists():
         raise TRMEdgeError(f"{bundle}: no such bundle")
+    if out_dir is not None:
+        claim(out_dir, "report")
     factory = solver_factory or _default_factory()
     meter = open_meter(energy) if isinstance(energy, str) else energy
     with meter or contextlib.nullcontext():

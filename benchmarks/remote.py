@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from trm_edge.atomic import claim
 from trm_edge.benchmarks.report import validate_report, write_report
 from trm_edge.errors import TRMEdgeError
 
@@ -79,6 +80,7 @@ def run_remote(ssh_url: str, bundle: str | os.PathLike, bench_args: Sequence[str
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise TRMEdgeError(f"{bundle}: no such bundle directory")
+    claim(out_dir, "report")
     ssh = _Ssh(ssh_url, ssh_options)
     members = {bundle.name: bundle}
     args = list(bench_args)

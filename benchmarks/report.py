@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from trm_edge.atomic import atomic_dir
+from trm_edge.atomic import atomic_dir, claim
 from trm_edge.errors import TRMEdgeError
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -292,7 +292,7 @@ def _write(out_dir, files: dict[str, str], runs: Sequence[dict]) -> Path:
             (tmp / name).write_text(text)
         plot_all(runs, tmp)
 
-    return atomic_dir(out_dir, write)
+    return atomic_dir(out_dir, write, "report")
 
 
 def _dumps(doc: dict) -> str:
@@ -312,6 +312,7 @@ def compare(reports: Sequence[str | os.PathLike], out_dir: str | os.PathLike) ->
     """Join runs of several reports (one per machine) into compare.json, compare.md and the same plots."""
     if not reports:
         raise TRMEdgeError("compare needs at least one report")
+    claim(out_dir, "report")
     loaded = [(Path(p), load_report(p)) for p in reports]
     labels = [rep["machine"]["label"] for _, rep in loaded]
     where = [p.parent.name if p.name == "report.json" else p.name if p.is_dir() else p.stem for p, _ in loaded]

@@ -13,6 +13,7 @@ import onnx
 import torch
 
 from trm_edge import __version__
+from trm_edge.atomic import claim
 from trm_edge.bundle import write_bundle
 from trm_edge.checkpoint import save, with_config
 from trm_edge.errors import TRMEdgeError
@@ -58,6 +59,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
     """Export, verify against the reference, quantize under the accuracy guard, and write the bundle
     atomically (nothing on failure)."""
     check_request(list(quantize), calib_n, heldout_n)
+    claim(out_dir, "bundle")
     cfg = model.config
     if cfg.forward_dtype != "float32":
         model = with_config(model, dataclasses.replace(cfg, forward_dtype="float32")).eval()

@@ -9,6 +9,7 @@ from collections import deque
 import numpy as np
 import pytest
 
+from trm_edge.atomic import MARKER
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks import decode_grid, encode_grid, get_codec
 from trm_edge.tasks.maze import OPEN, PATH, START, WALL
@@ -268,7 +269,7 @@ def test_write_read_round_trip_matches_official_layout(tmp_path):
         assert np.array_equal(getattr(ds, name), a)
     assert ds.inputs.dtype == np.uint8 and ds.puzzle_indices.dtype == np.int32
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == sorted(
-        ["dataset.json"] + [f"all__{n}.npy" for n in
+        [MARKER, "dataset.json"] + [f"all__{n}.npy" for n in
                             ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")])
     meta = json.loads((tmp_path / "train" / "dataset.json").read_text())
     assert meta == {"pad_id": 0, "ignore_label_id": 0, "blank_identifier_id": 0, "vocab_size": 11,
@@ -280,7 +281,7 @@ def test_write_read_round_trip_matches_official_layout(tmp_path):
     datasets.write_dataset(tmp_path, "train", **arrays, vocab_size=11, num_puzzle_identifiers=3,
                            identifiers=names)
     assert (datasets.read_dataset(tmp_path, "train").labels == 0).all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["identifiers.json", "train"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, "identifiers.json", "train"]
 
 
 def test_interrupted_write_leaves_no_split(tmp_path, monkeypatch):
@@ -295,7 +296,7 @@ def test_interrupted_write_leaves_no_split(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.np, "save", failing_save)
     with pytest.raises(OSError):
         datasets.write_dataset(tmp_path, "train", np.ones((1, 4)), np.ones((1, 4)), [0], [0, 1], [0, 1], 6, 1)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [MARKER]
 
 
 def test_bad_writes_and_reads_raise_actionable_errors(tmp_path):

@@ -17,14 +17,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from trm_edge.atomic import atomic_dir, claim_live
 from trm_edge.errors import TRMEdgeError
 
 ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -71,7 +70,7 @@ def _check(arrays: dict[str, np.ndarray], vocab_size: int, num_puzzle_identifier
 def write_dataset(out_dir: str | os.PathLike, split: str, inputs, labels, puzzle_identifiers, puzzle_indices,
                   group_indices, vocab_size: int, num_puzzle_identifiers: int,
                   identifiers: Sequence[str] | None = None) -> Path:
-    """Write one split atomically (a temporary directory beside it, then a rename) and identifiers.json.
+    """Write one split atomically (see trm_edge.atomic) and identifiers.json.
 
     `identifiers` names each identifier index; by default "<blank>" then the index itself.
     """
@@ -93,31 +92,16 @@ def write_dataset(out_dir: str | os.PathLike, split: str, inputs, labels, puzzle
         "total_groups": num_groups, "mean_puzzle_examples": len(arrays["inputs"]) / max(num_puzzles, 1),
         "total_puzzles": num_puzzles, "sets": ["all"],
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=out))
-    try:
+    out = claim_live(out_dir, "dataset")
+
+    def write(tmp: Path) -> None:
         for name, a in arrays.items():
             np.save(tmp / f"all__{name}.npy", a)
         (tmp / "dataset.json").write_text(json.dumps(metadata, indent=2))
         (tmp / "identifiers.json").write_text(json.dumps(names))
         os.replace(tmp / "identifiers.json", out / "identifiers.json")
-        tmp.chmod(0o755)
-        _replace(tmp, out / split)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out / split
 
-
-def _replace(new: Path, final: Path) -> None:
-    """Swap a finished directory into place; an interruption leaves the old split or none, never half."""
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, old / final.name)
-        os.replace(new, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(new, final)
+    return atomic_dir(out / split, write, "dataset split")
 
 
 def read_dataset(data_dir: str | os.PathLike, split: str, mmap: bool = False) -> Dataset:
@@ -230,6 +214,7 @@ def build(task: str, out_dir: str | os.PathLike, seed: int = 0, **knobs) -> dict
         inspect.signature(builder).bind(seed, **knobs)
     except TypeError as e:
         raise TRMEdgeError(f"bad knob for {task}: {e}; see trm_edge.training.datasets.build") from None
+    claim_live(out_dir, "dataset")
     splits, vocab_size, names = builder(seed, **knobs)
     written = {}
     console = Console()

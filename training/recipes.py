@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trm_edge.atomic import claim_live
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
@@ -57,7 +58,7 @@ def torch_solver(model: TRM, halt: str):
 
 def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None, progress=None) -> Path:
     """Build the data, train, evaluate periodically on held-out puzzles, write the model."""
-    out = Path(out_dir)
+    out = claim_live(out_dir, "training run")
     d = cfg.data
     codec = get_codec(cfg.task)
     if cfg.task != "sudoku":

@@ -271,7 +271,7 @@ def _save_state(state_dir: Path, model, opt, ema: EMA, step: int, rng) -> None:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow, "step": step,
                     "rng": rng.bit_generator.state}, tmp / "train.pt")
 
-    atomic_dir(state_dir, write)
+    atomic_dir(state_dir, write, "training state")
 
 
 def jsonl_logger(path: Path, echo: Callable[[dict], None] | None = None) -> Callable[[dict], None]:

@@ -40,7 +40,7 @@ def write_bundle(out_dir: str | os.PathLike, manifest: dict[str, Any], write_fil
                           for p in files})
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2))
 
-    return atomic_dir(out_dir, write)
+    return atomic_dir(out_dir, write, "bundle")
 
 
 class Bundle:

@@ -157,7 +157,7 @@ def export_official(model: TRM, out_dir: str | os.PathLike, step: int = 0, task:
                                                              "data_paths": [task or "data"]}))
         (tmp / "dataset.json").write_text(json.dumps(dataset))
 
-    return atomic_dir(out_dir, write)
+    return atomic_dir(out_dir, write, "official checkpoint")
 
 
 # -- our format --------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def save(model: TRM, out_dir: str | os.PathLike, **meta: Any) -> Path:
         doc = {"format": "trm-edge-model", "version": 1, "config": model.config.to_dict(), "meta": meta}
         (tmp / OUR_CONFIG).write_text(json.dumps(doc, indent=2))
 
-    return atomic_dir(out_dir, write)
+    return atomic_dir(out_dir, write, "model")
 
 
 def load(path: str | os.PathLike) -> tuple[TRM, dict[str, Any]]:

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trm_edge import api
+from trm_edge.atomic import claim
 from trm_edge.errors import TRMEdgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -112,7 +113,8 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
 @app.command()
 def export(model: Annotated[str | None, typer.Argument(help="Model dir, official run dir or step_N file; default: "
                                                        "the bundled model.")] = None,
-           out_dir: Annotated[str, typer.Option("-o", "--out", help="Bundle directory to write.")] = "trm-bundle",
+           out_dir: Annotated[str, typer.Option("-o", "--out", help="Bundle directory (new, empty, or a bundle to "
+                                                "replace).")] = "trm-bundle",
            graph: Annotated[str, typer.Option("--graph", help="Forms: step,loop,unrolled.")] = "step,loop",
            halt: HaltOpt = "fixed",
            max_steps: Annotated[int | None, typer.Option(help="Steps of the unrolled graph.")] = None,
@@ -134,6 +136,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     ids = api.parse_int_list(puzzle_ids, "--puzzle-ids") if puzzle_ids else None
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
+    claim(out_dir, "bundle")  # before minutes of work, not after
     loaded = api.open_model(model, seq_len=seq_len, task=task)
     with err.status("exporting") as st:
         modes = [m.strip() for m in quantize.split(",") if m.strip()] if quantize else []
