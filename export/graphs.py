@@ -199,11 +199,14 @@ def _inline_step(step: onnx.ModelProto, prefix: str, feeds: dict[str, str]) -> t
     return nodes, {o.name: r(o.name) for o in g.output}
 
 
-def _halting(prefix: str, k: str, running: str, pred: str, steps: str, q_last: str,
-             new_pred: str, new_q: str) -> tuple[list, dict[str, str]]:
-    """Freeze halted rows, then decide which rows halt at step k (int64 scalar)."""
+def _halting(prefix: str, k: str, state: dict[str, str], out: dict[str, str]) -> tuple[list, dict[str, str]]:
+    """Freeze halted rows, then decide which rows halt at step k (int64 scalar). A running row whose step
+    produced NaN or Inf stops, its fault set to k. (Finiteness is tested on per-row sums, which are NaN or Inf
+    whenever a term is; the carry is RMS-normalised, so a finite sum never overflows.)"""
     p = prefix
     n = helper.make_node
+    running, pred, steps, q_last, fault = (state[x] for x in ("running", "pred", "steps", "q", "fault"))
+    new_pred, new_q = out["pred"], out["q_halt"]
     nodes = [
         n("Shape", [running], [p + "batch_shape"]),
         n("Unsqueeze", [running, "axes_1"], [p + "running_col"]),
@@ -217,9 +220,19 @@ def _halting(prefix: str, k: str, running: str, pred: str, steps: str, q_last: s
         n("And", [p + "q_says_halt", p + "past_min"], [p + "learned_halt"]),
         n("Or", [p + "learned_halt", p + "at_max"], [p + "halt"]),
         n("Not", [p + "halt"], [p + "go_on"]),
-        n("And", [running, p + "go_on"], [p + "running"]),
+        *[n("ReduceSum", [out[x], "axes_12"], [p + x + "_sum"], keepdims=0) for x in ("z_H_out", "z_L_out", "logits")],
+        n("Sum", [p + "z_H_out_sum", p + "z_L_out_sum", p + "logits_sum", new_q], [p + "row_sum"]),
+        n("IsNaN", [p + "row_sum"], [p + "nan"]),
+        n("IsInf", [p + "row_sum"], [p + "inf"]),
+        n("Or", [p + "nan", p + "inf"], [p + "not_finite"]),
+        n("Not", [p + "not_finite"], [p + "finite"]),
+        n("And", [running, p + "not_finite"], [p + "faulted"]),
+        n("Where", [p + "faulted", p + "k_rows", fault], [p + "fault"]),
+        n("And", [p + "go_on", p + "finite"], [p + "go_on_finite"]),
+        n("And", [running, p + "go_on_finite"], [p + "running"]),
     ]
-    return nodes, {"pred": p + "pred", "steps": p + "steps", "q": p + "q", "running": p + "running"}
+    return nodes, {"pred": p + "pred", "steps": p + "steps", "q": p + "q", "running": p + "running",
+                   "fault": p + "fault"}
 
 
 def _prologue(step: onnx.ModelProto, init: dict[str, np.ndarray]):
@@ -228,6 +241,7 @@ def _prologue(step: onnx.ModelProto, init: dict[str, np.ndarray]):
     S_D = [d.dim_value for d in step.graph.input[2].type.tensor_type.shape.dim][1:]
     inits = [numpy_helper.from_array(v.reshape(1, 1, -1).astype(np.float32), f"{k}_vec") for k, v in init.items()]
     inits += [numpy_helper.from_array(np.array([1], np.int64), "axes_1"),
+              numpy_helper.from_array(np.array([1, 2], np.int64), "axes_12"),
               numpy_helper.from_array(np.array(S_D, np.int64), "carry_tail"),
               numpy_helper.from_array(np.array(0, np.int64), "zero_i64"),
               numpy_helper.from_array(np.array(0.0, np.float32), "zero_f32"),
@@ -265,10 +279,10 @@ def build_loop(step: onnx.ModelProto, init: dict[str, np.ndarray]) -> onnx.Model
     """One graph: an ONNX Loop over supervision steps, trip count max_steps, condition 'some row runs'."""
     n = helper.make_node
     pre_nodes, inits, inputs, outputs = _prologue(step, init)
-    carry_in = [f"body/{x}_in" for x in ("z_H", "z_L", "pred", "steps", "q", "running")]
+    carry_in = [f"body/{x}_in" for x in ("z_H", "z_L", "pred", "steps", "q", "running", "fault")]
     step_nodes, out = _inline_step(step, "body/", {**_OUTER, "z_H": carry_in[0], "z_L": carry_in[1]})
-    halt_nodes, h = _halting("body/h/", "body/k", carry_in[5], carry_in[2], carry_in[3], carry_in[4],
-                             out["pred"], out["q_halt"])
+    halt_nodes, h = _halting("body/h/", "body/k", dict(zip(("pred", "steps", "q", "running", "fault"), carry_in[2:])),
+                             out)
     body_nodes = [n("Add", ["body/iter", "body/one"], ["body/k"]), *step_nodes, *halt_nodes,
                   n("Cast", [h["running"]], ["body/running_i"], to=TensorProto.INT64),
                   n("ReduceMax", ["body/running_i"], ["body/any_i"], keepdims=0),
@@ -277,15 +291,17 @@ def build_loop(step: onnx.ModelProto, init: dict[str, np.ndarray]) -> onnx.Model
     ins = [_value("body/iter", "int64", []), _value("body/cond", "bool", [])]
     ins += [helper.make_value_info(carry_in[i], carry_types[i]) for i in range(2)]
     ins += [_value(carry_in[2], "int64", _dims(["batch", "seq_len"], step)), _value(carry_in[3], "int64", ["batch"]),
-            _value(carry_in[4], "float32", ["batch"]), _value(carry_in[5], "bool", ["batch"])]
+            _value(carry_in[4], "float32", ["batch"]), _value(carry_in[5], "bool", ["batch"]),
+            _value(carry_in[6], "int64", ["batch"])]
     body_outs = [_value("body/cond_out", "bool", []), helper.make_value_info(out["z_H_out"], carry_types[0]),
                  helper.make_value_info(out["z_L_out"], carry_types[1]),
                  _value(h["pred"], "int64", _dims(["batch", "seq_len"], step)), _value(h["steps"], "int64", ["batch"]),
-                 _value(h["q"], "float32", ["batch"]), _value(h["running"], "bool", ["batch"])]
+                 _value(h["q"], "float32", ["batch"]), _value(h["running"], "bool", ["batch"]),
+                 _value(h["fault"], "int64", ["batch"])]
     body = helper.make_graph(body_nodes, "supervision_step", ins, body_outs,
                              initializer=[numpy_helper.from_array(np.array(1, np.int64), "body/one")])
-    loop = n("Loop", ["max_steps", "true", "z_H0", "z_L0", "pred0", "steps0", "q0", "running0"],
-             ["z_H_f", "z_L_f", "pred", "steps", "q_halt", "running_f"], body=body, name="supervision_loop")
+    loop = n("Loop", ["max_steps", "true", "z_H0", "z_L0", "pred0", "steps0", "q0", "running0", "steps0"],
+             ["z_H_f", "z_L_f", "pred", "steps", "q_halt", "running_f", "fault"], body=body, name="supervision_loop")
     graph = helper.make_graph([*pre_nodes, loop], "trm_loop", inputs, outputs, initializer=inits)
     return _finish(step, graph)
 
@@ -294,15 +310,15 @@ def build_unrolled(step: onnx.ModelProto, init: dict[str, np.ndarray], n_steps: 
     """`n_steps` supervision steps in a straight line (no control flow); weights shared, halting by masking."""
     pre_nodes, inits, inputs, outputs = _prologue(step, init)
     nodes = list(pre_nodes)
-    state = {"z_H": "z_H0", "z_L": "z_L0", "pred": "pred0", "steps": "steps0", "q": "q0", "running": "running0"}
+    state = {"z_H": "z_H0", "z_L": "z_L0", "pred": "pred0", "steps": "steps0", "q": "q0", "running": "running0",
+             "fault": "steps0"}
     for k in range(1, n_steps + 1):
         inits.append(numpy_helper.from_array(np.array(k, np.int64), f"k{k}"))
         step_nodes, out = _inline_step(step, f"s{k}/", {**_OUTER, "z_H": state["z_H"], "z_L": state["z_L"]})
-        halt_nodes, h = _halting(f"s{k}/h/", f"k{k}", state["running"], state["pred"], state["steps"], state["q"],
-                                 out["pred"], out["q_halt"])
+        halt_nodes, h = _halting(f"s{k}/h/", f"k{k}", state, out)
         nodes += step_nodes + halt_nodes
         state = {"z_H": out["z_H_out"], "z_L": out["z_L_out"], **h}
     nodes += [helper.make_node("Identity", [state[k]], [o]) for k, o in (("pred", "pred"), ("steps", "steps"),
-                                                                         ("q", "q_halt"))]
+                                                                         ("q", "q_halt"), ("fault", "fault"))]
     graph = helper.make_graph(nodes, f"trm_unrolled_{n_steps}", inputs, outputs, initializer=inits)
     return _finish(step, graph)

@@ -58,8 +58,13 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
             entry = {"answers_identical": float((got.tokens == ref.tokens).all(-1).mean()),
                      "tokens_identical": float((got.tokens == ref.tokens).mean()),
                      "steps_identical": float((got.steps == ref.steps).mean()),
-                     "max_q_halt_error": float(np.abs(got.q_halt - ref.q_halt).max())}
+                     "max_q_halt_error": float(np.abs(got.q_halt - ref.q_halt).max()),
+                     "faults": int((got.fault > 0).sum()), "reference_faults": int((ref.fault > 0).sum())}
             report.setdefault("policies", {}).setdefault(str(pol), {})[form] = entry
+            if entry["faults"] or entry["reference_faults"]:
+                raise CheckFailed(f"verification failed: NaN or Inf under {pol} in {entry['faults']} of "
+                                  f"{len(puzzles)} puzzles on the {form} graph and {entry['reference_faults']} on the "
+                                  "PyTorch reference (broken weights?); no bundle written")
             if entry["tokens_identical"] < MIN_TOKENS_IDENTICAL or entry["steps_identical"] < MIN_STEPS_IDENTICAL:
                 raise CheckFailed(f"verification failed: {form} graph under {pol}: answer tokens identical "
                                   f"{entry['tokens_identical']:.2%} (need {MIN_TOKENS_IDENTICAL:.1%}), steps identical "

@@ -7,7 +7,7 @@ import numpy as np
 
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
-from trm_edge.halting import HaltPolicy, Solution, halting_loop
+from trm_edge.halting import HaltPolicy, Solution, finite_rows, halting_loop
 from trm_edge.runtimes.base import Adapter
 from trm_edge.tasks import Codec
 
@@ -35,9 +35,10 @@ class Solver:
         return np.broadcast_to(self.H_init, shape).copy(), np.broadcast_to(self.L_init, shape).copy()
 
     def step(self, tokens, pids, z_H, z_L):
-        """One supervision step on numpy arrays: (z_H, z_L, predicted tokens, q_halt)."""
+        """One supervision step on numpy arrays: (z_H, z_L, predicted tokens, q_halt, rows all finite)."""
         o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, "z_H": z_H, "z_L": z_L})
-        return o["z_H_out"], o["z_L_out"], o["pred"], o["q_halt"]
+        ok = finite_rows(o["z_H_out"], o["z_L_out"], o["q_halt"], *([o["logits"]] if "logits" in o else []))
+        return o["z_H_out"], o["z_L_out"], o["pred"], o["q_halt"], ok
 
     def solve(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", puzzle_ids: np.ndarray | None = None
               ) -> Solution:
@@ -47,11 +48,11 @@ class Solver:
         pids = np.zeros(len(tokens), np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
         if self.graph != "step":
             o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, **policy.graph_inputs()})
-            return Solution(o["pred"], o["steps"], o["q_halt"])
+            return Solution(o["pred"], o["steps"], o["q_halt"], o["fault"])
 
         def step(carry):
-            z_H, z_L, pred, q = self.step(tokens, pids, *carry)
-            return (z_H, z_L), pred, q
+            z_H, z_L, pred, q, ok = self.step(tokens, pids, *carry)
+            return (z_H, z_L), pred, q, ok
 
         return halting_loop(step, self.carry(len(tokens)), policy)
 
@@ -65,7 +66,7 @@ class Solver:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         pids_all = np.zeros(len(tokens), np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
         n = len(tokens)
-        out = Solution(np.zeros_like(tokens), np.zeros(n, np.int64), np.zeros(n, np.float32))
+        out = Solution(np.zeros_like(tokens), np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.int64))
         row = np.full(slots, -1)  # puzzle index held by each slot
         k = np.zeros(slots, np.int64)
         z_H, z_L = self.carry(slots)
@@ -80,10 +81,11 @@ class Solver:
             if not len(act):
                 return out
             idx = row[act]
-            h, l, pred, q = self.step(tokens[idx], pids_all[idx], z_H[act], z_L[act])
+            h, l, pred, q, ok = self.step(tokens[idx], pids_all[idx], z_H[act], z_L[act])
             z_H[act], z_L[act] = h, l
             k[act] += 1
-            done = policy.halted(k[act], q)
+            done = policy.halted(k[act], q) | ~ok
             fin = idx[done]
             out.tokens[fin], out.steps[fin], out.q_halt[fin] = pred[done], k[act][done], q[done]
+            out.fault[idx[~ok]], out.tokens[idx[~ok]] = k[act][~ok], 0
             row[act[done]] = -1

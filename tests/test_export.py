@@ -124,10 +124,12 @@ def test_reference_evaluator_agrees_with_ort_on_loop(tmp_path):
     pol = solver.policy("learned:0")
     got = solver.solve(puzzles, pol)
     ev = ReferenceEvaluator(str(Bundle(path).graph_file("loop")))
-    pred, steps, q = ev.run(None, {"tokens": puzzles, "puzzle_ids": np.zeros(3, np.int64), **pol.graph_inputs()})
+    pred, steps, q, fault = ev.run(None, {"tokens": puzzles, "puzzle_ids": np.zeros(3, np.int64),
+                                          **pol.graph_inputs()})
     # the Loop semantics (which rows run, when they stop, what they keep) must agree exactly; a random-weight
     # model has a few near-tied argmaxes that float summation order flips
     assert np.array_equal(steps, got.steps) and len(set(steps.tolist())) > 1
+    assert np.array_equal(fault, got.fault) and not fault.any()
     assert np.allclose(q, got.q_halt, atol=1e-3)
     assert (pred == got.tokens).mean() >= 0.99
 

@@ -3,6 +3,7 @@ leave no temporaries behind that a later write does not clean."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -205,3 +206,102 @@ def test_an_error_while_writing_leaves_the_previous_output(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_dir(out, fail, "bundle")
     assert (out / "v").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+# -- numerical faults: detected at the step they appear, never returned as an answer ---------------------------
+
+def _faulty_step_graph():
+    """A hand-made step graph: z_H grows by the row's first token each step and q_halt = -1 + 0*log(2.5 - z_H),
+    which is NaN once z_H passes 2.5: rows starting 0, 1, 2 fault never, at step 3 and at step 2."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    L, S, D, V = 4, 5, 2, 3
+    n = helper.make_node
+    nodes = [
+        n("Gather", ["tokens", "zero"], ["t0"], axis=1), n("Cast", ["t0"], ["rate"], to=TensorProto.FLOAT),
+        n("Reshape", ["rate", "col3"], ["rate3"]), n("Add", ["z_H", "rate3"], ["z_H_out"]),
+        n("Identity", ["z_L"], ["z_L_out"]), n("Identity", ["tokens"], ["pred"]),
+        n("Gather", ["z_H_out", "zero"], ["h_row"], axis=1), n("Gather", ["h_row", "zero"], ["h0"], axis=1),
+        n("Sub", ["two_half", "h0"], ["room"]), n("Log", ["room"], ["log_room"]),
+        n("Mul", ["log_room", "zero_f"], ["nan_or_zero"]), n("Add", ["nan_or_zero", "minus_one"], ["q_halt"]),
+        n("Unsqueeze", ["tokens", "axis2"], ["tok3"]), n("Cast", ["tok3"], ["tokf"], to=TensorProto.FLOAT),
+        n("Expand", ["tokf", "lv"], ["logits_raw"]), n("Mul", ["logits_raw", "zero_f"], ["logits"]),
+    ]
+    for i, node in enumerate(nodes):
+        node.name = f"n{i}"  # inlining keeps names unique by prefixing them
+    inits = [numpy_helper.from_array(np.array(v, dt), name) for name, v, dt in [
+        ("zero", 0, np.int64), ("col3", [-1, 1, 1], np.int64), ("two_half", 2.5, np.float32),
+        ("zero_f", 0.0, np.float32), ("minus_one", -1.0, np.float32), ("axis2", [2], np.int64),
+        ("lv", [1, L, V], np.int64)]]
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    v = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes, "faulty_step",
+        [v("tokens", i64, ["batch", L]), v("puzzle_ids", i64, ["batch"]), v("z_H", f, ["batch", S, D]),
+         v("z_L", f, ["batch", S, D])],
+        [v("z_H_out", f, ["batch", S, D]), v("z_L_out", f, ["batch", S, D]), v("pred", i64, ["batch", L]),
+         v("q_halt", f, ["batch"]), v("logits", f, ["batch", L, V])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model, full_check=True)
+    return model, {"H_init": np.zeros(D, np.float32), "L_init": np.zeros(D, np.float32)}, (L, S, D)
+
+
+@pytest.mark.parametrize("form", ["step", "stream", "loop", "unrolled"])
+def test_nan_is_reported_with_its_step_on_every_form(tmp_path, form):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import onnx
+
+    from trm_edge.export.graphs import build_loop, build_unrolled
+    from trm_edge.runtimes.ort import OrtAdapter
+    from trm_edge.runtimes.solver import Solver
+
+    step, init, (L, S, D) = _faulty_step_graph()
+    graph = {"step": step, "stream": step, "loop": build_loop(step, init), "unrolled": build_unrolled(step, init, 4)}
+    onnx.save(graph[form], tmp_path / "g.onnx")
+    cfg = SimpleNamespace(total_len=S, hidden_size=D, halt_max_steps=4)
+    solver = Solver(OrtAdapter(tmp_path / "g.onnx"), "step" if form == "stream" else form, cfg, None, init)
+    tokens = np.array([[0, 1, 1, 1], [1, 2, 2, 2], [2, 1, 1, 1], [0, 2, 2, 2]], np.int64)
+    for policy in ("fixed:4", "learned:0"):
+        sol = solver.solve_stream(tokens, policy, slots=2) if form == "stream" else solver.solve(tokens, policy)
+        assert sol.fault.tolist() == [0, 3, 2, 0] and sol.steps.tolist() == [4, 3, 2, 4]
+        assert (sol.tokens[[1, 2]] == 0).all() and (sol.tokens[[0, 3]] == tokens[[0, 3]]).all()
+
+
+def test_nan_weights_are_never_an_answer_on_the_reference(capsys, tmp_path):
+    import numpy as np
+    import torch
+
+    from trm_edge.checkpoint import save
+    from trm_edge.model import TRM, Batch
+
+    model = TRM(tiny_config(num_puzzle_identifiers=2))
+    with torch.no_grad():
+        model.puzzle_emb.weights[1] = float("nan")  # puzzle id 1 only
+    sol = model.solve(Batch(torch.ones(2, 81, dtype=torch.long), torch.tensor([0, 1])), "fixed")
+    assert sol.fault.tolist() == [0, 1] and (sol.tokens[1] == 0).all() and sol.steps.tolist() == [4, 1]
+    with torch.no_grad():
+        model.H_init[0] = float("inf")
+    d = save(model, tmp_path / "m", task="sudoku")
+    code, out, err = run(capsys, "solve", str(d), "." * 81, "--json")
+    r = json.loads(out)["results"][0]
+    assert code == 1 and r["fault_step"] == 1 and r["answer"] is None and not r["solved"]
+    assert "NaN or Inf" in err and "step 1" in err
+    assert np.isfinite(json.loads(out)["ms_per_puzzle"])
+
+
+def test_solve_json_gives_programs_plain_values(capsys):
+    import numpy as np
+
+    from trm_edge.tasks import SUDOKU
+
+    puzzle = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
+    code, out, _ = run(capsys, "solve", puzzle, "--json", "--halt", "learned:3")
+    r = json.loads(out)["results"][0]
+    assert code == 0 and r["puzzle"] == puzzle and r["solved"] and r["fault_step"] is None
+    assert len(r["answer"]) == 81 and set(r["answer"]) <= set("123456789") and len(r["tokens"]) == 81
+    assert SUDOKU.check(SUDOKU.parse(puzzle), SUDOKU.parse(r["answer"]))
+    assert SUDOKU.compact(np.array(r["tokens"])) == r["answer"]

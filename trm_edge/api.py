@@ -132,13 +132,17 @@ def solve_puzzles(loaded: Loaded, sources: list[str], halt: str, batch_size: int
     t0 = time.perf_counter()
     parts = [loaded.solve(puzzles[i:i + batch_size], policy) for i in range(0, len(puzzles), batch_size)]
     elapsed = time.perf_counter() - t0
-    sol = Solution(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "steps", "q_halt")))
+    sol = Solution.concat(parts)
     exact, _ = row_scores(loaded.codec, puzzles, [lab for _, lab in pairs], sol)
-    results = [{"puzzle": loaded.codec.render(p), "answer": loaded.codec.render(sol.tokens[i]),
+    codec = loaded.codec
+    results = [{"puzzle": codec.compact(p), "answer": None if sol.fault[i] else codec.compact(sol.tokens[i]),
+                "tokens": None if sol.fault[i] else sol.tokens[i].tolist(),
                 "solved": bool(exact[i]), "checked_by": "label" if pairs[i][1] is not None else "rules",
-                "steps": int(sol.steps[i]), "q_halt": float(sol.q_halt[i])} for i, p in enumerate(puzzles)]
+                "steps": int(sol.steps[i]), "q_halt": float(sol.q_halt[i]) if np.isfinite(sol.q_halt[i]) else None,
+                "fault_step": int(sol.fault[i]) or None} for i, p in enumerate(puzzles)]
     return {"model": loaded.describe, "halt": str(policy), "n": len(results), "solved": int(exact.sum()),
-            "seconds": elapsed, "ms_per_puzzle": 1000 * elapsed / len(results), "results": results}
+            "faults": int((sol.fault > 0).sum()), "seconds": elapsed, "ms_per_puzzle": 1000 * elapsed / len(results),
+            "results": results}
 
 
 # -- eval --------------------------------------------------------------------------------------------

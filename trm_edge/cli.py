@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -73,15 +74,23 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
     loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
                             threads=threads)
     res = api.solve_puzzles(loaded, puzzles, halt, batch)
+    for i, r in enumerate(res["results"], 1):
+        if r["fault_step"]:
+            err.print(f"[red]warning:[/] puzzle #{i}: NaN or Inf in the model's state at supervision step "
+                      f"{r['fault_step']}; no answer (check the model's weights)")
     if as_json:
         print(json.dumps(res, indent=2))
-        return
-    for i, r in enumerate(res["results"], 1):
-        mark = "[green]solved[/]" if r["solved"] else "[red]not solved[/]"
-        out.print(f"[bold]#{i}[/] {mark} (checked by {r['checked_by']}), {r['steps']} steps, q_halt {r['q_halt']:+.2f}")
-        out.print(r["answer"], highlight=False)
-    out.print(f"{res['solved']}/{res['n']} solved, {res['ms_per_puzzle']:.1f} ms per puzzle ({res['halt']}, "
-              f"{res['model']})")
+    else:
+        for i, r in enumerate(res["results"], 1):
+            mark = "[green]solved[/]" if r["solved"] else "[red]not solved[/]"
+            q = "n/a" if r["q_halt"] is None else f"{r['q_halt']:+.2f}"
+            out.print(f"[bold]#{i}[/] {mark} (checked by {r['checked_by']}), {r['steps']} steps, q_halt {q}")
+            if r["tokens"] is not None:
+                out.print(loaded.codec.render(np.array(r["tokens"])), highlight=False)
+        out.print(f"{res['solved']}/{res['n']} solved, {res['ms_per_puzzle']:.1f} ms per puzzle ({res['halt']}, "
+                  f"{res['model']})")
+    if res["faults"]:
+        raise typer.Exit(1)
 
 
 @app.command("eval")
@@ -102,6 +111,10 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
     if as_json:
         print(json.dumps(res, indent=2))
         return
+    for r in res["runs"]:
+        if r["faults"]:
+            err.print(f"[red]warning:[/] {r['data']} under {r['halt']}: NaN or Inf in {r['faults']} of {r['n']} "
+                      "puzzles (counted as not solved; check the model's weights)")
     t = Table("data", "halt", "n", "exact", "token acc", "mean steps", "steps histogram", title=res["model"])
     for r in res["runs"]:
         tok = "-" if r["token_accuracy"] is None else f"{100 * r['token_accuracy']:.2f}%"

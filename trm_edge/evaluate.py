@@ -55,6 +55,6 @@ def evaluate(solve: SolveFn, codec: Codec, pairs: Sequence[Pair], batch_size: in
         parts.append(solve(puzzles[i:i + batch_size]))
         if advance:
             advance(len(parts[-1].steps))
-    sol = Solution(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "steps", "q_halt")))
+    sol = Solution.concat(parts)
     exact, tok = row_scores(codec, puzzles, labels, sol)
-    return summarize(exact, tok, sol.steps), sol
+    return dict(summarize(exact, tok, sol.steps), faults=int((sol.fault > 0).sum())), sol

@@ -74,20 +74,42 @@ class Solution:
     tokens: np.ndarray  # [B, seq_len] int64 predicted tokens
     steps: np.ndarray  # [B] int64 supervision steps used
     q_halt: np.ndarray  # [B] float32 q_halt logit at the row's last step
+    # [B] int64: the step at which NaN or Inf first appeared in the row's carry, logits or q_halt (0: never).
+    # Such a row stops there and its tokens are all pad, so no checker can take them for an answer.
+    fault: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.fault is None:
+            self.fault = np.zeros(len(self.steps), np.int64)
+        self.tokens[self.fault > 0] = 0
+
+    @classmethod
+    def concat(cls, parts: list[Solution]) -> Solution:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "steps", "q_halt", "fault")))
 
 
-def halting_loop(step: Callable[[Any], tuple[Any, np.ndarray, np.ndarray]], carry: Any, policy: HaltPolicy
-                 ) -> Solution:
-    """The outer loop every backend shares: `step(carry) -> (carry, predicted tokens, q_halt)` runs one
-    supervision step for the whole batch; a halted row's outputs are frozen; stop when all have halted."""
-    tokens = steps = q_last = running = None
+def finite_rows(*arrays: np.ndarray) -> np.ndarray:
+    """Per row (first axis): every value of every array is finite."""
+    ok = np.ones(len(arrays[0]), bool)
+    for a in arrays:
+        ok &= np.isfinite(a.reshape(len(a), -1)).all(1)
+    return ok
+
+
+def halting_loop(step: Callable[[Any], tuple[Any, np.ndarray, np.ndarray, np.ndarray]], carry: Any,
+                 policy: HaltPolicy) -> Solution:
+    """The outer loop every backend shares: `step(carry) -> (carry, predicted tokens, q_halt, finite rows)`
+    runs one supervision step for the whole batch; a halted row's outputs are frozen; a row whose step was not
+    finite stops with a fault; stop when all have halted."""
+    tokens = steps = q_last = running = fault = None
     for k in range(1, policy.max_steps + 1):
-        carry, pred, q = step(carry)
+        carry, pred, q, ok = step(carry)
         if running is None:
-            running, steps = np.ones(len(q), bool), np.zeros(len(q), np.int64)
+            running, steps, fault = np.ones(len(q), bool), np.zeros(len(q), np.int64), np.zeros(len(q), np.int64)
             tokens, q_last = np.zeros(pred.shape, np.int64), np.zeros(len(q), np.float32)
         tokens[running], steps[running], q_last[running] = pred[running], k, q[running]
-        running &= ~policy.halted(k, q)
+        fault[running & ~ok] = k
+        running &= ok & ~policy.halted(k, q)
         if not running.any():
             break
-    return Solution(tokens, steps, q_last)
+    return Solution(tokens, steps, q_last, fault)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trm_edge.config import TRMConfig
-from trm_edge.halting import HaltPolicy, Solution, halting_loop
+from trm_edge.halting import HaltPolicy, Solution, finite_rows, halting_loop
 
 
 class Carry(NamedTuple):
@@ -107,7 +107,8 @@ class TRM(nn.Module):
 
         def step(carry: Carry):
             carry, logits, q = self.step(carry, batch)
-            return carry, logits.argmax(-1).numpy(), q.numpy()
+            arrays = [t.float().numpy() for t in (carry.z_H, carry.z_L, logits, q)]
+            return carry, logits.argmax(-1).numpy(), arrays[3], finite_rows(*arrays)
 
         return halting_loop(step, self.initial_carry(batch.tokens.shape[0]), policy)
 

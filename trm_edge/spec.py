@@ -22,7 +22,7 @@ SPEC = {
     "loop": {
         "inputs": [("tokens", "int64", ["batch", "seq_len"]), ("puzzle_ids", "int64", ["batch"]), *POLICY_INPUTS],
         "outputs": [("pred", "int64", ["batch", "seq_len"]), ("steps", "int64", ["batch"]),
-                    ("q_halt", "float32", ["batch"])],
+                    ("q_halt", "float32", ["batch"]), ("fault", "int64", ["batch"])],
     },
 }
 SPEC["unrolled"] = SPEC["loop"]

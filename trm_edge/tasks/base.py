@@ -30,6 +30,10 @@ class Codec(ABC):
     def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         """Whether answer solves puzzle by the task's rules (no label needed)."""
 
+    def compact(self, tokens: np.ndarray) -> str:
+        """The task's own plain notation, for programs (`--json`); render() may draw for people."""
+        return self.render(tokens)
+
     def parse_line(self, line: str) -> Pair:
         """One line of a puzzle file: tasks whose puzzles span lines have no such form."""
         raise TRMEdgeError(f"{self.name}: puzzles have no one-line form; give a file holding one puzzle")

@@ -110,6 +110,10 @@ class SudokuCodec(Codec):
             lines.append(" | ".join(" ".join(cells[c : c + 3]) for c in (0, 3, 6)))
         return "\n".join(lines)
 
+    def compact(self, tokens: np.ndarray) -> str:
+        """81 characters, '.' for a blank: the one-line form puzzle collections use."""
+        return "".join(_CHARS[t] for t in self.as_tokens(tokens))
+
     def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         """Filled, every unit a permutation of 1..9, and every given kept."""
         given, filled = self.as_tokens(puzzle), self.as_tokens(answer)
