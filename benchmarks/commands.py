@@ -29,7 +29,7 @@ def split_halts(text: str) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    from trm_edge.cli import JsonOpt, _progress, err, out
+    from trm_edge.cli import JsonOpt, ThreadsOpt, _progress, err, out
 
     @app.command()
     def bench(
@@ -42,12 +42,13 @@ def register(app: typer.Typer) -> None:
                         ] = "fixed,learned:0",
         data: Annotated[str, typer.Option(help="Puzzle file (one a line, optional ',solution') or 'builtin'.")
                         ] = "builtin",
-        n: Annotated[int, typer.Option("-n", help="Puzzles per run (the first N of the data).")] = 64,
-        batch: Annotated[int, typer.Option(help="Puzzles per solve call.")] = 1,
-        threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the runtime's).")] = None,
-        warmup: Annotated[int, typer.Option(help="Untimed batches before each run.")] = 2,
+        n: Annotated[int, typer.Option("-n", min=1, help="Puzzles per run (the first N of the data).")] = 64,
+        batch: Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per solve call.")] = 1,
+        threads: ThreadsOpt = None,
+        warmup: Annotated[int, typer.Option(min=0, help="Untimed batches before each run.")] = 2,
         energy: Annotated[str, typer.Option(help="auto, none, rapl, pi5, android or estimate[:PROFILE].")] = "auto",
-        idle_seconds: Annotated[float, typer.Option(help="Idle interval for the energy baseline.")] = 1.0,
+        idle_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Idle interval for the energy baseline.")]
+        = 1.0,
         out_dir: Annotated[str, typer.Option("--out", "-o", help="Report directory (new, empty or a report).")
                            ] = "bench-report",
         remote: Annotated[str | None, typer.Option(help="Run on a device: ssh://user@host[:port].")] = None,

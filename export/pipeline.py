@@ -17,7 +17,7 @@ from trm_edge.atomic import claim
 from trm_edge.bundle import write_bundle
 from trm_edge.checkpoint import save, with_config
 from trm_edge.errors import TRMEdgeError
-from trm_edge.export.graphs import DEFAULT_OPSET, build_loop, build_unrolled, export_step
+from trm_edge.export.graphs import DEFAULT_OPSET, MAX_OPSET, build_loop, build_unrolled, export_step
 from trm_edge.export.quantize import check_request, quantize_graphs
 from trm_edge.export.verify import sample_puzzles, verify
 from trm_edge.halting import HaltPolicy
@@ -59,6 +59,8 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
     """Export, verify against the reference, quantize under the accuracy guard, and write the bundle
     atomically (nothing on failure)."""
     check_request(list(quantize), calib_n, heldout_n)
+    if not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise TRMEdgeError(f"--opset {opset}: choose {DEFAULT_OPSET}-{MAX_OPSET} (the exporter's range)")
     claim(out_dir, "bundle")
     cfg = model.config
     if cfg.forward_dtype != "float32":

@@ -59,7 +59,7 @@ def calibration_feeds(solver: Solver, puzzles: np.ndarray, steps: int, batch: in
         z_H, z_L = solver.carry(len(tokens))
         for k in range(1, steps + 1):
             feeds.append({"step": k, "tokens": tokens, "puzzle_ids": ids, "z_H": z_H, "z_L": z_L})
-            z_H, z_L, _, _ = solver.step(tokens, ids, z_H, z_L)
+            z_H, z_L, *_ = solver.step(tokens, ids, z_H, z_L)
     return feeds
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from trm_edge.bundle import Bundle
 from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes.solver import Solver
+from trm_edge.spec import io_spec
 from trm_edge.tasks import codec_for
 
 BACKENDS = ("ort", "torch")
@@ -20,7 +21,7 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
                 precision: str = "fp32", threads: int | None = None, opt_level: str = "all") -> Solver:
     """A Solver over one graph of a bundle (hashes checked on load)."""
     b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-    init = dict(np.load(b.file(b.manifest["init"]), allow_pickle=False))
+    init = _initial_state(b)
     t0 = time.perf_counter()
     if backend == "ort":
         from trm_edge.runtimes.ort import OrtAdapter
@@ -38,8 +39,39 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     else:
         raise TRMEdgeError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
     init_ms = 1000 * (time.perf_counter() - t0)
+    _check_io(b, graph, precision, adapter.io())
     steps = b.manifest["graphs"][graph].get("steps") if graph == "unrolled" else None
     return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps)
+
+
+def _initial_state(b: Bundle) -> dict[str, np.ndarray]:
+    """H_init and L_init, each one vector of the config's hidden size (a mismatch would fail mid-solve)."""
+    f = b.file(b.manifest["init"])
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            init = {k: np.asarray(z[k], np.float32) for k in ("H_init", "L_init")}
+    except (OSError, ValueError, KeyError) as e:
+        raise TRMEdgeError(f"{f}: not the bundle's initial state ({type(e).__name__}); re-export the bundle") from None
+    for k, v in init.items():
+        if v.shape != (b.config.hidden_size,):
+            raise TRMEdgeError(f"{f}: {k} has shape {v.shape}, the manifest's config needs ({b.config.hidden_size},): "
+                               "the files do not match the config; re-export the bundle")
+    return init
+
+
+def _check_io(b: Bundle, graph: str, precision: str, have: dict[str, list]) -> None:
+    """Every input and output the spec names, with the config's sizes: weights that do not match the manifest's
+    config are refused at load, not met as a shape error in the middle of a solve."""
+    batch = b.manifest.get("batch")
+    want = io_spec(graph, b.config, batch if isinstance(batch, int) else None)
+    for side in ("inputs", "outputs"):
+        for t in want[side]:
+            got = have.get(t["name"])
+            if got is None or len(got) != len(t["shape"]) or any(
+                    isinstance(g, int) and isinstance(w, int) and g != w for g, w in zip(got, t["shape"])):
+                raise TRMEdgeError(f"{b.graph_file(graph, precision)}: {side[:-1]} {t['name']} is "
+                                   f"{'missing' if got is None else got}, the manifest's config needs {t['shape']}: "
+                                   "the graph does not match the config; re-export the bundle")
 
 
 __all__ = ["BACKENDS", "Solver", "open_solver"]

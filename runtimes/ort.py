@@ -43,6 +43,9 @@ class OrtAdapter:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})))
 
+    def io(self) -> dict[str, list]:
+        return {t.name: list(t.shape) for t in [*self.session.get_inputs(), *self.session.get_outputs()]}
+
     def describe(self) -> dict:
         return {"backend": "ort", "version": self.version, "threads": self.threads, "graph": self.path.name}
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from trm_edge.model import TRM, Batch, Carry
+from trm_edge.spec import io_spec
 
 
 class TorchAdapter:
@@ -23,6 +24,11 @@ class TorchAdapter:
         logits = logits.float()
         return {"z_H_out": carry.z_H.float().numpy(), "z_L_out": carry.z_L.float().numpy(),
                 "pred": logits.argmax(-1).numpy(), "q_halt": q.numpy(), "logits": logits.numpy()}
+
+    def io(self) -> dict[str, list]:
+        """The reference's own shapes: its weights were checked against the config when it was loaded."""
+        spec = io_spec("step", self.model.config)
+        return {t["name"]: t["shape"] for side in spec.values() for t in side}
 
     def describe(self) -> dict:
         return {"backend": "torch", "version": torch.__version__, "threads": self.threads or torch.get_num_threads(),

@@ -73,7 +73,8 @@ class FakeSolver:
         answers = np.stack([self.answer(r) for r in tokens])
         target = 1 + tokens.sum(1) % 3
         time.sleep(0.0005)
-        return halting_loop(lambda k: (k + 1, answers, (k + 1 - target - 0.5).astype(np.float32)), 0, policy)
+        ok = np.ones(len(tokens), bool)
+        return halting_loop(lambda k: (k + 1, answers, (k + 1 - target - 0.5).astype(np.float32), ok), 0, policy)
 
     def describe(self) -> dict:
         return {"backend": self.backend, "graph": "step", "precision": self.precision, "threads": self.threads or 2}
@@ -127,7 +128,8 @@ def test_rule_breaking_answer_is_not_a_solve(bench_setup):
 
     class Fixed:
         def solve(self, x, policy):
-            return halting_loop(lambda k: (k + 1, np.stack([sol, broken]), np.zeros(2, np.float32)), 0, policy)
+            return halting_loop(lambda k: (k + 1, np.stack([sol, broken]), np.zeros(2, np.float32), np.ones(2, bool)),
+                                0, policy)
 
     pairs = [(pz, None), (pz, None)]
     m, _ = harness.measure(Fixed(), SUDOKU, pairs, HaltPolicy.parse("fixed:3", 3), 2, 0, None, None)

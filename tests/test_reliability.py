@@ -305,3 +305,190 @@ def test_solve_json_gives_programs_plain_values(capsys):
     assert len(r["answer"]) == 81 and set(r["answer"]) <= set("123456789") and len(r["tokens"]) == 81
     assert SUDOKU.check(SUDOKU.parse(puzzle), SUDOKU.parse(r["answer"]))
     assert SUDOKU.compact(np.array(r["tokens"])) == r["answer"]
+
+
+# -- untrusted bundles: refused with one line, nothing outside read -------------------------------------------
+
+PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    from trm_edge.export import export_bundle
+    from trm_edge.model import TRM
+
+    model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
+    return export_bundle(model, {"task": "sudoku"}, tmp_path_factory.mktemp("tiny") / "b", ["step", "loop"],
+                         verify_n=4)
+
+
+def rehash(bundle):
+    """What a hostile author does after editing a payload: make the manifest's hashes match again."""
+    from trm_edge.bundle import sha256
+
+    mf = bundle / "manifest.json"
+    doc = json.loads(mf.read_text())
+    for name, info in doc["files"].items():
+        p = bundle / name
+        if p.exists():
+            info.update(sha256=sha256(p), bytes=p.stat().st_size)
+    mf.write_text(json.dumps(doc))
+
+
+def edit_manifest(bundle, fn):
+    mf = bundle / "manifest.json"
+    doc = json.loads(mf.read_text())
+    fn(doc)
+    mf.write_text(json.dumps(doc))
+
+
+def copy_of(tiny_bundle, tmp_path):
+    import shutil
+
+    return shutil.copytree(tiny_bundle, tmp_path / "b")
+
+
+def refused(capsys, bundle, message):
+    code, out, err = run(capsys, "solve", str(bundle), PUZZLE, "--json")
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and message in lines[0], err
+    return lines[0]
+
+
+def test_the_tiny_bundle_solves(capsys, tiny_bundle):
+    code, out, _ = run(capsys, "solve", str(tiny_bundle), PUZZLE, "--json", "--graph", "loop")
+    assert code == 0 and json.loads(out)["n"] == 1
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/hostname", "reference/../../outside.txt"])
+def test_manifest_paths_that_leave_are_refused(capsys, tiny_bundle, tmp_path, name):
+    b = copy_of(tiny_bundle, tmp_path)
+    (tmp_path / "outside.txt").write_text("secret")
+    edit_manifest(b, lambda d: d["files"].update({name: {"sha256": "0" * 64, "bytes": 6}}))
+    refused(capsys, b, "leaves the bundle directory")
+
+
+def test_a_symlinked_payload_leaving_is_refused(capsys, tiny_bundle, tmp_path):
+    b = copy_of(tiny_bundle, tmp_path)
+    (b / "step.onnx").rename(tmp_path / "elsewhere.onnx")
+    (b / "step.onnx").symlink_to(tmp_path / "elsewhere.onnx")  # same bytes: the hash still matches
+    refused(capsys, b, "leaves the bundle directory")
+
+
+def test_a_symlinked_folder_leaving_is_refused(capsys, tiny_bundle, tmp_path):
+    b = copy_of(tiny_bundle, tmp_path)
+    (b / "reference").rename(tmp_path / "ref")
+    (b / "reference").symlink_to(tmp_path / "ref", target_is_directory=True)
+    assert "path 'reference/" in refused(capsys, b, "leaves the bundle directory")
+
+
+def test_a_hard_linked_payload_is_refused(capsys, tiny_bundle, tmp_path):
+    b = copy_of(tiny_bundle, tmp_path)
+    os.link(b / "init.npz", tmp_path / "elsewhere.npz")
+    refused(capsys, b, "init.npz is a hard link (2 names)")
+
+
+def _with_external(b, location: str) -> None:
+    """Point the step graph's largest initializer at an external file, as a hostile author would."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    m = onnx.load(str(b / "step.onnx"))
+    t = max(m.graph.initializer, key=lambda t: len(t.raw_data))
+    set_external_data(t, location=location)
+    t.ClearField("raw_data")
+    t.data_location = onnx.TensorProto.EXTERNAL
+    (b / "step.onnx").write_bytes(m.SerializeToString())
+    rehash(b)
+
+
+@pytest.mark.parametrize("location, message", [
+    ("../secret.bin", "leaves the bundle directory"),
+    ("/etc/hostname", "leaves the bundle directory"),
+    ("unlisted.bin", "external data 'unlisted.bin' is not a file listed in the manifest"),
+])
+def test_external_data_outside_the_manifest_is_refused(capsys, tiny_bundle, tmp_path, location, message):
+    b = copy_of(tiny_bundle, tmp_path)
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 100_000)
+    (b / "unlisted.bin").write_bytes(b"\0" * 100_000)
+    _with_external(b, location)
+    refused(capsys, b, message)
+
+
+def test_tampered_or_truncated_graphs_are_refused(capsys, tiny_bundle, tmp_path):
+    b = copy_of(tiny_bundle, tmp_path)
+    data = (b / "step.onnx").read_bytes()
+    (b / "step.onnx").write_bytes(data[: len(data) // 2])
+    refused(capsys, b, "does not match its sha256")
+    rehash(b)  # the hostile author's move: the file is still no graph
+    line = refused(capsys, b, "step.onnx")
+    assert "not a valid ONNX graph" in line or "cannot load this graph" in line
+
+
+@pytest.mark.parametrize("version, message", [(2, "newer than this trm-edge reads"), ("1", "not one this trm-edge"),
+                                              (None, "not one this trm-edge")])
+def test_unknown_format_versions_are_refused(capsys, tiny_bundle, tmp_path, version, message):
+    b = copy_of(tiny_bundle, tmp_path)
+    edit_manifest(b, lambda d: d.update(format_version=version))
+    refused(capsys, b, message)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(files=[]), lambda d: d.pop("config"), lambda d: d["config"].update(bogus=1),
+    lambda d: d.update(graphs={"step": {"files": {"fp32": 7}}}), lambda d: d.update(init=None),
+    lambda d: d["files"]["init.npz"].update(bytes="many"),
+])
+def test_malformed_manifests_are_refused(capsys, tiny_bundle, tmp_path, edit):
+    b = copy_of(tiny_bundle, tmp_path)
+    edit_manifest(b, edit)
+    refused(capsys, b, "manifest")
+
+
+def test_a_manifest_that_is_not_json_or_huge_is_refused(capsys, tiny_bundle, tmp_path):
+    b = copy_of(tiny_bundle, tmp_path)
+    (b / "manifest.json").write_bytes(b"\xff\xfe{")
+    refused(capsys, b, "unreadable manifest")
+    with open(b / "manifest.json", "wb") as f:
+        f.truncate(64 << 20)
+    refused(capsys, b, "far too large for a manifest")
+
+
+def test_weights_that_do_not_match_the_config_are_refused(capsys, tiny_bundle, tmp_path):
+    import numpy as np
+
+    b = copy_of(tiny_bundle, tmp_path)
+    edit_manifest(b, lambda d: d["config"].update(hidden_size=32, puzzle_emb_ndim=32))
+    refused(capsys, b, "H_init has shape (16,), the manifest's config needs (32,)")
+    np.savez(b / "init.npz", H_init=np.zeros(32, np.float32), L_init=np.zeros(32, np.float32))
+    rehash(b)
+    refused(capsys, b, "input z_H is ['batch', 97, 16], the manifest's config needs ['batch', 97, 32]")
+    code, _, err = run(capsys, "solve", str(b), PUZZLE, "--backend", "torch")
+    assert code == 2 and "does not match the config" in err
+
+
+def test_the_scanner_finds_what_onnx_finds(tiny_bundle, tmp_path):
+    """Field numbers against the onnx package's own descriptors, and every external tensor of a graph with a Loop
+    body found, as onnx's helper lists them."""
+    import onnx
+    from onnx import onnx_pb
+    from onnx.external_data_helper import _get_all_tensors, set_external_data
+
+    from trm_edge.onnxscan import CHILDREN, Malformed, external_locations
+
+    messages = {"model": onnx_pb.ModelProto, "graph": onnx_pb.GraphProto, "node": onnx_pb.NodeProto,
+                "attribute": onnx_pb.AttributeProto, "tensor": onnx_pb.TensorProto, "function": onnx_pb.FunctionProto,
+                "sparse": onnx_pb.SparseTensorProto, "training": onnx_pb.TrainingInfoProto,
+                "entry": onnx_pb.StringStringEntryProto}
+    for kind, children in CHILDREN.items():
+        fields = {f.number: f for f in messages[kind].DESCRIPTOR.fields}
+        for number, child in children.items():
+            assert fields[number].message_type.full_name == messages[child].DESCRIPTOR.full_name, (kind, number)
+    m = onnx.load(str(tiny_bundle / "loop.onnx"))
+    tensors = list(_get_all_tensors(m))
+    assert any(t.name == "body/one" for t in tensors)  # one lives in the Loop body
+    for i, t in enumerate(tensors):
+        set_external_data(t, location=f"w{i}.bin")
+    data = m.SerializeToString()
+    assert external_locations(data) == {f"w{i}.bin" for i in range(len(tensors))}
+    with pytest.raises(Malformed):
+        external_locations(data[:-7])

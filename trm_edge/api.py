@@ -161,7 +161,7 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str], batch_size: in
     runs = []
     for f in files:
         if not f.is_file():
-            raise TRMEdgeError(f"{f}: no such data file")
+            raise TRMEdgeError(f"{f}: {'is a directory, not' if f.is_dir() else 'no such'} data file")
         pairs = read_puzzles(loaded.codec, os.fspath(f))[:limit]
         for h in halts:
             policy = HaltPolicy.parse(h, loaded.config.halt_max_steps)

@@ -15,9 +15,11 @@ from typing import Any
 from trm_edge.atomic import atomic_dir
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
+from trm_edge.onnxscan import Malformed, external_locations
 
 MANIFEST = "manifest.json"
 FORMAT, FORMAT_VERSION = "trm-edge-bundle", 1
+_MAX_MANIFEST = 16 << 20  # bytes; ours are a few kB
 
 
 def sha256(path: Path) -> str:
@@ -44,39 +46,89 @@ def write_bundle(out_dir: str | os.PathLike, manifest: dict[str, Any], write_fil
 
 
 class Bundle:
-    """A loaded, verified bundle."""
+    """A loaded, verified bundle. Downloaded bundles are untrusted, and a hostile author rewrites the manifest's
+    hashes too: so every path is checked on its own (inside the directory, no link out, no hard link, every graph's
+    external data listed), the manifest's structure is checked before use, and nothing outside is ever read."""
 
-    def __init__(self, path: str | os.PathLike, verify: bool = True):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         mf = self.path / MANIFEST
         if not mf.is_file():
             raise TRMEdgeError(f"{self.path}: not a trm-edge bundle (no {MANIFEST}); create one with trm-edge export")
+        self._inside(MANIFEST)
+        if mf.stat().st_size > _MAX_MANIFEST:
+            raise TRMEdgeError(f"{mf}: {mf.stat().st_size:,} bytes is far too large for a manifest; refused")
         try:
-            self.manifest = json.loads(mf.read_text())
+            self.manifest = json.loads(mf.read_bytes())
         except (OSError, ValueError) as e:
-            raise TRMEdgeError(f"{mf}: unreadable manifest ({e})") from None
-        if self.manifest.get("format") != FORMAT:
-            raise TRMEdgeError(f"{mf}: not a trm-edge bundle manifest")
-        if self.manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise TRMEdgeError(f"{mf}: bundle format {self.manifest['format_version']} is newer than this trm-edge "
-                               f"reads ({FORMAT_VERSION}); upgrade trm-edge")
-        for name in self.manifest.get("files", {}):
-            self.file(name)  # path check
-        if verify:
-            self.verify()
-        self.config = TRMConfig.from_dict(self.manifest["config"])
-        self.task: str = self.manifest["task"]
+            raise TRMEdgeError(f"{mf}: unreadable manifest ({str(e)[:100]})") from None
+        try:
+            self.config, self.task = self._check_manifest()
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise TRMEdgeError(f"{mf}: malformed manifest ({type(e).__name__}: {str(e)[:100]}); re-export the "
+                               "bundle") from None
+        for name in self.manifest["files"]:
+            self.file(name)  # path and link checks before anything is read
+        self.verify()
+        for name in self.manifest["files"]:
+            if name.endswith(".onnx"):
+                self._check_external_data(name)
 
-    def file(self, name: str) -> Path:
-        """A payload path, refused if it leaves the bundle directory or is not listed in the manifest."""
+    def _check_manifest(self) -> tuple[TRMConfig, str]:
+        m = self.manifest
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            raise TRMEdgeError(f"{self.path / MANIFEST}: not a trm-edge bundle manifest")
+        version = m.get("format_version")
+        if version != FORMAT_VERSION:
+            what = "newer than this trm-edge reads; upgrade trm-edge" if isinstance(version, int) and \
+                version > FORMAT_VERSION else "not one this trm-edge knows; re-export the bundle"
+            raise TRMEdgeError(f"{self.path / MANIFEST}: bundle format version {version!r} is {what}")
+        if not isinstance(m["files"], dict) or not all(
+                isinstance(k, str) and isinstance(v["sha256"], str) and isinstance(v["bytes"], int)
+                for k, v in m["files"].items()):
+            raise TypeError("files must map names to {sha256, bytes}")
+        if not isinstance(m["graphs"], dict) or not all(
+                isinstance(f, str) for g in m["graphs"].values() for f in g["files"].values()):
+            raise TypeError("graphs must map forms to {files: {precision: name}}")
+        for key in ("init", "reference", "task"):
+            if not isinstance(m[key], str):
+                raise TypeError(f"{key} must be a string")
+        try:
+            return TRMConfig.from_dict(m["config"]), m["task"]
+        except TRMEdgeError as e:
+            raise ValueError(str(e)) from None
+
+    def _inside(self, name: str) -> Path:
+        """The resolved path of `name`, refused if it leaves the directory or is a hard link (which may share its
+        data with a file anywhere)."""
         p = Path(name)
         root = self.path.resolve()
         full = (root / p).resolve()
         if p.is_absolute() or ".." in p.parts or root not in full.parents:
-            raise TRMEdgeError(f"{self.path}: manifest path {name!r} leaves the bundle directory; refused")
+            raise TRMEdgeError(f"{self.path}: path {name!r} leaves the bundle directory; refused")
+        if full.is_file() and full.stat().st_nlink > 1:
+            raise TRMEdgeError(f"{self.path}: {name} is a hard link ({full.stat().st_nlink} names); refused: copy "
+                               "the bundle with `cp -r` instead of linking it")
+        return full
+
+    def file(self, name: str) -> Path:
+        """A payload path, refused if it is not listed in the manifest or fails the path checks."""
         if name not in self.manifest.get("files", {}):
             raise TRMEdgeError(f"{self.path}: {name} is not listed in the manifest")
-        return full
+        return self._inside(name)
+
+    def _check_external_data(self, name: str) -> None:
+        """A graph's tensors may point at other files: each must be a listed file of the bundle."""
+        f = self.file(name)
+        try:
+            found = external_locations(f.read_bytes())
+        except Malformed as e:
+            raise TRMEdgeError(f"{f}: not a valid ONNX graph ({e}); re-export the bundle") from None
+        for loc in sorted(found):
+            rel = (Path(name).parent / loc).as_posix()
+            self._inside(rel)
+            if rel not in self.manifest["files"]:
+                raise TRMEdgeError(f"{f}: external data {loc!r} is not a file listed in the manifest; refused")
 
     def verify(self) -> None:
         for name, info in self.manifest["files"].items():
@@ -88,7 +140,7 @@ class Bundle:
                                    "the bundle")
 
     def graph_file(self, graph: str, precision: str = "fp32") -> Path:
-        forms = self.manifest.get("graphs", {})
+        forms = self.manifest["graphs"]
         if graph not in forms:
             raise TRMEdgeError(f"{self.path}: no {graph} graph in this bundle (has: {', '.join(forms) or 'none'}); "
                                f"re-export with --graph {graph}")

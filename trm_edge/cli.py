@@ -18,6 +18,7 @@ from rich.table import Table
 from trm_edge import api
 from trm_edge.atomic import claim
 from trm_edge.errors import TRMEdgeError
+from trm_edge.halting import MAX_STEPS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tiny Recursive Models from training to edge devices.")
@@ -27,13 +28,16 @@ out = Console()
 err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", help="For attention checkpoints without dataset.json.")]
+SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1,
+                                               help="For attention checkpoints without dataset.json.")]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="sudoku, maze or arc, when the model does not say.")]
 HaltOpt = Annotated[str, typer.Option("--halt", help="fixed[:N] (official) or learned[:TAU][,min=K][,max=M].")]
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default) or torch.")]
 GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic.")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads (default: the runtime's).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
+                                                help="Intra-op threads (default: the runtime's).")]
+BatchOpt = Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per batch.")]
 
 
 def _progress() -> Progress:
@@ -66,7 +70,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Model dir, official r
 def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
                                                     help="A puzzle string, a file (one a line) or - for stdin.")],
           halt: HaltOpt = "fixed", task: TaskOpt = None, seq_len: SeqLenOpt = None,
-          batch: Annotated[int, typer.Option(help="Puzzles per batch.")] = 64, backend: BackendOpt = None,
+          batch: BatchOpt = 64, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
           as_json: JsonOpt = False) -> None:
     """Solve puzzles: prints each answer, whether it is right, the steps used and the time."""
@@ -97,8 +101,8 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
 def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled model.")] = None,
           data: Annotated[list[str], typer.Option(help="Puzzle file (puzzle,solution a line) or 'builtin'.")] = None,
           halt: Annotated[list[str], typer.Option(help="Halting policies to compare.")] = None,
-          limit: Annotated[int | None, typer.Option(help="At most this many puzzles per file.")] = None,
-          batch: int = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
+          limit: Annotated[int | None, typer.Option(min=1, help="At most this many puzzles per file.")] = None,
+          batch: BatchOpt = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
           as_json: JsonOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
@@ -130,15 +134,18 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
                                                 "replace).")] = "trm-bundle",
            graph: Annotated[str, typer.Option("--graph", help="Forms: step,loop,unrolled.")] = "step,loop",
            halt: HaltOpt = "fixed",
-           max_steps: Annotated[int | None, typer.Option(help="Steps of the unrolled graph.")] = None,
-           opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
-           batch: Annotated[int | None, typer.Option(help="Static batch size (default: dynamic).")] = None,
+           max_steps: Annotated[int | None, typer.Option(min=1, max=MAX_STEPS, help="Steps of the unrolled graph.")]
+           = None,
+           opset: Annotated[int, typer.Option(help="ONNX opset (18-24).")] = 18,
+           batch: Annotated[int | None, typer.Option(min=1, max=4096, help="Static batch size (default: dynamic).")]
+           = None,
            puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
            = None,
            quantize: Annotated[str | None, typer.Option(help="int8 (static QDQ) and/or int8-dynamic, comma-separated.")]
            = None,
            calib: Annotated[int, typer.Option(help="Calibration puzzles (carries from every step).")] = 32,
-           max_drop: Annotated[float, typer.Option(help="Exact-solve drop budget, percentage points.")] = 1.0,
+           max_drop: Annotated[float, typer.Option(min=0, max=100, help="Exact-solve drop budget, percentage points.")]
+           = 1.0,
            heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard.")] = 128,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
     """Export to ONNX, verify every graph against the PyTorch reference, optionally quantize under an accuracy
@@ -181,7 +188,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
 @app.command()
 def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")],
           task: Annotated[str, typer.Option(help="Recipe: sudoku (the bundled model's).")] = "sudoku",
-          steps: Annotated[int | None, typer.Option(help="Override the recipe's optimizer steps.")] = None,
+          steps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's optimizer steps.")] = None,
           config: Annotated[str | None, typer.Option(help="A TrainConfig JSON instead of a named recipe.")] = None,
           official: Annotated[bool, typer.Option(help="Also write the official checkpoint format.")] = False) -> None:
     """Train a TRM with a named recipe (CPU or GPU; under torchrun, DDP)."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 
+MAX_STEPS = 256  # supervision steps; models train with 16, and a typo of 10**9 must not run for days
 _USAGE = "use fixed[:N] or learned[:TAU][,min=K][,max=M], e.g. fixed:16 or learned:0,min=2"
 
 
@@ -46,9 +47,11 @@ class HaltPolicy:
                 raise ValueError
         except ValueError:
             raise TRMEdgeError(f"halting policy {text!r} not understood: {_USAGE}") from None
-        if not 1 <= pol.min_steps <= pol.max_steps:
-            raise TRMEdgeError(f"halting policy {text!r}: need 1 <= min <= max steps, got min={pol.min_steps} "
-                               f"max={pol.max_steps}")
+        if not 1 <= pol.min_steps <= pol.max_steps <= MAX_STEPS:
+            raise TRMEdgeError(f"halting policy {text!r}: need 1 <= min <= max <= {MAX_STEPS} steps, got "
+                               f"min={pol.min_steps} max={pol.max_steps}")
+        if math.isnan(pol.threshold):
+            raise TRMEdgeError(f"halting policy {text!r}: the threshold must be a number, not NaN")
         return pol
 
     def __str__(self) -> str:

@@ -63,6 +63,19 @@ def codec_for(task: str | None, seq_len: int, source: object = "model") -> Codec
     return codec
 
 
+MAX_INPUT_BYTES = 64 << 20  # a million sudokus is 82 MB; nobody types more than this
+
+
+def _decode(data: bytes, origin: str) -> str:
+    if len(data) > MAX_INPUT_BYTES:
+        raise TRMEdgeError(f"{origin}: more than {MAX_INPUT_BYTES >> 20} MB of puzzles; split the file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TRMEdgeError(f"{origin}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save it "
+                           "as UTF-8") from None
+
+
 def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     """(puzzle, label or None) pairs from '-' (stdin), a file path, or else the puzzle text itself.
 
@@ -70,13 +83,15 @@ def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     task: its test inputs). Errors name the file, and the line where there is one.
     """
     if source == "-":
-        text, origin = sys.stdin.read(), "<stdin>"
+        text, origin = _decode(sys.stdin.buffer.read(MAX_INPUT_BYTES + 1), "<stdin>"), "<stdin>"
+    elif os.path.isdir(source):
+        raise TRMEdgeError(f"{source}: is a directory; give a puzzle file, a puzzle string or - for stdin")
     elif os.path.isfile(source):
         try:
-            with open(source, encoding="utf-8") as f:
-                text, origin = f.read(), source
-        except (OSError, UnicodeDecodeError) as e:
-            raise TRMEdgeError(f"{source}: cannot read it as UTF-8 text ({e})") from None
+            with open(source, "rb") as f:
+                text, origin = _decode(f.read(MAX_INPUT_BYTES + 1), source), source
+        except OSError as e:
+            raise TRMEdgeError(f"{source}: cannot read it ({e.strerror})") from None
     else:
         text, origin = source, None
     try:

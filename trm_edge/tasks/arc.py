@@ -81,6 +81,8 @@ def _load_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise TRMEdgeError(f"arc: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise TRMEdgeError("arc: JSON nested too deeply to be a task or a grid") from None
 
 
 def _pairs(task: Any, split: str) -> list[Pair]:

@@ -100,7 +100,9 @@ class MazeCodec(Codec):
                         " (use '#', ' ', 'S', 'G' or 'o')"
                     )
                 grid[r, c] = _TOKENS[ch]
-        _endpoints(grid)
+        start, goal = _endpoints(grid)
+        if _bfs(grid >= OPEN, start)[goal] < 0:
+            raise TRMEdgeError("maze: no path leads from 'S' to 'G' through open cells; there is nothing to solve")
         return grid.ravel()
 
     def render(self, tokens: np.ndarray) -> str:

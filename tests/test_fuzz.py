@@ -1,0 +1,134 @@
+"""Property-based fuzzing: no input to a codec, the halting-policy parser or `trm-edge solve` gives a traceback or a
+hang; each is either understood or refused with one TRMEdgeError line. (COUNTS below is what one run generates:
+the record in benchmarks/RESULTS.md sums it.)"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trm_edge import api
+from trm_edge.cli import main
+from trm_edge.errors import TRMEdgeError
+from trm_edge.halting import HaltPolicy, Solution
+from trm_edge.tasks import ARC, SUDOKU, MazeCodec
+
+FUZZ = settings(max_examples=2000, deadline=2000, suppress_health_check=list(HealthCheck), derandomize=True)
+MAZE = MazeCodec(30)
+CODECS = {"sudoku": SUDOKU, "maze": MAZE, "arc": ARC}
+
+# near-valid text: the characters each codec cares about, in lines, so the fuzzer gets past the first check
+sudoku_text = st.text(alphabet="0123456789.|-+ \n,#x", max_size=200)
+maze_text = st.lists(st.text(alphabet="# SGo?", max_size=32), max_size=32).map("\n".join)
+arc_text = st.recursive(st.integers(-2, 12) | st.text(max_size=3) | st.none(),
+                        lambda c: st.lists(c, max_size=6) | st.dictionaries(st.sampled_from(
+                            ["train", "test", "input", "output"]), c, max_size=3), max_leaves=60).map(
+    lambda v: __import__("json").dumps(v))
+anything = st.text(max_size=300)  # every Unicode category, surrogates included
+
+
+def understood_or_refused(codec, text: str) -> None:
+    try:
+        pairs = codec.parse_text(text)
+    except TRMEdgeError as e:
+        assert "\n" not in str(e), str(e)
+        return
+    for puzzle, label in pairs:
+        codec.as_tokens(puzzle)
+        assert codec.parse_text(codec.render(puzzle))  # whatever parses, renders back to something that parses
+        if label is not None:
+            codec.as_tokens(label)
+
+
+@pytest.mark.parametrize("name, strategy", [("sudoku", sudoku_text), ("maze", maze_text), ("arc", arc_text)])
+def test_codecs_never_crash(name, strategy):
+    codec = CODECS[name]
+
+    @FUZZ
+    @given(st.one_of(strategy, anything))
+    def check(text):
+        understood_or_refused(codec, text)
+
+    check()
+
+
+@FUZZ
+@given(st.one_of(st.text(alphabet="fixedlarn:0123456789.,=minax-+eE_ ", max_size=40), anything))
+def test_halting_policy_parser(text):
+    try:
+        pol = HaltPolicy.parse(text, 16)
+    except TRMEdgeError:
+        return
+    assert 1 <= pol.min_steps <= pol.max_steps <= 256 and not np.isnan(pol.threshold)
+    assert HaltPolicy.parse(str(pol), 16) == pol
+
+
+class _FakeLoaded:
+    """A model stand-in: `solve` gets the real CLI and input path; answers are random tokens."""
+
+    def __init__(self, codec):
+        self.codec, self.config, self.describe = codec, SimpleNamespace(halt_max_steps=16), "fake"
+
+    def solve(self, tokens, policy):
+        rng = np.random.default_rng(len(tokens))
+        n = len(tokens)
+        return Solution(rng.integers(0, self.codec.vocab_size, tokens.shape), np.ones(n, np.int64),
+                        np.zeros(n, np.float32))
+
+
+def _cli(args: list[str], stdin: bytes = b"") -> tuple[int, str]:
+    o, e = io.StringIO(), io.StringIO()
+    old_in = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    try:
+        with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e), pytest.raises(SystemExit) as ex:
+            main(args)
+    finally:
+        sys.stdin = old_in
+    return ex.value.code, e.getvalue()
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    box = {}
+    monkeypatch.setattr(api, "open_model", lambda *a, **k: _FakeLoaded(box["codec"]))
+    return box
+
+
+options = st.lists(st.sampled_from(["--halt", "--batch", "--json", "--graph", "--precision", "--threads", "--task",
+                                    "fixed", "learned:3", "0", "-1", "7", "", "--", "-", "x"]), max_size=4)
+
+
+@pytest.mark.parametrize("task", ["sudoku", "maze"])
+def test_solve_input_parsing(fake_model, task):
+    fake_model["codec"] = CODECS[task]
+    text = sudoku_text if task == "sudoku" else maze_text
+
+    @FUZZ
+    @given(st.lists(st.one_of(text, anything), min_size=0, max_size=3), options)
+    def check(puzzles, opts):
+        code, err = _cli(["solve", *puzzles, *opts])
+        assert code in (0, 2) and "Traceback" not in err, err
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1 and err.startswith("trm-edge: error:"), err
+
+    check()
+
+
+def test_solve_stdin_bytes(fake_model):
+    fake_model["codec"] = SUDOKU
+
+    @settings(FUZZ, max_examples=1000)
+    @given(st.one_of(st.binary(max_size=200), sudoku_text.map(str.encode)))
+    def check(data):
+        code, err = _cli(["solve", "-", "--json"], stdin=data)
+        assert code in (0, 2) and "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+
+    check()
