@@ -31,7 +31,8 @@ arc_text = st.recursive(st.integers(-2, 12) | st.text(max_size=3) | st.none(),
                         lambda c: st.lists(c, max_size=6) | st.dictionaries(st.sampled_from(
                             ["train", "test", "input", "output"]), c, max_size=3), max_leaves=60).map(
     lambda v: __import__("json").dumps(v))
-anything = st.text(max_size=300)  # every Unicode category, surrogates included
+# every Unicode category, surrogates and NUL included; long ones are no file name the OS accepts
+anything = st.text(max_size=300) | st.text(min_size=200, max_size=3000)
 
 
 def understood_or_refused(codec, text: str) -> None:

@@ -492,3 +492,80 @@ def test_the_scanner_finds_what_onnx_finds(tiny_bundle, tmp_path):
     assert external_locations(data) == {f"w{i}.bin" for i in range(len(tensors))}
     with pytest.raises(Malformed):
         external_locations(data[:-7])
+
+
+# -- bad input on every command: exit 2 and one line ------------------------------------------------------------
+
+def _bad_inputs(tmp_path):
+    from conftest import FIXTURES
+
+    maze = str(FIXTURES / "maze_att_fp32")
+    files = {"binary": b"\xff\xfe" + b"1" * 81, "empty": b"", "comments": b"# nothing\n\n"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with open(tmp_path / "huge.txt", "wb") as f:
+        f.truncate((64 << 20) + 1)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "walled.txt").write_text("#####\n#S#G#\n#####\n")
+    (tmp_path / "two_starts.txt").write_text("S  G\n S  \n")
+    return [
+        (["solve", ""], "no puzzles found"),
+        (["solve", "1" * 5000], "expected 81 cells, got 5000"),
+        (["solve", "x" * 81], "illegal character 'x' at position 1"),
+        (["solve", "11" + "." * 79], "contradictory clues: digit 1 appears 2 times in row 1"),
+        (["solve", str(tmp_path / "binary")], "not UTF-8 text (byte 0xff at offset 0)"),
+        (["solve", str(tmp_path / "empty")], "no puzzles found"),
+        (["solve", str(tmp_path / "comments")], "no puzzles found"),
+        (["solve", str(tmp_path / "huge.txt")], "more than 64 MB of puzzles"),
+        (["solve", "." * 81, str(tmp_path / "dir")], "is a directory"),
+        (["solve", "S  G\n #  \n    "], "expected 81 cells, got 4"),  # a maze for the sudoku model
+        (["solve", maze, str(tmp_path / "walled.txt")], "no path leads from 'S' to 'G'"),
+        (["solve", maze, str(tmp_path / "two_starts.txt")], "expected exactly one 'S' (start), found 2"),
+        (["solve", maze, "." * 81], "grid is 1x81, larger than this codec's 8x8"),  # a sudoku for the maze model
+        (["solve", "." * 81, "--batch", "0"], "Invalid value for '--batch'"),
+        (["solve", "." * 81, "--threads", "0"], "Invalid value for '--threads'"),
+        (["solve", "." * 81, "--halt", "fixed:1000000000"], "need 1 <= min <= max <= 256 steps"),
+        (["solve", "." * 81, "--halt", "learned:nan"], "not NaN"),
+        (["eval", "--data", str(tmp_path / "dir")], "is a directory, not data file"),
+        (["eval", "--data", str(tmp_path / "binary")], "not UTF-8 text"),
+        (["eval", "--limit", "0"], "Invalid value for '--limit'"),
+        (["export", "-o", str(tmp_path / "b"), "--opset", "7"], "--opset 7: choose 18-24"),
+        (["export", "-o", str(tmp_path / "b"), "--max-steps", "0"], "Invalid value for '--max-steps'"),
+        (["export", "-o", str(tmp_path / "b"), "--puzzle-ids", "a,b"], "expected comma-separated integers"),
+        (["export", "-o", str(tmp_path / "b"), "--graph", "spiral"], "choose from step, loop, unrolled"),
+        (["export", "-o", str(tmp_path / "b"), "--max-drop", "-1"], "Invalid value for '--max-drop'"),
+        (["export", str(tmp_path / "dir"), "-o", str(tmp_path / "b")], "no checkpoint here"),
+        (["export", str(tmp_path / "binary"), "-o", str(tmp_path / "b")], "not a readable PyTorch checkpoint"),
+        (["info", str(tmp_path / "dir")], "no checkpoint here"),
+        (["bench", str(tmp_path / "dir"), "-n", "0"], "Invalid value for '-n'"),
+        (["bench", str(tmp_path / "dir"), "--warmup", "-1"], "Invalid value for '--warmup'"),
+        (["train", "-o", str(tmp_path / "run"), "--steps", "0"], "Invalid value for '--steps'"),
+        (["train", "-o", str(tmp_path / "run"), "--config", str(tmp_path / "dir")], "not a training config"),
+        (["train", "-o", str(tmp_path / "run"), "--config", str(tmp_path / "binary")], "not a training config"),
+        (["data", "build", "chess", "-o", str(tmp_path / "d")], "unknown task 'chess'"),
+        (["data", "build", "sudoku", "-o", str(tmp_path / "d"), "--knob", "n_train"], "expected KEY=VALUE"),
+        (["compare", str(tmp_path / "dir"), "-o", str(tmp_path / "c")], str(tmp_path / "dir")),
+    ]
+
+
+def test_bad_input_on_every_command(capsys, tmp_path):
+    from conftest import FIXTURES
+
+    if not FIXTURES.is_dir():
+        pytest.skip("fixtures missing")
+    for args, message in _bad_inputs(tmp_path):
+        code, _, err = run(capsys, *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("trm-edge: error:"), (args, err)
+        assert message in lines[0], (args, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["binary", "empty", "comments", "huge.txt", "dir", "walled.txt", "two_starts.txt"])  # nothing written
+
+
+def test_arc_grids_over_30_are_refused():
+    from trm_edge.tasks import ARC
+
+    with pytest.raises(TRMEdgeError, match="is 31x2, which does not fit the 30x30 canvas"):
+        ARC.parse("[" + ",".join(["[1,2]"] * 31) + "]")
+    with pytest.raises(TRMEdgeError, match="nested too deeply"):
+        ARC.parse("[" * 100_000)

@@ -23,12 +23,13 @@ BUILTIN_DATA = Path(__file__).parent / "data"
 
 def is_model_path(arg: str) -> bool:
     """A model is a directory (ours, an official run, a bundle) or an official `step_N` file; puzzles never are."""
-    p = Path(arg)
-    return p.is_dir() or (p.is_file() and re.fullmatch(r"step_\d+", p.name) is not None)
+    # os.path's tests, unlike Path's, answer False for names the OS refuses (too long, NUL bytes)
+    return bool(arg) and (os.path.isdir(arg) or (os.path.isfile(arg) and re.fullmatch(r"step_\d+", Path(arg).name)
+                                                  is not None))
 
 
 def is_bundle(source: str | None) -> bool:
-    return source is not None and (Path(source) / MANIFEST).is_file()
+    return bool(source) and os.path.isfile(os.path.join(source, MANIFEST))
 
 
 @dataclass

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def _latest_step(d: Path) -> Path:
 
 
 def _torch_load(f: Path) -> dict[str, torch.Tensor]:
+    if not zipfile.is_zipfile(f):  # torch.save writes a zip; anything else is truncated, corrupt, or no checkpoint
+        raise TRMEdgeError(f"{f}: not a readable PyTorch checkpoint (no torch.save archive); is the file complete?")
     try:
         state = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
