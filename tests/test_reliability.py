@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import tiny_config
 
@@ -569,3 +570,83 @@ def test_arc_grids_over_30_are_refused():
         ARC.parse("[" + ",".join(["[1,2]"] * 31) + "]")
     with pytest.raises(TRMEdgeError, match="nested too deeply"):
         ARC.parse("[" * 100_000)
+
+
+# -- threads, long runs, determinism -------------------------------------------------------------------------------
+
+def _puzzles(n: int, seed: int):
+    from trm_edge.training.sudoku_gen import generate, to_tokens
+
+    return to_tokens(generate(n, givens=(24, 40), seed=seed)[0]).astype("int64")
+
+
+@pytest.mark.parametrize("backend, graph", [("ort", "step"), ("ort", "loop"), ("torch", "step")])
+def test_one_solver_shared_by_8_threads(tiny_bundle, backend, graph):
+    """8 threads on one solver, each on its own puzzles and batch sizes, twice over: exactly the answers and step
+    counts of solving alone (ORT sessions and the torch reference are safe to share; nothing is guarded)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trm_edge.runtimes import open_solver
+
+    solver = open_solver(tiny_bundle, backend, graph, threads=2)
+    puzzles = _puzzles(48, seed=3)
+    policy = solver.policy("learned:0")
+    jobs = [(puzzles[6 * i:6 * i + 6], 1 + i % 3) for i in range(8)] * 2
+
+    def work(job):
+        x, batch = job
+        parts = [solver.solve(x[k:k + batch], policy) for k in range(0, len(x), batch)]
+        if graph == "step":
+            parts.append(solver.solve_stream(x, policy, slots=2))
+        return parts
+
+    alone = [work(j) for j in jobs]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(work, jobs))
+    for a_parts, t_parts in zip(alone, together):
+        for a, t in zip(a_parts, t_parts):
+            assert np.array_equal(a.tokens, t.tokens) and np.array_equal(a.steps, t.steps)
+            assert np.array_equal(a.q_halt, t.q_halt)
+
+
+def test_soak_memory_and_answers_hold(tiny_bundle):
+    """A bounded count here; the 5,000-solve run on the bundled model is in the slow set and in the record."""
+    from trm_edge.benchmarks.soak import soak
+    from trm_edge.runtimes import open_solver
+
+    solver = open_solver(tiny_bundle, "ort", "step", threads=1)
+    res = soak(solver, _puzzles(50, seed=4), solver.policy("learned:0"), solves=1500, warmup=300)
+    assert res["answers_changed"] == 0 and res["growth_mb"] <= 5, res
+
+
+@pytest.mark.slow
+def test_soak_5000_solves_bundled_model(tmp_path):
+    from trm_edge.benchmarks.soak import soak
+    from trm_edge.checkpoint import load_model
+    from trm_edge.export import export_bundle
+    from trm_edge.export.verify import sample_puzzles
+    from trm_edge.runtimes import open_solver
+
+    model, meta = load_model(None)
+    b = export_bundle(model, meta, tmp_path / "b", ["step"])
+    solver = open_solver(b, "ort", "step", threads=1)
+    res = soak(solver, sample_puzzles(solver.codec, 250, seed=7), solver.policy("learned:3"), solves=5000)
+    print(json.dumps(res))
+    assert res["answers_changed"] == 0 and res["growth_mb"] <= 5, res
+
+
+@pytest.mark.parametrize("args", [("--backend", "ort", "--graph", "step"), ("--backend", "ort", "--graph", "loop"),
+                                  ("--backend", "torch",)])
+def test_same_bundle_same_answers_every_run(tiny_bundle, tmp_path, args):
+    f = tmp_path / "p.txt"
+    from trm_edge.tasks import SUDOKU
+
+    f.write_text("\n".join(SUDOKU.compact(p) for p in _puzzles(12, seed=5)) + "\n")
+    runs = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-m", "trm_edge", "solve", str(tiny_bundle), str(f), "--json",
+                              "--threads", "2", "--halt", "learned:0", "--batch", "5", *args],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-500:]
+        runs.append([(r["answer"], r["steps"], r["q_halt"]) for r in json.loads(res.stdout)["results"]])
+    assert runs[0] == runs[1] and len(runs[0]) == 12

@@ -489,7 +489,7 @@ def test_read_puzzles_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(TRMEdgeError, match=r"bad\.txt: maze: row 2 has 2 characters"):
         read_puzzles(MAZE, str(bad))
     bad.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(TRMEdgeError, match=r"bad\.txt: cannot read it as UTF-8 text"):
+    with pytest.raises(TRMEdgeError, match=r"bad\.txt: not UTF-8 text"):
         read_puzzles(SUDOKU, str(bad))
     with pytest.raises(TRMEdgeError, match=r"no_such/puzzles\.txt: no such file \(and not a sudoku puzzle"):
         read_puzzles(SUDOKU, "no_such/puzzles.txt")

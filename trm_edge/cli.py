@@ -222,6 +222,12 @@ from trm_edge.benchmarks.commands import register  # noqa: E402  (it uses the he
 register(app)
 
 
+def one_line(text: str) -> str:
+    """Errors quote what the user gave; its control characters and line breaks are shown escaped, so the error
+    stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="trm-edge")
@@ -231,12 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         if type(e).__name__ == "NoArgsIsHelpError":
             e.show()
             sys.exit(0)
-        print(f"trm-edge: error: {e.format_message()} (see --help)", file=sys.stderr)
+        print(f"trm-edge: error: {one_line(e.format_message())} (see --help)", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         print("trm-edge: interrupted", file=sys.stderr)
         sys.exit(130)
     except TRMEdgeError as e:
-        print(f"trm-edge: error: {e}", file=sys.stderr)
+        print(f"trm-edge: error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     sys.exit(rv if isinstance(rv, int) else 0)

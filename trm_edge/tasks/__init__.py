@@ -83,7 +83,9 @@ def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     task: its test inputs). Errors name the file, and the line where there is one.
     """
     if source == "-":
-        text, origin = _decode(sys.stdin.buffer.read(MAX_INPUT_BYTES + 1), "<stdin>"), "<stdin>"
+        stdin = getattr(sys.stdin, "buffer", None)  # an embedding host may give a text-only stdin
+        data = stdin.read(MAX_INPUT_BYTES + 1) if stdin else sys.stdin.read(MAX_INPUT_BYTES + 1).encode()
+        text, origin = _decode(data, "<stdin>"), "<stdin>"
     elif os.path.isdir(source):
         raise TRMEdgeError(f"{source}: is a directory; give a puzzle file, a puzzle string or - for stdin")
     elif os.path.isfile(source):

@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks.base import Codec
+from trm_edge.tasks.base import Codec, Pair
 
 OFFICIAL_SIZE = 30
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)
@@ -100,10 +100,16 @@ class MazeCodec(Codec):
                         " (use '#', ' ', 'S', 'G' or 'o')"
                     )
                 grid[r, c] = _TOKENS[ch]
-        start, goal = _endpoints(grid)
-        if _bfs(grid >= OPEN, start)[goal] < 0:
-            raise TRMEdgeError("maze: no path leads from 'S' to 'G' through open cells; there is nothing to solve")
+        _endpoints(grid)
         return grid.ravel()
+
+    def parse_text(self, text: str) -> list[Pair]:
+        """A maze given to be solved: one that has no route from S to G is refused (parse() takes any grid)."""
+        puzzle = self.parse(text)
+        start, goal = _endpoints(puzzle.reshape(self.size, self.size))
+        if _bfs(puzzle.reshape(self.size, self.size) >= OPEN, start)[goal] < 0:
+            raise TRMEdgeError("maze: no path leads from 'S' to 'G' through open cells; there is nothing to solve")
+        return [(puzzle, None)]
 
     def render(self, tokens: np.ndarray) -> str:
         """The maze rows, with the pad cropped away."""
