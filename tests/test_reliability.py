@@ -650,3 +650,16 @@ def test_same_bundle_same_answers_every_run(tiny_bundle, tmp_path, args):
         assert res.returncode == 0, res.stderr[-500:]
         runs.append([(r["answer"], r["steps"], r["q_halt"]) for r in json.loads(res.stdout)["results"]])
     assert runs[0] == runs[1] and len(runs[0]) == 12
+
+
+def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_one(capsys, monkeypatch):
+    """torch's exporter, interrupted in a lazy import, raises AttributeError while handling the KeyboardInterrupt."""
+    def interrupted(*a, **k):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("module 'torch._dynamo' has no attribute 'exc'") from None
+
+    monkeypatch.setattr("trm_edge.api.model_info", interrupted)
+    code, _, err = run(capsys, "info")
+    assert code == 130 and err.strip() == "trm-edge: interrupted"

@@ -222,6 +222,18 @@ from trm_edge.benchmarks.commands import register  # noqa: E402  (it uses the he
 register(app)
 
 
+def _from_ctrl_c(e: BaseException | None) -> bool:
+    """Some libraries turn a KeyboardInterrupt into another error while handling it (torch's exporter does, in a
+    lazy import): a Ctrl-C is still a Ctrl-C."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def one_line(text: str) -> str:
     """Errors quote what the user gave; its control characters and line breaks are shown escaped, so the error
     stays one line."""
@@ -245,4 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     except TRMEdgeError as e:
         print(f"trm-edge: error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except Exception as e:
+        if not _from_ctrl_c(e):
+            raise
+        print("trm-edge: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
