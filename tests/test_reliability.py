@@ -531,6 +531,8 @@ def _bad_inputs(tmp_path):
         (["eval", "--data", str(tmp_path / "binary")], "not UTF-8 text"),
         (["eval", "--limit", "0"], "Invalid value for '--limit'"),
         (["export", "-o", str(tmp_path / "b"), "--opset", "7"], "--opset 7: choose 18-24"),
+        (["export", "-o", str(tmp_path / "binary" / "b")], "binary is not a writable directory"),
+        (["bench", str(tmp_path / "dir"), "-o", str(tmp_path / "binary" / "r")], "binary is not a writable directory"),
         (["export", "-o", str(tmp_path / "b"), "--max-steps", "0"], "Invalid value for '--max-steps'"),
         (["export", "-o", str(tmp_path / "b"), "--puzzle-ids", "a,b"], "expected comma-separated integers"),
         (["export", "-o", str(tmp_path / "b"), "--graph", "spiral"], "choose from step, loop, unrolled"),
@@ -663,3 +665,15 @@ def test_a_ctrl_c_that_a_library_turned_into_another_error_is_still_one(capsys, 
     monkeypatch.setattr("trm_edge.api.model_info", interrupted)
     code, _, err = run(capsys, "info")
     assert code == 130 and err.strip() == "trm-edge: interrupted"
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    import errno
+
+    def write(tmp):
+        (tmp / "step.onnx").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "step.onnx"))
+
+    with pytest.raises(TRMEdgeError, match=r"step\.onnx: No space left on device \(writing .*/b\)"):
+        atomic_dir(tmp_path / "b", write, "bundle")
+    assert list(tmp_path.iterdir()) == []

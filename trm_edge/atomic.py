@@ -39,14 +39,29 @@ def mark(path: Path, kind: str) -> None:
     (path / MARKER).write_text(json.dumps({"kind": kind, "by": "trm-edge"}) + "\n")
 
 
+@contextlib.contextmanager
+def _os_errors(out: Path):
+    """A full disk, a read-only mount or a missing permission is one line naming the path, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        raise TRMEdgeError(f"{e.filename or out}: {e.strerror or e} (writing {out})") from None
+
+
 def claim(path: str | os.PathLike, kind: str) -> Path:
     """Refuse (exit 2, one line, before any work) an output path that holds something we must not replace:
     a file, a non-empty folder without our marker, or one of our outputs of another kind."""
     out = Path(path)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise TRMEdgeError(f"{out}: exists and is not a directory; choose another output path")
-    if not out.exists() or not any(out.iterdir()):
-        return out
+    with _os_errors(out):
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise TRMEdgeError(f"{out}: exists and is not a directory; choose another output path")
+        if not out.exists():
+            base = next(p for p in out.absolute().parents if p.exists())
+            if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+                raise TRMEdgeError(f"{out}: cannot be created: {base} is not a writable directory")
+            return out
+        if not any(out.iterdir()):
+            return out
     found = read_marker(out)
     if found == kind:
         return out
@@ -58,9 +73,10 @@ def claim(path: str | os.PathLike, kind: str) -> Path:
 def claim_live(path: str | os.PathLike, kind: str) -> Path:
     """For outputs written in place over time (a training run, a dataset): claim, then create and mark."""
     out = claim(path, kind)
-    out.mkdir(parents=True, exist_ok=True)
-    if read_marker(out) != kind:
-        mark(out, kind)
+    with _os_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        if read_marker(out) != kind:
+            mark(out, kind)
     return out
 
 
@@ -141,23 +157,25 @@ def atomic_dir(out_dir: str | os.PathLike, write, kind: str) -> Path:
     """Run `write(tmp)` in a marked temporary sibling, then swap it into place: all or nothing, and only
     over a missing, empty or same-kind output."""
     out = claim(out_dir, kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    tmp = _sibling(out, "tmp")
-    tmp.mkdir(0o700)  # private while being written; _umask_modes opens it as the umask allows
+    with _os_errors(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out)
+        tmp = _sibling(out, "tmp")
+        tmp.mkdir(0o700)  # private while being written; _umask_modes opens it as the umask allows
     try:
-        mark(tmp, kind)
-        write(tmp)
-        _umask_modes(tmp)
-        with _signals_deferred():
-            claim(out, kind)  # again: something may have appeared while we worked
-            if out.exists():
-                old = _sibling(out, "old")
-                os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
+        with _os_errors(out):
+            mark(tmp, kind)
+            write(tmp)
+            _umask_modes(tmp)
+            with _signals_deferred():
+                claim(out, kind)  # again: something may have appeared while we worked
+                if out.exists():
+                    old = _sibling(out, "old")
+                    os.replace(out, old)
+                    os.replace(tmp, out)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
