@@ -14,6 +14,9 @@ export into the forms ORT's optimizer fuses or runs without copies (1.14x per fp
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -52,8 +55,8 @@ def export_step(model: TRM, opset: int = DEFAULT_OPSET, batch: int | None = None
     if batch is None:
         dim = torch.export.Dim("batch", min=1, max=4096)
         dyn = {n: {0: dim} for n in names}
-    with torch.no_grad():
-        prog = torch.onnx.export(_StepModule(model.eval()), args, dynamo=True, opset_version=opset, input_names=names,
+    with torch.no_grad(), _benign_export_warnings_silenced():
+        prog = torch.onnx.export(_StepModule(model).eval(), args, dynamo=True, opset_version=opset, input_names=names,
                                  output_names=[n for n, _, _ in SPEC["step"]["outputs"]], dynamic_shapes=dyn,
                                  optimize=True, verbose=False)
     proto = prog.model_proto
@@ -62,6 +65,22 @@ def export_step(model: TRM, opset: int = DEFAULT_OPSET, batch: int | None = None
     _split_gate_up(proto)
     _rms_norm_as_fusable(proto)
     return proto
+
+
+@contextlib.contextmanager
+def _benign_export_warnings_silenced():
+    """The dynamo exporter's known-benign chatter: torchvision ops it skips (we use none), pytree's LeafSpec
+    deprecation, and the note that our one dynamic dimension 'batch' is shared by every input."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r".*axis name: batch will not be used")
+            yield
+    finally:
+        log.setLevel(level)
 
 
 def _fold_weight_transposes(proto: onnx.ModelProto) -> None:

@@ -1,5 +1,10 @@
 """Runtimes: one adapter per engine behind one interface, and the shared Solver. No torch import here:
-only the torch adapter imports it, when asked for."""
+only the torch adapter imports it, when asked for.
+
+Threads: a Solver keeps no state between calls, and both adapters may be called from many threads at once (an ORT
+InferenceSession's `run` is thread-safe; the torch reference runs in inference mode without module state), so
+nothing is locked; tests/test_reliability.py holds 8 threads to the single-thread answers. An engine whose
+interpreter is not thread-safe (a TFLite Interpreter) must lock its own `run`."""
 
 from __future__ import annotations
 

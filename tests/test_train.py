@@ -11,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -78,7 +79,8 @@ def test_two_gloo_processes_match_one(tmp_path):
         assert torch.allclose(v, b.state_dict()[k], atol=1e-5), k
 
 
-def test_resume_after_kill(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_resume_after_kill(tmp_path, sig):
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(_cfg(steps=100_000, checkpoint_every=3).to_dict()))
     out = tmp_path / "run"
@@ -88,9 +90,11 @@ def test_resume_after_kill(tmp_path):
     while not state.exists() and time.time() < deadline:
         time.sleep(0.5)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    code = proc.wait()
     assert state.exists(), "no checkpoint was written before the kill"
+    if sig == signal.SIGINT:  # Ctrl-C: a clean exit, no temporary left beside the checkpoint
+        assert code == 130 and not [p for p in out.iterdir() if ".trm-edge-" in p.name]
     done = torch.load(state, weights_only=True)["step"]
     assert done >= 3 and done % 3 == 0
     cfg_file.write_text(json.dumps(_cfg(steps=done + 3, checkpoint_every=3).to_dict()))
