@@ -52,7 +52,7 @@ def select_puzzle_ids(model: TRM, ids: list[int]) -> TRM:
 
 
 def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str] = ("step", "loop"),
-                  halt: str = "fixed", max_steps: int | None = None, opset: int = DEFAULT_OPSET,
+                  halt: str | None = None, max_steps: int | None = None, opset: int = DEFAULT_OPSET,
                   batch: int | None = None, puzzle_ids: list[int] | None = None, verify_n: int = 16,
                   quantize: list[str] = (), calib_n: int = 32, heldout_n: int = 128, max_drop: float = 1.0,
                   status: Callable[[str], None] = lambda s: None) -> Path:
@@ -69,7 +69,10 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, graphs: list[str]
     if puzzle_ids:
         model = select_puzzle_ids(model, puzzle_ids)
         cfg = model.config
-    policy = HaltPolicy.parse(halt, cfg.halt_max_steps)
+    policy = HaltPolicy.parse(halt or meta.get("recommended_halt") or "fixed", cfg.halt_max_steps)
+    if policy.verify:
+        raise TRMEdgeError(f"--halt {policy}: a bundle's policy runs in its loop graph, which cannot check answers; "
+                           "give ',verify' to solve instead")
     if quantize and "step" not in graphs:
         graphs = ["step", *graphs]  # int8 graphs are built from the quantized step
     n_unrolled = max_steps or cfg.halt_max_steps

@@ -46,7 +46,8 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     init_ms = 1000 * (time.perf_counter() - t0)
     _check_io(b, graph, precision, adapter.io())
     steps = b.manifest["graphs"][graph].get("steps") if graph == "unrolled" else None
-    return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps)
+    return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps,
+                  str(b.manifest.get("halting", "fixed")))
 
 
 def _initial_state(b: Bundle) -> dict[str, np.ndarray]:

@@ -14,8 +14,9 @@ from trm_edge.tasks import Codec
 
 class Solver:
     def __init__(self, adapter: Adapter, graph: str, config: TRMConfig, codec: Codec, init: dict[str, np.ndarray],
-                 init_ms: float = 0.0, max_unrolled: int | None = None):
+                 init_ms: float = 0.0, max_unrolled: int | None = None, halt: str = "fixed"):
         self.adapter, self.graph, self.config, self.codec = adapter, graph, config, codec
+        self.halt = halt  # the policy the bundle recommends (its manifest's `halting`)
         self.H_init = np.asarray(init["H_init"], np.float32)
         self.L_init = np.asarray(init["L_init"], np.float32)
         self.init_ms, self.max_unrolled = init_ms, max_unrolled
@@ -27,6 +28,9 @@ class Solver:
         p = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
         if self.max_unrolled is not None and p.max_steps > self.max_unrolled:
             raise TRMEdgeError(f"the unrolled graph has {self.max_unrolled} steps; policy {p} needs {p.max_steps}")
+        if p.verify and self.graph != "step":
+            raise TRMEdgeError(f"halting policy {p}: checking answers between steps needs the step graph "
+                               "(--graph step)")
         return p
 
     def carry(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +58,8 @@ class Solver:
             z_H, z_L, pred, q, ok = self.step(tokens, pids, *carry)
             return (z_H, z_L), pred, q, ok
 
-        return halting_loop(step, self.carry(len(tokens)), policy)
+        check = self.codec.checker(tokens) if policy.verify else None
+        return halting_loop(step, self.carry(len(tokens)), policy, check)
 
     def solve_stream(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", slots: int = 64,
                      puzzle_ids: np.ndarray | None = None) -> Solution:
@@ -66,6 +71,7 @@ class Solver:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         pids_all = np.zeros(len(tokens), np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
         n = len(tokens)
+        check = self.codec.checker(tokens) if policy.verify else None
         out = Solution(np.zeros_like(tokens), np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.int64))
         row = np.full(slots, -1)  # puzzle index held by each slot
         k = np.zeros(slots, np.int64)
@@ -85,6 +91,8 @@ class Solver:
             z_H[act], z_L[act] = h, l
             k[act] += 1
             done = policy.halted(k[act], q) | ~ok
+            if policy.verify:
+                done[~done] = check(idx[~done], pred[~done])
             fin = idx[done]
             out.tokens[fin], out.steps[fin], out.q_halt[fin] = pred[done], k[act][done], q[done]
             out.fault[idx[~ok]], out.tokens[idx[~ok]] = k[act][~ok], 0

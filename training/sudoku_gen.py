@@ -17,7 +17,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks.sudoku import BLANK
+from trm_edge.tasks.sudoku import BLANK, apply_transforms, random_transforms
 
 Progress = Callable[[Iterable, int], Iterable]
 FULL = 0x1FF
@@ -292,34 +292,6 @@ def generate(n: int, givens: tuple[int, int] = (24, 29), seed: int = 0, singles_
 def to_tokens(digits: np.ndarray) -> np.ndarray:
     """Digit grids (0 blank) to model tokens, the sudoku codec's encoding."""
     return np.asarray(digits).astype(np.uint8) + BLANK
-
-
-def random_transforms(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`n` random symmetries of sudoku as (digit_maps [n, 10] with 0 -> 0, cell_maps [n, 81]).
-
-    A transformed grid is digit_maps[k][grid[cell_maps[k]]]; keeping the two parts as arrays lets the
-    same symmetry act on tokens (see `apply_transforms`) as well as on digits.
-    """
-    digit_maps = np.zeros((n, 10), dtype=np.uint8)
-    digit_maps[:, 1:] = np.argsort(rng.random((n, 9)), axis=1) + 1
-    transpose = rng.random(n) < 0.5
-
-    def lines() -> np.ndarray:
-        outer = np.argsort(rng.random((n, 3)), axis=1)
-        inner = np.argsort(rng.random((n, 3, 3)), axis=2)
-        return (outer[:, :, None] * 3 + inner).reshape(n, 9)
-
-    rows, cols = lines(), lines()
-    straight = rows[:, :, None] * 9 + cols[:, None, :]
-    flipped = cols[:, None, :] * 9 + rows[:, :, None]
-    cell_maps = np.where(transpose[:, None, None], flipped, straight).reshape(n, 81)
-    return digit_maps, cell_maps
-
-
-def apply_transforms(grids: np.ndarray, value_maps: np.ndarray, cell_maps: np.ndarray) -> np.ndarray:
-    """Apply per-row symmetries to a batch [n, 81]; value_maps index the grid's values (digits or tokens)."""
-    moved = np.take_along_axis(np.asarray(grids), cell_maps, axis=1)
-    return np.take_along_axis(value_maps, moved.astype(np.intp), axis=1).astype(np.asarray(grids).dtype)
 
 
 def augment_batch(puzzles: np.ndarray, solutions: np.ndarray, rng: np.random.Generator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -17,6 +18,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate, row_scores
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
+from trm_edge.views import solve_views
 
 BUILTIN_DATA = Path(__file__).parent / "data"
 
@@ -41,6 +43,7 @@ class Loaded:
     codec: Codec
     solve: Callable[[np.ndarray, HaltPolicy], Solution]
     describe: str
+    halt: str = "fixed"  # the halting policy the model recommends (its metadata, or the bundle's manifest)
     model: Any = None  # the PyTorch reference (what export starts from); None for a bundle
 
 
@@ -54,7 +57,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
         solver = open_solver(source, backend or "ort", graph, precision, threads)
         d = solver.describe()
         return Loaded(solver.config, {"task": solver.codec.name, "source": source}, solver.codec, solver.solve,
-                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})")
+                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt)
     if backend not in (None, "torch"):
         raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
     import torch
@@ -68,9 +71,11 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
 
     def solve(tokens: np.ndarray, policy: HaltPolicy) -> Solution:
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
-        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
+        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy,
+                           codec.checker(t.numpy()) if policy.verify else None)
 
-    return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})", model)
+    return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})",
+                  meta.get("recommended_halt", "fixed"), model)
 
 
 # -- info --------------------------------------------------------------------------------------------
@@ -126,12 +131,21 @@ def split_model_and_puzzles(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def solve_puzzles(loaded: Loaded, sources: list[str], halt: str, batch_size: int = 64) -> dict:
-    policy = HaltPolicy.parse(halt, loaded.config.halt_max_steps)
+def _solver(loaded: Loaded, views: int) -> Callable[[np.ndarray, HaltPolicy], Solution]:
+    """The model's solve, or multi-view solving over it (trm_edge.views)."""
+    if views == 1:
+        return loaded.solve
+    return lambda x, policy: solve_views(loaded.solve, loaded.codec, x, policy, views)
+
+
+def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, batch_size: int = 64,
+                  views: int = 1) -> dict:
+    policy = HaltPolicy.parse(halt or loaded.halt, loaded.config.halt_max_steps)
     pairs: list[Pair] = [pair for s in sources for pair in read_puzzles(loaded.codec, s)]
     puzzles = np.stack([p for p, _ in pairs])
+    solve = _solver(loaded, views)
     t0 = time.perf_counter()
-    parts = [loaded.solve(puzzles[i:i + batch_size], policy) for i in range(0, len(puzzles), batch_size)]
+    parts = [solve(puzzles[i:i + batch_size], policy) for i in range(0, len(puzzles), batch_size)]
     elapsed = time.perf_counter() - t0
     sol = Solution.concat(parts)
     exact, _ = row_scores(loaded.codec, puzzles, [lab for _, lab in pairs], sol)
@@ -140,8 +154,10 @@ def solve_puzzles(loaded: Loaded, sources: list[str], halt: str, batch_size: int
                 "tokens": None if sol.fault[i] else sol.tokens[i].tolist(),
                 "solved": bool(exact[i]), "checked_by": "label" if pairs[i][1] is not None else "rules",
                 "steps": int(sol.steps[i]), "q_halt": float(sol.q_halt[i]) if np.isfinite(sol.q_halt[i]) else None,
-                "fault_step": int(sol.fault[i]) or None} for i, p in enumerate(puzzles)]
-    return {"model": loaded.describe, "halt": str(policy), "n": len(results), "solved": int(exact.sum()),
+                "fault_step": int(sol.fault[i]) or None, "view": int(sol.view[i]),
+                "view_steps": int(sol.view_steps[i])} for i, p in enumerate(puzzles)]
+    return {"model": loaded.describe, "halt": str(policy), "views": views, "n": len(results),
+            "solved": int(exact.sum()),
             "faults": int((sol.fault > 0).sum()), "seconds": elapsed, "ms_per_puzzle": 1000 * elapsed / len(results),
             "results": results}
 
@@ -155,18 +171,19 @@ def builtin_data(task: str) -> list[Path]:
     return files
 
 
-def eval_model(loaded: Loaded, data: list[str], halts: list[str], batch_size: int = 64, limit: int | None = None,
-               advance: Callable[[int], None] | None = None) -> dict:
-    """Exact-solve rate, token accuracy and steps per data file and halting policy."""
+def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, batch_size: int = 64,
+               limit: int | None = None, advance: Callable[[int], None] | None = None, views: list[int] = (1,)) -> dict:
+    """Exact-solve rate, token accuracy and steps per data file, halting policy and number of views."""
     files = [p for d in data for p in (builtin_data(loaded.codec.name) if d == "builtin" else [Path(d)])]
     runs = []
     for f in files:
         if not f.is_file():
             raise TRMEdgeError(f"{f}: {'is a directory, not' if f.is_dir() else 'no such'} data file")
         pairs = read_puzzles(loaded.codec, os.fspath(f))[:limit]
-        for h in halts:
-            policy = HaltPolicy.parse(h, loaded.config.halt_max_steps)
+        for h, k in itertools.product(halts or [loaded.halt], views):
+            policy, solve = HaltPolicy.parse(h, loaded.config.halt_max_steps), _solver(loaded, k)
             t0 = time.perf_counter()
-            summary, _ = evaluate(lambda x, p=policy: loaded.solve(x, p), loaded.codec, pairs, batch_size, advance)
-            runs.append(dict(summary, data=f.name, halt=str(policy), seconds=round(time.perf_counter() - t0, 2)))
+            summary, _ = evaluate(lambda x, p=policy, s=solve: s(x, p), loaded.codec, pairs, batch_size, advance)
+            runs.append(dict(summary, data=f.name, halt=str(policy), views=k,
+                             seconds=round(time.perf_counter() - t0, 2)))
     return {"model": loaded.describe, "runs": runs}

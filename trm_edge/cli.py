@@ -31,7 +31,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 SeqLenOpt = Annotated[int | None, typer.Option("--seq-len", min=1,
                                                help="For attention checkpoints without dataset.json.")]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="sudoku, maze or arc, when the model does not say.")]
-HaltOpt = Annotated[str, typer.Option("--halt", help="fixed[:N] (official) or learned[:TAU][,min=K][,max=M].")]
+HaltOpt = Annotated[str | None, typer.Option("--halt", help="fixed[:N] (official) or learned[:TAU][,min=K][,max=M], "
+                                             "then ,verify to stop at an answer the rules accept; default: the "
+                                             "model's recommended policy.")]
+ViewsOpt = Annotated[int | None, typer.Option("--views", min=1, max=256, help="Symmetric views of each puzzle; the "
+                                              "first answer the rules accept wins (sudoku, maze).")]
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default) or torch.")]
 GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic.")]
@@ -69,7 +73,7 @@ def info(model: Annotated[str | None, typer.Argument(help="Model dir, official r
 @app.command()
 def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
                                                     help="A puzzle string, a file (one a line) or - for stdin.")],
-          halt: HaltOpt = "fixed", task: TaskOpt = None, seq_len: SeqLenOpt = None,
+          halt: HaltOpt = None, views: ViewsOpt = None, task: TaskOpt = None, seq_len: SeqLenOpt = None,
           batch: BatchOpt = 64, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
           as_json: JsonOpt = False) -> None:
@@ -77,7 +81,7 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
     model, puzzles = api.split_model_and_puzzles(args)
     loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
                             threads=threads)
-    res = api.solve_puzzles(loaded, puzzles, halt, batch)
+    res = api.solve_puzzles(loaded, puzzles, halt, batch, views or loaded.codec.default_views)
     for i, r in enumerate(res["results"], 1):
         if r["fault_step"]:
             err.print(f"[red]warning:[/] puzzle #{i}: NaN or Inf in the model's state at supervision step "
@@ -100,7 +104,8 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
 @app.command("eval")
 def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled model.")] = None,
           data: Annotated[list[str], typer.Option(help="Puzzle file (puzzle,solution a line) or 'builtin'.")] = None,
-          halt: Annotated[list[str], typer.Option(help="Halting policies to compare.")] = None,
+          halt: Annotated[list[str], typer.Option(help="Halting policies to compare (default: the model's).")] = None,
+          views: Annotated[list[int], typer.Option(min=1, max=256, help="Numbers of views to compare.")] = None,
           limit: Annotated[int | None, typer.Option(min=1, help="At most this many puzzles per file.")] = None,
           batch: BatchOpt = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
@@ -110,8 +115,8 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
                             threads=threads)
     with _progress() as prog:
         bar = prog.add_task("solving", total=None)
-        res = api.eval_model(loaded, data or ["builtin"], halt or ["fixed"], batch, limit,
-                             advance=lambda n: prog.advance(bar, n))
+        res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=lambda n: prog.advance(bar, n),
+                             views=views or [1])
     if as_json:
         print(json.dumps(res, indent=2))
         return
@@ -119,11 +124,13 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
         if r["faults"]:
             err.print(f"[red]warning:[/] {r['data']} under {r['halt']}: NaN or Inf in {r['faults']} of {r['n']} "
                       "puzzles (counted as not solved; check the model's weights)")
-    t = Table("data", "halt", "n", "exact", "token acc", "mean steps", "steps histogram", title=res["model"])
+    t = Table("data", "halt", "views", "n", "exact", "token acc", "steps", "all views' steps", "steps histogram",
+              title=res["model"])
     for r in res["runs"]:
         tok = "-" if r["token_accuracy"] is None else f"{100 * r['token_accuracy']:.2f}%"
-        t.add_row(r["data"], r["halt"], str(r["n"]), f"{100 * r['exact_accuracy']:.2f}%", tok,
-                  f"{r['mean_steps']:.2f}", " ".join(f"{k}:{v}" for k, v in r["steps_histogram"].items()))
+        t.add_row(r["data"], r["halt"], str(r["views"]), str(r["n"]), f"{100 * r['exact_accuracy']:.2f}%", tok,
+                  f"{r['mean_steps']:.2f}", f"{r['mean_view_steps']:.2f}",
+                  " ".join(f"{k}:{v}" for k, v in r["steps_histogram"].items()))
     out.print(t)
 
 
@@ -133,7 +140,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            out_dir: Annotated[str, typer.Option("-o", "--out", help="Bundle directory (new, empty, or a bundle to "
                                                 "replace).")] = "trm-bundle",
            graph: Annotated[str, typer.Option("--graph", help="Forms: step,loop,unrolled.")] = "step,loop",
-           halt: HaltOpt = "fixed",
+           halt: HaltOpt = None,
            max_steps: Annotated[int | None, typer.Option(min=1, max=MAX_STEPS, help="Steps of the unrolled graph.")]
            = None,
            opset: Annotated[int, typer.Option(help="ONNX opset (18-24).")] = 18,

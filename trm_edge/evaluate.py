@@ -57,4 +57,5 @@ def evaluate(solve: SolveFn, codec: Codec, pairs: Sequence[Pair], batch_size: in
             advance(len(parts[-1].steps))
     sol = Solution.concat(parts)
     exact, tok = row_scores(codec, puzzles, labels, sol)
-    return dict(summarize(exact, tok, sol.steps), faults=int((sol.fault > 0).sum())), sol
+    return dict(summarize(exact, tok, sol.steps), faults=int((sol.fault > 0).sum()),
+                mean_view_steps=float(sol.view_steps.mean())), sol

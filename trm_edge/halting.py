@@ -6,6 +6,7 @@ its q_halt logit exceeds τ (with optional min/max steps). Torch-free: runtimes 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import numpy as np
 from trm_edge.errors import TRMEdgeError
 
 MAX_STEPS = 256  # supervision steps; models train with 16, and a typo of 10**9 must not run for days
-_USAGE = "use fixed[:N] or learned[:TAU][,min=K][,max=M], e.g. fixed:16 or learned:0,min=2"
+_USAGE = "use fixed[:N] or learned[:TAU][,min=K][,max=M], then ,verify to stop at an answer the rules accept; " \
+         "e.g. fixed:16 or learned:3,max=6,verify"
 
 
 @dataclass(frozen=True)
@@ -25,24 +27,27 @@ class HaltPolicy:
     max_steps: int
     threshold: float = math.inf
     min_steps: int = 1
+    verify: bool = False  # a row also stops once its answer passes the task's checker
 
     @classmethod
     def parse(cls, text: str, halt_max_steps: int) -> HaltPolicy:
         """Parse a policy string; N and max default to the model's halt_max_steps."""
         head, *opts = [p.strip() for p in str(text).strip().split(",")]
+        verify = "verify" in opts
+        opts = [o for o in opts if o != "verify"]
         kind, _, arg = head.partition(":")
         try:
             if kind == "fixed":
                 if opts:
                     raise ValueError
                 n = int(arg) if arg else halt_max_steps
-                pol = cls("fixed", max_steps=n, min_steps=1)
+                pol = cls("fixed", max_steps=n, min_steps=1, verify=verify)
             elif kind == "learned":
                 kw = dict(o.split("=", 1) for o in opts)
                 if set(kw) - {"min", "max"}:
                     raise ValueError
                 pol = cls("learned", max_steps=int(kw.get("max", halt_max_steps)),
-                          threshold=float(arg) if arg else 0.0, min_steps=int(kw.get("min", 1)))
+                          threshold=float(arg) if arg else 0.0, min_steps=int(kw.get("min", 1)), verify=verify)
             else:
                 raise ValueError
         except ValueError:
@@ -55,9 +60,9 @@ class HaltPolicy:
         return pol
 
     def __str__(self) -> str:
-        if self.kind == "fixed":
-            return f"fixed:{self.max_steps}"
-        return f"learned:{self.threshold:g},min={self.min_steps},max={self.max_steps}"
+        text = f"fixed:{self.max_steps}" if self.kind == "fixed" else \
+            f"learned:{self.threshold:g},min={self.min_steps},max={self.max_steps}"
+        return text + (",verify" if self.verify else "")
 
     def halted(self, step: int | np.ndarray, q_halt: np.ndarray) -> np.ndarray:
         """Which rows stop after supervision step `step` (1-based; one per row or shared) given q_halt."""
@@ -80,15 +85,19 @@ class Solution:
     # [B] int64: the step at which NaN or Inf first appeared in the row's carry, logits or q_halt (0: never).
     # Such a row stops there and its tokens are all pad, so no checker can take them for an answer.
     fault: np.ndarray | None = None
+    view: np.ndarray | None = None  # [B] int64: which view of the puzzle gave the answer (trm_edge.views)
+    view_steps: np.ndarray | None = None  # [B] int64: supervision steps spent on all its views
 
     def __post_init__(self):
-        if self.fault is None:
-            self.fault = np.zeros(len(self.steps), np.int64)
+        n = len(self.steps)
+        self.fault = np.zeros(n, np.int64) if self.fault is None else self.fault
+        self.view = np.zeros(n, np.int64) if self.view is None else self.view
+        self.view_steps = np.asarray(self.steps, np.int64).copy() if self.view_steps is None else self.view_steps
         self.tokens[self.fault > 0] = 0
 
     @classmethod
     def concat(cls, parts: list[Solution]) -> Solution:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "steps", "q_halt", "fault")))
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
 
 
 def finite_rows(*arrays: np.ndarray) -> np.ndarray:
@@ -99,11 +108,17 @@ def finite_rows(*arrays: np.ndarray) -> np.ndarray:
     return ok
 
 
+Checker = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (row indices, their answers) -> which pass the rules
+
+
 def halting_loop(step: Callable[[Any], tuple[Any, np.ndarray, np.ndarray, np.ndarray]], carry: Any,
-                 policy: HaltPolicy) -> Solution:
+                 policy: HaltPolicy, check: Checker | None = None) -> Solution:
     """The outer loop every backend shares: `step(carry) -> (carry, predicted tokens, q_halt, finite rows)`
     runs one supervision step for the whole batch; a halted row's outputs are frozen; a row whose step was not
-    finite stops with a fault; stop when all have halted."""
+    finite stops with a fault; under a verifying policy a row whose answer passes `check` stops too; stop when
+    all have halted."""
+    if policy.verify and check is None:
+        raise TRMEdgeError(f"halting policy {policy}: this solver has no checker for ',verify'")
     tokens = steps = q_last = running = fault = None
     for k in range(1, policy.max_steps + 1):
         carry, pred, q, ok = step(carry)
@@ -112,6 +127,9 @@ def halting_loop(step: Callable[[Any], tuple[Any, np.ndarray, np.ndarray, np.nda
             tokens, q_last = np.zeros(pred.shape, np.int64), np.zeros(len(q), np.float32)
         tokens[running], steps[running], q_last[running] = pred[running], k, q[running]
         fault[running & ~ok] = k
+        if policy.verify:
+            rows = np.flatnonzero(running & ok)
+            running[rows[check(rows, pred[rows])]] = False
         running &= ok & ~policy.halted(k, q)
         if not running.any():
             break

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trm_edge.config import TRMConfig
-from trm_edge.halting import HaltPolicy, Solution, finite_rows, halting_loop
+from trm_edge.halting import Checker, HaltPolicy, Solution, finite_rows, halting_loop
 
 
 class Carry(NamedTuple):
@@ -101,8 +101,9 @@ class TRM(nn.Module):
 
     # -- the outer loop --
     @torch.inference_mode()
-    def solve(self, batch: Batch, halt: HaltPolicy | str = "fixed") -> Solution:
-        """Supervision steps from the initial state until every row has halted under the policy."""
+    def solve(self, batch: Batch, halt: HaltPolicy | str = "fixed", check: Checker | None = None) -> Solution:
+        """Supervision steps from the initial state until every row has halted under the policy (`check`: the
+        task's rules, for a verifying policy)."""
         policy = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
 
         def step(carry: Carry):
@@ -110,7 +111,7 @@ class TRM(nn.Module):
             arrays = [t.float().numpy() for t in (carry.z_H, carry.z_L, logits, q)]
             return carry, logits.argmax(-1).numpy(), arrays[3], finite_rows(*arrays)
 
-        return halting_loop(step, self.initial_carry(batch.tokens.shape[0]), policy)
+        return halting_loop(step, self.initial_carry(batch.tokens.shape[0]), policy, check)
 
 
 # ---------------------------------------------------------------------------------------------------

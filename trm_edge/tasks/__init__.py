@@ -10,7 +10,7 @@ import sys
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.arc import ARC, ArcCodec, decode_grid, encode_grid, parse_task
-from trm_edge.tasks.base import Codec, Pair
+from trm_edge.tasks.base import Codec, Pair, View
 from trm_edge.tasks.maze import MAZE, MazeCodec, shortest_path
 from trm_edge.tasks.sudoku import SUDOKU, SudokuCodec
 
@@ -27,6 +27,7 @@ __all__ = [
     "MazeCodec",
     "Pair",
     "SudokuCodec",
+    "View",
     "decode_grid",
     "encode_grid",
     "get_codec",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,12 +12,28 @@ from trm_edge.errors import TRMEdgeError
 Pair = tuple[np.ndarray, np.ndarray | None]
 
 
+@dataclass(frozen=True)
+class View:
+    """A symmetry of a task: position i of the view holds `values[tokens[cells[i]]]`. A puzzle's answer is the
+    same symmetry of its view's answer undone (`back`), so one model solves a puzzle in several frames."""
+
+    cells: np.ndarray  # [seq_len] the source position of each position
+    values: np.ndarray  # [vocab] a permutation of the tokens
+
+    def forward(self, tokens: np.ndarray) -> np.ndarray:
+        return self.values[np.asarray(tokens)[..., self.cells]]
+
+    def back(self, tokens: np.ndarray) -> np.ndarray:
+        return np.argsort(self.values)[np.asarray(tokens)[..., np.argsort(self.cells)]]
+
+
 class Codec(ABC):
     """Puzzle text <-> int64 tokens of shape [seq_len], plus the task's own notion of a correct answer."""
 
     name: str
     vocab_size: int
     seq_len: int
+    default_views: int = 1  # what `trm-edge solve` tries per puzzle unless told (measured per task)
 
     @abstractmethod
     def parse(self, text: str) -> np.ndarray:
@@ -29,6 +46,17 @@ class Codec(ABC):
     @abstractmethod
     def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         """Whether answer solves puzzle by the task's rules (no label needed)."""
+
+    def checker(self, puzzles: np.ndarray):
+        """check() for rows of a batch: (row indices, their answers) -> which pass (a halting.Checker)."""
+        return lambda rows, answers: np.array([self.check(puzzles[r], a) for r, a in zip(rows, answers)], bool)
+
+    def views(self, n: int, rng: np.random.Generator) -> list[View]:
+        """The identity, then n - 1 random symmetries of the task (as the official augmentation draws them)."""
+        raise TRMEdgeError(f"{self.name}: views are not supported for this task")
+
+    def identity(self) -> View:
+        return View(np.arange(self.seq_len), np.arange(self.vocab_size))
 
     def compact(self, tokens: np.ndarray) -> str:
         """The task's own plain notation, for programs (`--json`); render() may draw for people."""

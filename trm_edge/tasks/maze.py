@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks.base import Codec, Pair
+from trm_edge.tasks.base import Codec, Pair, View
 
 OFFICIAL_SIZE = 30
 PAD, WALL, OPEN, START, GOAL, PATH = range(6)
@@ -110,6 +110,15 @@ class MazeCodec(Codec):
         if _bfs(puzzle.reshape(self.size, self.size) >= OPEN, start)[goal] < 0:
             raise TRMEdgeError("maze: no path leads from 'S' to 'G' through open cells; there is nothing to solve")
         return [(puzzle, None)]
+
+    def views(self, n: int, rng: np.random.Generator) -> list[View]:
+        """The dihedral symmetries of the square canvas (8: rotations and reflections), identity first."""
+        grid = np.arange(self.seq_len).reshape(self.size, self.size)
+        group = [np.rot90(g, k) for g in (grid, grid.T) for k in range(4)]  # group[0] is the identity
+        order = [0, *(1 + rng.permutation(7))]
+        if n > len(order):
+            raise TRMEdgeError(f"maze: a square has 8 symmetries; --views {n} asks for more")
+        return [View(group[i].ravel().copy(), np.arange(self.vocab_size)) for i in order[:n]]
 
     def render(self, tokens: np.ndarray) -> str:
         """The maze rows, with the pad cropped away."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks.base import Codec, Pair, content_lines, parse_lines
+from trm_edge.tasks.base import Codec, Pair, View, content_lines, parse_lines
 
 PAD, BLANK = 0, 1
 _CHARS = "?.123456789"  # indexed by token; pad shows as '?', as only a model's output holds it
@@ -114,6 +114,13 @@ class SudokuCodec(Codec):
         """81 characters, '.' for a blank: the one-line form puzzle collections use."""
         return "".join(_CHARS[t] for t in self.as_tokens(tokens))
 
+    def views(self, n: int, rng: np.random.Generator) -> list[View]:
+        """Digit relabelling, transpose, band/stack and row/column-within-band shuffles: 3.4 million symmetries
+        (x 9!), so views drawn at random are distinct."""
+        digit_maps, cell_maps = random_transforms(n - 1, rng)
+        token_maps = np.concatenate([np.zeros((n - 1, 1), np.int64), digit_maps.astype(np.int64) + BLANK], axis=1)
+        return [self.identity(), *(View(c.astype(np.int64), t) for c, t in zip(cell_maps, token_maps))]
+
     def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         """Filled, every unit a permutation of 1..9, and every given kept."""
         given, filled = self.as_tokens(puzzle), self.as_tokens(answer)
@@ -122,6 +129,34 @@ class SudokuCodec(Codec):
             return False
         grid = (filled - BLANK).reshape(9, 9)
         return all((_digit_counts(values) == 1).all() for _, values in _units(grid))
+
+
+def random_transforms(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` random symmetries of sudoku as (digit_maps [n, 10] with 0 -> 0, cell_maps [n, 81]).
+
+    A transformed grid is digit_maps[k][grid[cell_maps[k]]]; keeping the two parts as arrays lets the
+    same symmetry act on tokens (see `apply_transforms`) as well as on digits.
+    """
+    digit_maps = np.zeros((n, 10), dtype=np.uint8)
+    digit_maps[:, 1:] = np.argsort(rng.random((n, 9)), axis=1) + 1
+    transpose = rng.random(n) < 0.5
+
+    def lines() -> np.ndarray:
+        outer = np.argsort(rng.random((n, 3)), axis=1)
+        inner = np.argsort(rng.random((n, 3, 3)), axis=2)
+        return (outer[:, :, None] * 3 + inner).reshape(n, 9)
+
+    rows, cols = lines(), lines()
+    straight = rows[:, :, None] * 9 + cols[:, None, :]
+    flipped = cols[:, None, :] * 9 + rows[:, :, None]
+    cell_maps = np.where(transpose[:, None, None], flipped, straight).reshape(n, 81)
+    return digit_maps, cell_maps
+
+
+def apply_transforms(grids: np.ndarray, value_maps: np.ndarray, cell_maps: np.ndarray) -> np.ndarray:
+    """Apply per-row symmetries to a batch [n, 81]; value_maps index the grid's values (digits or tokens)."""
+    moved = np.take_along_axis(np.asarray(grids), cell_maps, axis=1)
+    return np.take_along_axis(value_maps, moved.astype(np.intp), axis=1).astype(np.asarray(grids).dtype)
 
 
 SUDOKU = SudokuCodec()
