@@ -41,7 +41,7 @@ class Solver:
     def step(self, tokens, pids, z_H, z_L):
         """One supervision step on numpy arrays: (z_H, z_L, predicted tokens, q_halt, rows all finite)."""
         o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, "z_H": z_H, "z_L": z_L})
-        ok = finite_rows(o["z_H_out"], o["z_L_out"], o["q_halt"], *([o["logits"]] if "logits" in o else []))
+        ok = finite_rows(o["z_H_out"], o["z_L_out"], o["q_halt"], o["logits"])
         return o["z_H_out"], o["z_L_out"], o["pred"], o["q_halt"], ok
 
     def solve(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", puzzle_ids: np.ndarray | None = None

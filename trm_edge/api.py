@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +132,12 @@ def split_model_and_puzzles(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def _solver(loaded: Loaded, views: int) -> Callable[[np.ndarray, HaltPolicy], Solution]:
-    """The model's solve, or multi-view solving over it (trm_edge.views)."""
-    if views == 1:
-        return loaded.solve
-    return lambda x, policy: solve_views(loaded.solve, loaded.codec, x, policy, views)
-
-
 def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, batch_size: int = 64,
                   views: int = 1) -> dict:
     policy = HaltPolicy.parse(halt or loaded.halt, loaded.config.halt_max_steps)
     pairs: list[Pair] = [pair for s in sources for pair in read_puzzles(loaded.codec, s)]
     puzzles = np.stack([p for p, _ in pairs])
-    solve = _solver(loaded, views)
+    solve = partial(solve_views, loaded.solve, loaded.codec, views=views)
     t0 = time.perf_counter()
     parts = [solve(puzzles[i:i + batch_size], policy) for i in range(0, len(puzzles), batch_size)]
     elapsed = time.perf_counter() - t0
@@ -181,7 +175,8 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, 
             raise TRMEdgeError(f"{f}: {'is a directory, not' if f.is_dir() else 'no such'} data file")
         pairs = read_puzzles(loaded.codec, os.fspath(f))[:limit]
         for h, k in itertools.product(halts or [loaded.halt], views):
-            policy, solve = HaltPolicy.parse(h, loaded.config.halt_max_steps), _solver(loaded, k)
+            policy, solve = HaltPolicy.parse(h, loaded.config.halt_max_steps), partial(solve_views, loaded.solve,
+                                                                                       loaded.codec, views=k)
             t0 = time.perf_counter()
             summary, _ = evaluate(lambda x, p=policy, s=solve: s(x, p), loaded.codec, pairs, batch_size, advance)
             runs.append(dict(summary, data=f.name, halt=str(policy), views=k,
