@@ -29,6 +29,7 @@ def split_halts(text: str) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
+    from trm_edge.api import parse_int_list
     from trm_edge.cli import JsonOpt, ThreadsOpt, _progress, err, out
 
     @app.command()
@@ -40,6 +41,7 @@ def register(app: typer.Typer) -> None:
                          ] = "step",
         halt: Annotated[str, typer.Option(help="Comma-separated policies, e.g. fixed:16,learned:0,min=2.")
                         ] = "fixed,learned:0",
+        views: Annotated[str, typer.Option(help="Comma-separated numbers of views per puzzle, e.g. 1,4,16.")] = "1",
         data: Annotated[str, typer.Option(help="Puzzle file (one a line, optional ',solution') or 'builtin'.")
                         ] = "builtin",
         n: Annotated[int, typer.Option("-n", min=1, help="Puzzles per run (the first N of the data).")] = 64,
@@ -62,7 +64,8 @@ def register(app: typer.Typer) -> None:
         if remote:
             from trm_edge.benchmarks.remote import run_remote
 
-            args = ["--backend", backend, "--precision", precision, "--graph", graph, "--halt", halt, "-n", str(n),
+            args = ["--backend", backend, "--precision", precision, "--graph", graph, "--halt", halt, "--views", views,
+                    "-n", str(n),
                     "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
                     "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
             err.print(f"running on {remote} ...")
@@ -75,6 +78,7 @@ def register(app: typer.Typer) -> None:
                 report = run_bench(
                     bundle, split_list(backend), split_list(precision), split_list(graph), split_halts(halt), data,
                     n, batch, threads, warmup, energy, out_dir, idle_seconds=idle_seconds,
+                    views=parse_int_list(views, "--views"),
                     progress=lambda what, done, total: prog.update(bar, description=what, completed=done,
                                                                    total=total))
         if as_json:
@@ -84,7 +88,7 @@ def register(app: typer.Typer) -> None:
         for s in report["skipped"]:
             err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", highlight=False)
         if report["energy"]["estimate"]:
-            err.print("energy figures are ESTIMATES (CPU-seconds x a power profile), not measurements")
+            err.print("energy figures marked ~ are ESTIMATES (CPU-seconds x a power profile), not measurements")
         out.print(f"report written to {out_dir}/report.json, report.md and plots")
 
     @app.command()
@@ -129,12 +133,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_runs(console, runs: list[dict], title: str) -> None:
+    from rich import box
     from rich.table import Table
 
     from trm_edge.benchmarks.report import table
 
     headers, rows = table(runs, compact=True)
-    t = Table(*headers, title=title)
+    t = Table(title=title, box=box.SIMPLE_HEAD)
+    for i, h in enumerate(headers):  # wrap between words, never inside one (rich would cut it with an ellipsis)
+        t.add_column(h, min_width=max(len(w) for cell in [h, *(r[i] for r in rows)] for w in cell.split() or [""]))
     for row in rows:
         t.add_row(*row)
     console.print(t)

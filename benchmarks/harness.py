@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
 from trm_edge.halting import HaltPolicy
 from trm_edge.tasks import Codec, Pair, read_puzzles
+from trm_edge.views import solve_views
 
 SCHEMA_VERSION = 1
 Progress = Callable[[str, int, int], None]  # (what runs now, puzzles done, puzzles in all)
@@ -113,20 +115,22 @@ def _close(solver) -> None:
 
 
 def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, batch: int, warmup: int,
-            meter: Meter | None, idle_w: float | None, advance: Callable[[int], None] | None = None):
-    """One run: warm up, then solve and score every puzzle; returns the metrics and the joined Solution."""
+            meter: Meter | None, idle_w: float | None, advance: Callable[[int], None] | None = None, views: int = 1):
+    """One run: warm up, then solve (each puzzle in up to `views` views) and score every puzzle; returns the
+    metrics and the joined Solution."""
     puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+    solve = partial(solve_views, solver.solve, codec, views=views)
     for k in range(warmup):
-        solver.solve(puzzles[np.arange(k * batch, (k + 1) * batch) % len(puzzles)], policy)
+        solve(puzzles[np.arange(k * batch, (k + 1) * batch) % len(puzzles)], policy)
     per_solve, per_step, busy = [], [], []
 
     def timed(x: np.ndarray):
         t0 = time.perf_counter()
-        sol = solver.solve(x, policy)
+        sol = solve(x, policy)
         dt = time.perf_counter() - t0
         busy.append(dt)
         per_solve.append(1000 * dt / len(x))
-        per_step.append(per_solve[-1] / max(float(np.mean(sol.steps)), 1.0))
+        per_step.append(per_solve[-1] / max(float(np.mean(sol.view_steps)), 1.0))
         return sol
 
     e0, t0 = (meter.read() if meter else None), time.perf_counter()
@@ -146,7 +150,8 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
               graphs: Sequence[str] = ("step",), halts: Sequence[str] = ("fixed", "learned:0"),
               data: str = "builtin", n: int | None = 64, batch: int = 1, threads: int | None = None,
               warmup: int = 2, energy: str | Meter | None = "auto", out_dir: str | os.PathLike | None = None,
-              progress: Progress | None = None, solver_factory=None, idle_seconds: float = 1.0) -> dict:
+              progress: Progress | None = None, solver_factory=None, idle_seconds: float = 1.0,
+              views: Sequence[int] = (1,)) -> dict:
     """Benchmark a bundle over the cross product of the axes; writes report.json/.md and plots to `out_dir`
     when given. `solver_factory` defaults to `trm_edge.runtimes.open_solver`; `energy` may be a Meter."""
     if batch < 1 or warmup < 0 or (n is not None and n < 1):
@@ -166,7 +171,7 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
         policies = [HaltPolicy.parse(h, max_steps) for h in halts]
         pairs = load_pairs(codec, data, n)
         combos = list(itertools.product(backends, precisions, graphs))
-        total, done = len(pairs) * (1 + len(combos) * len(policies)), 0
+        total, done = len(pairs) * (1 + len(combos) * len(policies) * len(views)), 0
 
         def advance(label: str):
             def step(k: int) -> None:
@@ -193,14 +198,14 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
                 solver = factory(bundle, backend=backend, graph=graph, precision=precision, threads=threads)
             except (TRMEdgeError, ImportError) as e:
                 skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e)})
-                advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies))
+                advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(views))
                 continue
             info = solver.describe()
-            for policy in policies:
-                label = f"{backend}/{precision}/{graph} {policy}"
-                metrics, sol = measure(solver, codec, pairs, policy, batch, warmup, meter, idle_w, advance(label))
+            for policy, k in itertools.product(policies, views):
+                label = f"{backend}/{precision}/{graph} {policy} x{k}"
+                metrics, sol = measure(solver, codec, pairs, policy, batch, warmup, meter, idle_w, advance(label), k)
                 runs.append({
-                    "backend": backend, "precision": precision, "graph": graph, "halt": str(policy),
+                    "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
                     "batch": batch, "threads": threads if threads is not None else info.get("threads"),
                     "warmup": warmup, **metrics,
                     "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),

@@ -109,8 +109,14 @@ def load_report(path: str | os.PathLike) -> dict:
 # -- tables --------------------------------------------------------------------------------------------------
 
 def run_label(run: dict) -> str:
-    label = f"{run['backend']}/{run['precision']}/{run['graph']} {run['halt']}"
+    label = f"{run['backend']}/{run['precision']}/{run['graph']} {_halt(run)}"
     return f"{label} @{run['machine']}" if run.get("machine") else label
+
+
+def _halt(run: dict) -> str:
+    """The policy as a person writes it (min=1 is the default), with the views when there are several."""
+    text = run["halt"].replace(",min=1", "")
+    return f"{text} x{run['views']}" if run.get("views", 1) > 1 else text
 
 
 def _pct(x) -> str:
@@ -131,13 +137,15 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
     """Headers and cells shared by the Markdown report and (compact, for a terminal) the CLI's table."""
     machine = any(r.get("machine") for r in runs)
     if compact:
+        # a terminal is 80 columns: words that may wrap, no field that rich would have to cut
         headers = (["machine"] if machine else []) + [
-            "run", "halt", "exact", "agree fp32", "steps", "ms/solve p50/p90", "puzzles/s", "J/solve"]
+            "run", "halt", "exact", "= fp32", "steps", "ms p50 p90", "per s", "J/solve"]
         return headers, [([r["machine"]] if machine else []) + [
-            f"{r['backend']}/{r['precision']}/{r['graph']}", r["halt"], _pct(r["exact_accuracy"]),
-            _pct(r["agreement_with_fp32"]), f"{r['mean_steps']:.2f}",
-            f"{_num(r['latency_ms']['p50'])} / {_num(r['latency_ms']['p90'])}", _num(r["throughput_per_s"]),
-            _energy(r)] for r in runs]
+            f"{r['backend']} {r['precision']} {r['graph']}", _halt(r).replace(",", " "), _pct(r["exact_accuracy"]),
+            _pct(r["agreement_with_fp32"]), f"{r.get('mean_view_steps', r['mean_steps']):.2f}",
+            f"{_num(r['latency_ms']['p50'])} {_num(r['latency_ms']['p90'])}", _num(r["throughput_per_s"]),
+            "-" if r["energy_j_per_solve"] is None else f"{'~' if r['energy_estimated'] else ''}"
+                                                         f"{r['energy_j_per_solve']:.2g}"] for r in runs]
     headers = (["machine"] if machine else []) + [
         "backend", "precision", "graph", "halt", "threads", "batch", "n", "exact", "token acc", "agree fp32",
         "mean steps", "ms/solve p50/p90/p99", "ms/step p50", "puzzles/s", "init ms", "peak RSS MB",
@@ -146,7 +154,7 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
     for r in runs:
         lat = r["latency_ms"]
         rows.append(([r["machine"]] if machine else []) + [
-            r["backend"], r["precision"], r["graph"], r["halt"], str(r["threads"] or "default"), str(r["batch"]),
+            r["backend"], r["precision"], r["graph"], _halt(r), str(r["threads"] or "default"), str(r["batch"]),
             str(r["n"]), _pct(r["exact_accuracy"]), _pct(r["token_accuracy"]), _pct(r["agreement_with_fp32"]),
             f"{r['mean_steps']:.2f}", f"{_num(lat['p50'])} / {_num(lat['p90'])} / {_num(lat['p99'])}",
             _num(r["latency_per_step_ms"]["p50"]), _num(r["throughput_per_s"]), _num(r["init_ms"]),

@@ -480,3 +480,23 @@ def test_real_runtime_on_tiny_bundle(tmp_path):
     assert same["agreement_with_fp32"] == 1.0 and same["steps_histogram"] == {"3": 4}
     assert all(r["init_ms"] > 0 and r["bundle_mb"] > 0 for r in rep["runs"])
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_terminal_table_fits_80_columns_and_tells_forms_apart(bench_setup):
+    import io
+
+    from rich.console import Console
+
+    from trm_edge.benchmarks.commands import _print_runs
+
+    s = bench_setup
+    report = harness.run_bench(
+        str(s.bundle), backends=["ort"], precisions=["fp32", "int8"], graphs=["step", "loop"],
+        halts=["fixed", "learned:0,min=2"], data=str(s.data), n=12, batch=2, warmup=0, energy=_estimate(),
+        idle_seconds=0, solver_factory=s.factory)
+    buf = io.StringIO()
+    _print_runs(Console(file=buf, width=80), report["runs"], title="machine: bundle")
+    text = buf.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    words = text.split()  # every row names its graph form and its whole policy, however the cells wrap
+    assert words.count("step") == words.count("loop") == words.count("min=2") == 4 and "learned:0" in words
