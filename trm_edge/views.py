@@ -23,15 +23,21 @@ def solve_views(solve: Callable[[np.ndarray, HaltPolicy], Solution], codec: Code
     given seed, whatever the batch."""
     if not 1 <= views <= MAX_VIEWS:
         raise TRMEdgeError(f"--views {views}: choose 1-{MAX_VIEWS}")
+    if views > 1:
+        codec.views(views, np.random.default_rng(seed))  # a task without views (or with fewer) says so now
     puzzles = np.asarray(puzzles, np.int64)
-    frames = [codec.views(views, np.random.default_rng([seed, i])) for i in range(len(puzzles))] if views > 1 \
-        else [[codec.identity()]] * len(puzzles)
+    frames: dict[int, list] = {}  # drawn when a puzzle first needs view 1: most never do
     best: Solution | None = None
     spent = np.zeros(len(puzzles), np.int64)
     pending = np.arange(len(puzzles))
     for v in range(views):
-        sol = solve(np.stack([frames[i][v].forward(puzzles[i]) for i in pending]), policy)
-        answers = np.stack([frames[i][v].back(a) for i, a in zip(pending, sol.tokens)])
+        if v == 0:
+            sol = solve(puzzles, policy)
+            answers = sol.tokens.copy()
+        else:
+            frames.update({i: codec.views(views, np.random.default_rng([seed, i])) for i in pending if i not in frames})
+            sol = solve(np.stack([frames[i][v].forward(puzzles[i]) for i in pending]), policy)
+            answers = np.stack([frames[i][v].back(a) for i, a in zip(pending, sol.tokens)])
         spent[pending] += sol.steps
         if best is None:  # view 0 answers every puzzle no view verifies
             best = Solution(answers, sol.steps.copy(), sol.q_halt.copy(), sol.fault.copy())
