@@ -19,7 +19,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate, row_scores
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
-from trm_edge.views import solve_views
+from trm_edge.views import solve_views, view_policy
 
 BUILTIN_DATA = Path(__file__).parent / "data"
 
@@ -45,6 +45,7 @@ class Loaded:
     solve: Callable[[np.ndarray, HaltPolicy], Solution]
     describe: str
     halt: str = "fixed"  # the halting policy the model recommends (its metadata, or the bundle's manifest)
+    graph: str = "step"  # the form that runs: only the step graph's host loop checks answers between steps
     model: Any = None  # the PyTorch reference (what export starts from); None for a bundle
 
 
@@ -58,7 +59,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
         solver = open_solver(source, backend or "ort", graph, precision, threads)
         d = solver.describe()
         return Loaded(solver.config, {"task": solver.codec.name, "source": source}, solver.codec, solver.solve,
-                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt)
+                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt, graph)
     if backend not in (None, "torch"):
         raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
     import torch
@@ -76,7 +77,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
                            codec.checker(t.numpy()) if policy.verify else None)
 
     return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})",
-                  meta.get("recommended_halt", "fixed"), model)
+                  meta.get("recommended_halt", "fixed"), model=model)
 
 
 # -- info --------------------------------------------------------------------------------------------
@@ -132,9 +133,16 @@ def split_model_and_puzzles(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
+def _policy(loaded: Loaded, halt: str | None, views: int) -> HaltPolicy:
+    """The policy asked for, else the model's recommended one (with several views, its verifying form)."""
+    if halt:
+        return HaltPolicy.parse(halt, loaded.config.halt_max_steps)
+    return view_policy(HaltPolicy.parse(loaded.halt, loaded.config.halt_max_steps), views, loaded.graph == "step")
+
+
 def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, batch_size: int = 64,
                   views: int = 1) -> dict:
-    policy = HaltPolicy.parse(halt or loaded.halt, loaded.config.halt_max_steps)
+    policy = _policy(loaded, halt, views)
     pairs: list[Pair] = [pair for s in sources for pair in read_puzzles(loaded.codec, s)]
     puzzles = np.stack([p for p, _ in pairs])
     solve = partial(solve_views, loaded.solve, loaded.codec, views=views)
@@ -174,9 +182,8 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, 
         if not f.is_file():
             raise TRMEdgeError(f"{f}: {'is a directory, not' if f.is_dir() else 'no such'} data file")
         pairs = read_puzzles(loaded.codec, os.fspath(f))[:limit]
-        for h, k in itertools.product(halts or [loaded.halt], views):
-            policy, solve = HaltPolicy.parse(h, loaded.config.halt_max_steps), partial(solve_views, loaded.solve,
-                                                                                       loaded.codec, views=k)
+        for h, k in itertools.product(halts or [None], views):
+            policy, solve = _policy(loaded, h, k), partial(solve_views, loaded.solve, loaded.codec, views=k)
             t0 = time.perf_counter()
             summary, _ = evaluate(lambda x, p=policy, s=solve: s(x, p), loaded.codec, pairs, batch_size, advance)
             runs.append(dict(summary, data=f.name, halt=str(policy), views=k,
