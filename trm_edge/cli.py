@@ -92,11 +92,13 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
         for i, r in enumerate(res["results"], 1):
             mark = "[green]solved[/]" if r["solved"] else "[red]not solved[/]"
             q = "n/a" if r["q_halt"] is None else f"{r['q_halt']:+.2f}"
-            out.print(f"[bold]#{i}[/] {mark} (checked by {r['checked_by']}), {r['steps']} steps, q_halt {q}")
+            views = f", view {r['view'] + 1}/{res['views']}, {r['view_steps']} in all" if res["views"] > 1 else ""
+            out.print(f"[bold]#{i}[/] {mark} ({r['checked_by']}), {r['steps']} steps{views}, q_halt {q}")
             if r["tokens"] is not None:
                 out.print(loaded.codec.render(np.array(r["tokens"])), highlight=False)
-        out.print(f"{res['solved']}/{res['n']} solved, {res['ms_per_puzzle']:.1f} ms per puzzle ({res['halt']}, "
-                  f"{res['model']})")
+        out.print(f"{res['solved']}/{res['n']} solved, {res['ms_per_puzzle']:.1f} ms per puzzle, "
+                  f"{res['halt'].replace(',min=1', '')}, {res['views']} view(s)")
+        out.print(f"[dim]{res['model']}[/]", highlight=False)
     if res["faults"]:
         raise typer.Exit(1)
 
