@@ -294,7 +294,7 @@ def test_interrupted_write_leaves_no_split(tmp_path, monkeypatch):
         np.lib.format.write_array(open(path, "wb"), np.asarray(array))
 
     monkeypatch.setattr(datasets.np, "save", failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(TRMEdgeError, match="disk full"):  # an OS error while writing is one line
         datasets.write_dataset(tmp_path, "train", np.ones((1, 4)), np.ones((1, 4)), [0], [0, 1], [0, 1], 6, 1)
     assert [p.name for p in tmp_path.iterdir()] == [MARKER]
 

@@ -76,6 +76,7 @@ class _FakeLoaded:
 
     def __init__(self, codec):
         self.codec, self.config, self.describe = codec, SimpleNamespace(halt_max_steps=16), "fake"
+        self.halt, self.graph = "learned:3", "step"
 
     def solve(self, tokens, policy):
         rng = np.random.default_rng(len(tokens))
