@@ -6,6 +6,7 @@ view 0 solves costs one view. Works over any backend's `solve(tokens, policy)`; 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -34,8 +35,8 @@ def view_policy(policy: HaltPolicy, views: int, between_steps: bool = True) -> H
 def solve_views(solve: Callable[[np.ndarray, HaltPolicy], Solution], codec: Codec, puzzles: np.ndarray,
                 policy: HaltPolicy, views: int, seed: int = 0) -> Solution:
     """Per puzzle: the first view whose mapped-back answer passes codec.check (its index in `view`), else view 0's
-    answer; `view_steps` counts the supervision steps of every view tried. View k of puzzle i is the same for a
-    given seed, whatever the batch."""
+    answer; `view_steps` counts the supervision steps of every view tried. A puzzle's views are drawn from its own
+    tokens and the seed, so they are the same whatever the batch or the file it comes in."""
     if not 1 <= views <= MAX_VIEWS:
         raise TRMEdgeError(f"--views {views}: choose 1-{MAX_VIEWS}")
     if views > 1:
@@ -50,7 +51,8 @@ def solve_views(solve: Callable[[np.ndarray, HaltPolicy], Solution], codec: Code
             sol = solve(puzzles, policy)
             answers = sol.tokens.copy()
         else:
-            frames.update({i: codec.views(views, np.random.default_rng([seed, i])) for i in pending if i not in frames})
+            frames.update({i: codec.views(views, np.random.default_rng([seed, zlib.crc32(puzzles[i].tobytes())]))
+                           for i in pending if i not in frames})
             sol = solve(np.stack([frames[i][v].forward(puzzles[i]) for i in pending]), policy)
             answers = np.stack([frames[i][v].back(a) for i, a in zip(pending, sol.tokens)])
         spent[pending] += sol.steps
