@@ -126,3 +126,27 @@ def test_verify_needs_a_checker_and_the_step_graph(tmp_path):
         from trm_edge.tasks import ARC
 
         solve_views(lambda x, p: None, ARC, np.zeros((1, 900), np.int64), HaltPolicy.parse("fixed", 4), views=2)
+
+
+def test_depth_is_a_knob_on_the_same_weights(capsys):
+    import torch
+
+    from trm_edge import api
+    from trm_edge.checkpoint import load_model, with_config
+    from trm_edge.cli import main
+    from trm_edge.model import Batch
+
+    base, _ = load_model()
+    shallow, _ = load_model(depth=(1, 1))
+    assert (shallow.config.H_cycles, shallow.config.L_cycles) == (1, 1)
+    twin = with_config(base, __import__("dataclasses").replace(base.config, H_cycles=1, L_cycles=1)).eval()
+    x = torch.from_numpy(_sudokus(4, seed=5)[0])
+    batch = Batch(x, torch.zeros(4, dtype=torch.long))
+    a, b = shallow.solve(batch, "fixed:3"), twin.solve(batch, "fixed:3")
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.q_halt, b.q_halt)
+    assert not np.array_equal(a.q_halt, base.solve(batch, "fixed:3").q_halt)  # the depth did change the model
+    assert api.open_model(None, depth="2,3").config.L_cycles == 3
+    for bad in ("2", "0,2", "a,b"):
+        with pytest.raises(SystemExit) as e:
+            main(["solve", "." * 81, "--depth", bad])
+        assert e.value.code == 2 and "--depth" in capsys.readouterr().err

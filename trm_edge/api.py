@@ -50,9 +50,12 @@ class Loaded:
 
 
 def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None, backend: str | None = None,
-               graph: str = "step", precision: str = "fp32", threads: int | None = None) -> Loaded:
+               graph: str = "step", precision: str = "fp32", threads: int | None = None, depth: str | None = None
+               ) -> Loaded:
     """Whatever a path names: a bundle (run by `backend`, ORT by default), a model (the PyTorch reference), or
-    the bundled default model when `source` is None."""
+    the bundled default model when `source` is None. `depth` "H,L": cycles per supervision step (models only)."""
+    if depth and is_bundle(source):
+        raise TRMEdgeError(f"{source}: a bundle's depth is fixed when it is exported; re-export with --depth {depth}")
     if is_bundle(source):
         from trm_edge.runtimes import open_solver
 
@@ -67,7 +70,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
     from trm_edge.checkpoint import load_model
     from trm_edge.model import Batch
 
-    model, meta = load_model(source, seq_len=seq_len)
+    model, meta = load_model(source, seq_len=seq_len, depth=parse_depth(depth) if depth else None)
     cfg = model.config
     codec = codec_for(task or meta.get("task"), cfg.seq_len, source)
 
@@ -107,6 +110,14 @@ def parse_int_list(text: str, option: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise TRMEdgeError(f"{option} {text!r}: expected comma-separated integers") from None
+
+
+def parse_depth(text: str) -> tuple[int, int]:
+    """`--depth H,L`: H_cycles and L_cycles per supervision step."""
+    vals = parse_int_list(text, "--depth")
+    if len(vals) != 2 or not all(1 <= v <= 64 for v in vals):
+        raise TRMEdgeError(f"--depth {text!r}: give H,L cycles, each 1-64 (the official Sudoku-MLP uses 3,6)")
+    return vals[0], vals[1]
 
 
 def bundle_summary(path: str | os.PathLike) -> dict:

@@ -28,9 +28,10 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "sudoku-default"
 
 
 def load_model(path: str | os.PathLike | None = None, *, seq_len: int | None = None,
-               dtype: str | None = None) -> tuple[TRM, dict[str, Any]]:
+               dtype: str | None = None, depth: tuple[int, int] | None = None) -> tuple[TRM, dict[str, Any]]:
     """Any model a user may name: our format, an official run directory or step file, or (None) the
-    bundled default. Returns the model in eval mode and its metadata (task, source, ...)."""
+    bundled default. Returns the model in eval mode and its metadata (task, source, ...). `depth` runs the
+    same weights with other (H_cycles, L_cycles) per supervision step: the recursion shares its weights."""
     p = Path(path) if path is not None else DEFAULT_MODEL
     if not p.exists():
         hint = " (no bundled default model in this install)" if path is None else ""
@@ -39,8 +40,11 @@ def load_model(path: str | os.PathLike | None = None, *, seq_len: int | None = N
         model, meta = load(p)
     else:
         model, meta = load_official(p, seq_len=seq_len)
+    changes = dict(H_cycles=depth[0], L_cycles=depth[1]) if depth else {}
     if dtype and dtype != model.config.forward_dtype:
-        model = with_config(model, dataclasses.replace(model.config, forward_dtype=dtype))
+        changes["forward_dtype"] = dtype
+    if changes:
+        model = with_config(model, dataclasses.replace(model.config, **changes))
     return model.eval(), meta
 
 

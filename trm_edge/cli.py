@@ -41,6 +41,8 @@ GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop 
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
                                                 help="Intra-op threads (default: the runtime's).")]
+DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
+                                              "inference (default: the model's); models, and export.")]
 BatchOpt = Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per batch.")]
 
 
@@ -76,11 +78,11 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
           halt: HaltOpt = None, views: ViewsOpt = None, task: TaskOpt = None, seq_len: SeqLenOpt = None,
           batch: BatchOpt = 64, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
-          as_json: JsonOpt = False) -> None:
+          depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Solve puzzles: prints each answer, whether it is right, the steps used and the time."""
     model, puzzles = api.split_model_and_puzzles(args)
     loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
-                            threads=threads)
+                            threads=threads, depth=depth)
     res = api.solve_puzzles(loaded, puzzles, halt, batch, views or loaded.codec.default_views)
     for i, r in enumerate(res["results"], 1):
         if r["fault_step"]:
@@ -111,10 +113,10 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
           limit: Annotated[int | None, typer.Option(min=1, help="At most this many puzzles per file.")] = None,
           batch: BatchOpt = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
-          as_json: JsonOpt = False) -> None:
+          depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
     loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
-                            threads=threads)
+                            threads=threads, depth=depth)
     with _progress() as prog:
         bar = prog.add_task("solving", total=None)
         res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=lambda n: prog.advance(bar, n),
@@ -156,7 +158,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            max_drop: Annotated[float, typer.Option(min=0, max=100, help="Exact-solve drop budget, percentage points.")]
            = 1.0,
            heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard.")] = 128,
-           task: TaskOpt = None, seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
+           task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Export to ONNX, verify every graph against the PyTorch reference, optionally quantize under an accuracy
     guard, and write a bundle (all or nothing)."""
     from trm_edge.export import export_bundle, parse_graphs
@@ -166,7 +168,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
     claim(out_dir, "bundle")  # before minutes of work, not after
-    loaded = api.open_model(model, seq_len=seq_len, task=task)
+    loaded = api.open_model(model, seq_len=seq_len, task=task, depth=depth)
     with err.status("exporting") as st:
         modes = [m.strip() for m in quantize.split(",") if m.strip()] if quantize else []
         path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
