@@ -83,7 +83,7 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
     model, puzzles = api.split_model_and_puzzles(args)
     loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
                             threads=threads, depth=depth)
-    res = api.solve_puzzles(loaded, puzzles, halt, batch, views or loaded.codec.default_views)
+    res = api.solve_puzzles(loaded, puzzles, halt, batch, views)
     for i, r in enumerate(res["results"], 1):
         if r["fault_step"]:
             err.print(f"[red]warning:[/] puzzle #{i}: NaN or Inf in the model's state at supervision step "
