@@ -67,3 +67,16 @@ trm-edge bench "$OUT/sudoku-bundle" --backend ort --precision fp32 --graph loop 
 # the headline: the best configuration vs the official way (PyTorch eager fp32, fixed 16 steps), side by side
 trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32 --graph step,loop --halt fixed:16,learned:3 \
   --data builtin -n 400 --batch 1 --threads 2 --out "$OUT/bench-headline" --json > /dev/null
+
+# reliability: 5,000 solves with one loaded solver (resident memory, answers stable)
+python -m trm_edge.benchmarks.soak "$OUT/sudoku-bundle" --solves 5000 > "$OUT/soak.json"
+# views and verified halting: 1, 4, 16 views under the default policy; top95 at 16 and 64 (ORT step graph, batch 1)
+TOP95="${TOP95:-$(dirname "$0")/../../shared/data/sudoku/top95.txt}"
+trm-edge eval "$OUT/sudoku-bundle" --data builtin --views 1 --views 4 --views 16 --batch 1 --threads 2 --json \
+  > "$OUT/eval-views.json"
+trm-edge eval "$OUT/sudoku-bundle" --data "$TOP95" --views 1 --views 16 --views 64 --batch 1 --threads 2 --json \
+  > "$OUT/eval-views-top95.json"
+# inference depth (torch reference, the bundled model's weights at other H,L cycles)
+for d in 1,2 2,2 3,1 3,2 4,2; do
+  trm-edge eval --depth "$d" --data builtin --views 1 --views 16 --json > "$OUT/eval-depth-${d/,/-}.json"
+done
