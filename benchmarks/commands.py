@@ -133,15 +133,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_runs(console, runs: list[dict], title: str) -> None:
-    from rich import box
-    from rich.table import Table
-
     from trm_edge.benchmarks.report import table
+    from trm_edge.cli import word_table
 
-    headers, rows = table(runs, compact=True)
-    t = Table(title=title, box=box.SIMPLE_HEAD)
-    for i, h in enumerate(headers):  # wrap between words, never inside one (rich would cut it with an ellipsis)
-        t.add_column(h, min_width=max(len(w) for cell in [h, *(r[i] for r in rows)] for w in cell.split() or [""]))
-    for row in rows:
-        t.add_row(*row)
-    console.print(t)
+    console.print(word_table(*table(runs, compact=True), title=title))

@@ -107,3 +107,10 @@ def test_python_m_matches_console_script():
     if exe:
         b = subprocess.run([exe, "solve", str(SUDOKU), "123"], capture_output=True, text=True)
         assert (b.returncode, b.stderr) == (a.returncode, a.stderr)
+
+
+def test_eval_table_fits_80_columns(capsys):
+    code, out, _ = run(capsys, "eval", "--limit", "3", "--views", "1", "--views", "2", "--halt", "learned:3,min=2")
+    assert code == 0 and "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+    words = out.split()
+    assert words.count("givens24-29") == words.count("givens30-40") == 2 and "min=2" in words

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -44,6 +45,17 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
 DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
                                               "inference (default: the model's); models, and export.")]
 BatchOpt = Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per batch.")]
+
+
+def word_table(headers: list[str], rows: list[list[str]], title: str) -> Table:
+    """A table for an 80-column terminal: cells wrap between words, never inside one (rich would cut a long word
+    with an ellipsis)."""
+    t = Table(title=title, box=box.SIMPLE_HEAD)
+    for i, h in enumerate(headers):
+        t.add_column(h, min_width=max(len(w) for cell in [h, *(r[i] for r in rows)] for w in cell.split() or [""]))
+    for row in rows:
+        t.add_row(*row)
+    return t
 
 
 def _progress() -> Progress:
@@ -128,14 +140,13 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
         if r["faults"]:
             err.print(f"[red]warning:[/] {r['data']} under {r['halt']}: NaN or Inf in {r['faults']} of {r['n']} "
                       "puzzles (counted as not solved; check the model's weights)")
-    t = Table("data", "halt", "views", "n", "exact", "token acc", "steps", "all views' steps", "steps histogram",
-              title=res["model"])
-    for r in res["runs"]:
-        tok = "-" if r["token_accuracy"] is None else f"{100 * r['token_accuracy']:.2f}%"
-        t.add_row(r["data"], r["halt"], str(r["views"]), str(r["n"]), f"{100 * r['exact_accuracy']:.2f}%", tok,
-                  f"{r['mean_steps']:.2f}", f"{r['mean_view_steps']:.2f}",
-                  " ".join(f"{k}:{v}" for k, v in r["steps_histogram"].items()))
-    out.print(t)
+    rows = [[r["data"].removesuffix(".txt").removeprefix(f"{loaded.codec.name}-"),
+             r["halt"].replace(",min=1", "").replace(",", " "), str(r["views"]),
+             str(r["n"]), f"{100 * r['exact_accuracy']:.1f}%",
+             "-" if r["token_accuracy"] is None else f"{100 * r['token_accuracy']:.1f}%", f"{r['mean_steps']:.2f}",
+             f"{r['mean_view_steps']:.2f}"] for r in res["runs"]]
+    out.print(word_table(["data", "halt", "views", "n", "exact", "tokens", "steps", "tried"], rows, res["model"]))
+    out.print("[dim]steps: of the view that answered; tried: of every view tried; histograms: --json[/]")
 
 
 @app.command()
