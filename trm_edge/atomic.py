@@ -3,9 +3,9 @@
 Every directory trm-edge writes carries a marker file naming what it is (a bundle, a model, a report, a
 training run...). A command may replace its output only if it is missing, empty, or marked as the same
 kind; anything else is refused up front (`claim`) and again at the moment of the swap. Temporary folders
-are made with the umask's permissions (not mkdtemp's 0700), carry the marker from their first instant, and
-name the writing process, so one left by a killed process is recognised as ours and removed by the next
-write to the same target; a user's folder that merely looks alike is never touched.
+are private while written and get the umask's permissions once complete, carry the marker from their first
+instant, and name the writing process, so one left by a killed process is recognised as ours and removed by
+the next write to the same target; a user's folder that merely looks alike is never touched.
 """
 
 from __future__ import annotations

@@ -70,9 +70,6 @@ class Bundle:
         for name in self.manifest["files"]:
             self.file(name)  # path and link checks before anything is read
         self.verify()
-        for name in self.manifest["files"]:
-            if name.endswith(".onnx"):
-                self._check_external_data(name)
 
     def _check_manifest(self) -> tuple[TRMConfig, str]:
         m = self.manifest
@@ -117,11 +114,10 @@ class Bundle:
             raise TRMEdgeError(f"{self.path}: {name} is not listed in the manifest")
         return self._inside(name)
 
-    def _check_external_data(self, name: str) -> None:
+    def _check_external_data(self, name: str, f: Path, graph: bytes) -> None:
         """A graph's tensors may point at other files: each must be a listed file of the bundle."""
-        f = self.file(name)
         try:
-            found = external_locations(f.read_bytes())
+            found = external_locations(graph)
         except Malformed as e:
             raise TRMEdgeError(f"{f}: not a valid ONNX graph ({e}); re-export the bundle") from None
         for loc in sorted(found):
@@ -131,13 +127,21 @@ class Bundle:
                 raise TRMEdgeError(f"{f}: external data {loc!r} is not a file listed in the manifest; refused")
 
     def verify(self) -> None:
+        """Every listed file there with its size and sha256; a graph, read once for its hash, also has its
+        external-data references checked."""
         for name, info in self.manifest["files"].items():
             f = self.file(name)
             if not f.is_file():
                 raise TRMEdgeError(f"{f}: missing from the bundle; re-export it")
-            if f.stat().st_size != info["bytes"] or sha256(f) != info["sha256"]:
-                raise TRMEdgeError(f"{f}: does not match its sha256 in the manifest (modified or corrupt); re-export "
-                                   "the bundle")
+            bad = TRMEdgeError(f"{f}: does not match its sha256 in the manifest (modified or corrupt); re-export "
+                               "the bundle")
+            if f.stat().st_size != info["bytes"]:
+                raise bad
+            graph = f.read_bytes() if name.endswith(".onnx") else None
+            if (sha256(f) if graph is None else hashlib.sha256(graph).hexdigest()) != info["sha256"]:
+                raise bad
+            if graph is not None:
+                self._check_external_data(name, f, graph)
 
     def graph_file(self, graph: str, precision: str = "fp32") -> Path:
         forms = self.manifest["graphs"]
