@@ -10,10 +10,7 @@ from typing import Annotated
 
 import typer
 
-
-def split_list(text: str) -> list[str]:
-    """`a,b, c` -> ['a', 'b', 'c']."""
-    return [p.strip() for p in text.split(",") if p.strip()]
+from trm_edge.api import split_list
 
 
 def split_halts(text: str) -> list[str]:
@@ -35,8 +32,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         bundle: Annotated[str, typer.Argument(help="Bundle directory (holds manifest.json).")],
-        backend: Annotated[str, typer.Option(help="Comma-separated: torch, ort.")] = "ort",
-        precision: Annotated[str, typer.Option(help="Comma-separated: fp32, int8.")] = "fp32",
+        backend: Annotated[str, typer.Option(help="Comma-separated: ort, openvino, litert, torch.")] = "ort",
+        precision: Annotated[str, typer.Option(help="Comma-separated: fp32, int8, int8-dynamic.")] = "fp32",
         graph: Annotated[str, typer.Option(help="Comma-separated: step (host loop), loop, unrolled (in-graph).")
                          ] = "step",
         halt: Annotated[str, typer.Option(help="Comma-separated policies, e.g. fixed:16,learned:0,min=2.")

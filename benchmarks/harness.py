@@ -108,6 +108,25 @@ def _open_reference(factory, bundle: str, threads: int | None):
     raise TRMEdgeError("cannot open the fp32 reference: " + "; ".join(errors))
 
 
+def _graph_sizes(bundle: str) -> Callable[[str, str, str], float | None]:
+    """backend, graph, precision -> MB of the files that engine loads (None where the bundle does not say)."""
+    from trm_edge.bundle import Bundle
+    from trm_edge.runtimes import ENGINES
+
+    try:
+        b = Bundle(bundle)
+    except TRMEdgeError:
+        return lambda *_: None
+
+    def mb(backend: str, graph: str, precision: str) -> float | None:
+        fmt = ENGINES.get(backend, (None,))[0]
+        try:
+            return b.graph_bytes(graph, precision, fmt) / 1e6
+        except KeyError:  # the torch reference, or a form the bundle lacks
+            return None
+    return mb
+
+
 def _close(solver) -> None:
     close = getattr(solver, "close", None)
     if callable(close):
@@ -190,7 +209,7 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
                      "fallback_from": "; ".join(ref_errors) or None}
         _close(ref)
         ref = None  # free the reference session before measuring
-        bundle_mb = size_mb(bundle)
+        bundle_mb, graph_mb = size_mb(bundle), _graph_sizes(bundle)
         runs, skipped = [], []
         for backend, precision, graph in combos:
             reset_peak_rss()
@@ -210,6 +229,7 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
                     "warmup": warmup, **metrics,
                     "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
                     "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
+                    "graph_mb": graph_mb(backend, graph, precision),
                     "energy_source": meter.source if meter else "none",
                     "energy_estimated": bool(meter and meter.estimate), "idle_power_w": idle_w, "runtime": info,
                 })

@@ -148,7 +148,7 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
                                                          f"{r['energy_j_per_solve']:.2g}"] for r in runs]
     headers = (["machine"] if machine else []) + [
         "backend", "precision", "graph", "halt", "threads", "batch", "n", "exact", "token acc", "agree fp32",
-        "mean steps", "ms/solve p50/p90/p99", "ms/step p50", "puzzles/s", "init ms", "peak RSS MB",
+        "mean steps", "ms/solve p50/p90/p99", "ms/step p50", "puzzles/s", "init ms", "graph MB", "peak RSS MB",
         "J/solve (source)"]
     rows = []
     for r in runs:
@@ -158,7 +158,7 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
             str(r["n"]), _pct(r["exact_accuracy"]), _pct(r["token_accuracy"]), _pct(r["agreement_with_fp32"]),
             f"{r['mean_steps']:.2f}", f"{_num(lat['p50'])} / {_num(lat['p90'])} / {_num(lat['p99'])}",
             _num(r["latency_per_step_ms"]["p50"]), _num(r["throughput_per_s"]), _num(r["init_ms"]),
-            _num(r["peak_rss_mb"]), _energy(r)])
+            _num(r.get("graph_mb")), _num(r["peak_rss_mb"]), _energy(r)])
     return headers, rows
 
 

@@ -80,3 +80,21 @@ trm-edge eval "$OUT/sudoku-bundle" --data "$TOP95" --views 1 --views 16 --views 
 for d in 1,2 2,2 3,1 3,2 4,2; do
   trm-edge eval --depth "$d" --data builtin --views 1 --views 16 --json > "$OUT/eval-depth-${d/,/-}.json"
 done
+
+# engines: one export in every format (ONNX, OpenVINO IR, LiteRT), each engine x precision x form side by side,
+# batch 1 and 64, 2 threads; the bundled model, then the official Sudoku-MLP size
+trm-edge export -o "$OUT/engines-bundle" --format onnx,openvino,litert --graph step,loop,unrolled \
+  --quantize int8-dynamic,openvino:int8 --json > "$OUT/export-engines.json"
+trm-edge bench "$OUT/engines-bundle" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic \
+  --graph step,loop,unrolled --halt learned:3 --data builtin -n 128 --batch 1 --threads 2 \
+  --out "$OUT/bench-engines" --json > /dev/null
+trm-edge bench "$OUT/engines-bundle" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step \
+  --halt learned:3 --data builtin -n 256 --batch 64 --threads 2 --out "$OUT/bench-engines-b64" --json > /dev/null
+trm-edge export "$OUT/official-mlp" -o "$OUT/engines-official" --format onnx,openvino,litert --graph step,loop \
+  --quantize int8-dynamic,openvino:int8 --calib 16 --heldout 32 --max-drop 100 --json > "$OUT/export-engines-official.json"
+trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic \
+  --graph step,loop --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 \
+  --out "$OUT/bench-engines-official" --json > /dev/null
+trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step \
+  --halt fixed:16 --data builtin -n 64 --batch 64 --threads 2 --warmup 0 --out "$OUT/bench-engines-official-b64" \
+  --json > /dev/null

@@ -1,5 +1,7 @@
-"""Export: the recursion as ONNX graphs (step, loop, unrolled), verified and bundled."""
+"""Export: the recursion as ONNX graphs (step, loop, unrolled) and further formats (OpenVINO IR, LiteRT), each
+verified and bundled."""
 
-from trm_edge.export.pipeline import export_bundle, parse_graphs
+from trm_edge.export.options import ExportOptions, QuantOptions
+from trm_edge.export.pipeline import export_bundle
 
-__all__ = ["export_bundle", "parse_graphs"]
+__all__ = ["ExportOptions", "QuantOptions", "export_bundle"]

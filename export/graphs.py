@@ -24,10 +24,10 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from trm_edge.export.options import DEFAULT_OPSET
 from trm_edge.model import TRM, Batch, Carry
 from trm_edge.spec import SPEC
 
-DEFAULT_OPSET, MAX_OPSET = 18, 24  # 19-24 export and verify too (tried with torch 2.13, ORT 1.2x)
 _OUTER = {"tokens": "tokens", "puzzle_ids": "puzzle_ids"}  # step inputs the loop and unrolled graphs pass through
 _DT = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "bool": TensorProto.BOOL}
 

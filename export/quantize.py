@@ -11,22 +11,25 @@ quantized step (no quantizer enters a Loop body).
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.evaluate import row_scores, summarize
-from trm_edge.halting import HaltPolicy, Solution
+from trm_edge.halting import Solution
 from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.runtimes.solver import Solver
 
-MODES = ("int8", "int8-dynamic")
+if TYPE_CHECKING:
+    from trm_edge.export.formats import Context
+
 # Kept in float by default: tiny (2 and V outputs) but decisive: the halting decision and the answer argmax.
 DEFAULT_FLOAT_MODULES = ("model.q_head", "model.lm_head")
 CALIB_PERCENTILE = 99.99
@@ -99,14 +102,15 @@ def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: l
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic
 
     if mode == "int8-dynamic":  # it first rewrites each Gemm as a MatMul named '<gemm>_MatMul': exclude that too
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=QUANTIZED_OPS,
-                         nodes_to_exclude=exclude + [f"{n}_MatMul" for n in exclude],
-                         extra_options={"MatMulConstBOnly": True})
+        with quiet_logging():  # "consider pre-processing": shape inference adds nothing to our typed graphs
+            quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=QUANTIZED_OPS,
+                             nodes_to_exclude=exclude + [f"{n}_MatMul" for n in exclude],
+                             extra_options={"MatMulConstBOnly": True})
         return
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
     chunk = calib_chunk(onnx.load(str(src), load_external_data=False), feeds)
-    with contextlib.redirect_stdout(sys.stderr):  # the calibrator prints progress; stdout carries --json
+    with contextlib.redirect_stdout(sys.stderr), quiet_logging():  # calibrator progress; stdout carries --json
         _quantize_static(src, dst, reader, exclude, calib_cache, chunk)
 
 
@@ -129,12 +133,16 @@ def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cac
                     calibration_cache_path=calib_cache)
 
 
-def check_request(modes: list[str], calib_n: int, heldout_n: int) -> None:
-    """Refuse a bad int8 request before minutes of export and verification, not after."""
-    if bad := [m for m in modes if m not in MODES]:
-        raise TRMEdgeError(f"--quantize {bad[0]!r}: choose from {', '.join(MODES)}")
-    if modes and min(calib_n, heldout_n) < 1:
-        raise TRMEdgeError(f"--calib {calib_n} / --heldout {heldout_n}: int8 needs at least 1 puzzle for each")
+@contextlib.contextmanager
+def quiet_logging():
+    """Quantizers and converters log known-benign advice on the root logger; errors still show."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path) -> list[str]:
@@ -166,14 +174,17 @@ def _tensor_values(path: Path, names: list[str], feeds: list[dict], probe: Path)
     return out
 
 
+def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarray) -> np.ndarray:
+    """Per puzzle: solved by the task's rules, or, for a task without rules (ARC), equal to the fp32 answer."""
+    try:
+        return row_scores(codec, puzzles, [None] * len(puzzles), sol)[0]
+    except TRMEdgeError:
+        return row_scores(codec, puzzles, list(fp32_tokens), sol)[0]
+
+
 def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> dict:
     """exact-solve rate by the task's rules (ARC: against the fp32 answers), token agreement, mean steps."""
-    try:
-        ex32, _ = row_scores(codec, puzzles, [None] * len(puzzles), fp32)
-        ex8, _ = row_scores(codec, puzzles, [None] * len(puzzles), q)
-    except TRMEdgeError:  # no rules (ARC): the fp32 answer is the label
-        ex32 = np.ones(len(puzzles), bool)
-        ex8, _ = row_scores(codec, puzzles, list(fp32.tokens), q)
+    ex32, ex8 = (solved_rows(codec, puzzles, s, fp32.tokens) for s in (fp32, q))
     tok = (q.tokens == fp32.tokens).mean(-1)
     s32, s8 = summarize(ex32, tok, fp32.steps), summarize(ex8, tok, q.steps)
     return {"n": len(puzzles), "fp32_exact": s32["exact_accuracy"], "int8_exact": s8["exact_accuracy"],
@@ -182,31 +193,29 @@ def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> di
             "fp32_mean_steps": s32["mean_steps"], "int8_mean_steps": s8["mean_steps"]}
 
 
-def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, heldout: np.ndarray,
-                    policy: HaltPolicy, max_drop: float, status: Callable[[str], None]) -> dict:
-    """Write `step.<mode>.onnx` in `tmp`, guarded; returns the manifest section. Raises CheckFailed."""
+def quantize_graphs(ctx: Context, mode: str) -> dict:
+    """Write `step.<mode>.onnx` in the bundle's temporary directory, guarded; returns the manifest section.
+    Raises CheckFailed."""
+    tmp, solver32, policy, max_drop = ctx.tmp, ctx.onnx_solvers["step"], ctx.policy, ctx.options.quant.max_drop
     src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
     step_model = onnx.load(str(src))
     mm = matmul_nodes(step_model)
     default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
-    status(f"calibrating on carries from all {policy.max_steps} steps of {len(calib)} puzzles")
-    feeds = calibration_feeds(solver32, calib, solver32.config.halt_max_steps)
-    fp32 = solver32.solve(heldout, policy)
+    feeds, fp32, heldout = ctx.calib_feeds, ctx.heldout_fp32, ctx.heldout
     exclude, ranked, tries = list(default_float), None, []
     scratch = tmp / ".quant"
     scratch.mkdir()
     try:
         while True:
-            status(f"quantizing ({mode}, {len(exclude)} MatMuls kept in float)")
+            ctx.status(f"quantizing ({mode}, {len(exclude)} MatMuls kept in float)")
             quantize_step(src, dst, mode, feeds, exclude, scratch / "calib.json")
-            solver8 = Solver(OrtAdapter(dst), "step", solver32.config, solver32.codec,
-                             {"H_init": solver32.H_init, "L_init": solver32.L_init})
-            figs = guard_figures(fp32, solver8.solve(heldout, policy), heldout, solver32.codec)
+            solver8 = ctx.solver(OrtAdapter(dst))
+            figs = guard_figures(fp32, solver8.solve(heldout, policy), heldout, ctx.codec)
             tries.append({"float_nodes": len(exclude), **figs})
             if figs["exact_drop_pp"] <= max_drop and len(exclude) < len(mm):
                 break
             if ranked is None:
-                status("ranking MatMuls by int8 sensitivity")
+                ctx.status("ranking MatMuls by int8 sensitivity")
                 ranked = [n for n in sensitivity(src, feeds, [n.name for n in mm if n.name not in exclude], mode,
                                                  scratch) if n not in exclude]
             if not ranked:  # every MatMul is float: nothing int8 fits the budget
@@ -221,19 +230,13 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     n_int8 = _count_quantized(dst)
-    speed = {"step_ms_b1_fp32": step_ms(solver32, feeds[0]), f"step_ms_b1_{mode}": step_ms(solver8, feeds[0])}
-    speed["speedup"] = round(speed["step_ms_b1_fp32"] / speed[f"step_ms_b1_{mode}"], 2)
-    warnings = []
-    if speed["speedup"] < 1:  # what the budget left quantized cannot pay for its Q/DQ and dequantized weights
-        warnings.append(f"{mode}: the guarded step graph is {1 / speed['speedup']:.1f}x SLOWER than fp32 at batch 1 "
-                        f"({n_int8} of {len(mm)} MatMuls in int8); use the fp32 graph")
+    speed, warnings = speed_check(mode, solver32, solver8, ctx.probe_feed, f"{n_int8} of {len(mm)} MatMuls in int8")
     by_name = {n.name: n for n in mm}
     return {
         "mode": mode, "format": "QDQ, float MatMul outputs" if mode == "int8" else "dynamic (MatMulInteger)",
         "activations": "uint8" if mode == "int8" else "uint8 (per batch)", "weights": "int8 per-channel",
-        "calibration": {"puzzles": len(calib), "steps_per_puzzle": solver32.config.halt_max_steps,
-                        "carries": len(feeds), "steps_covered": sorted({f["step"] for f in feeds}),
-                        "method": f"percentile {CALIB_PERCENTILE}" if mode == "int8" else "none: ranges per call"},
+        "calibration": dict(calibration_summary(ctx), method=f"percentile {CALIB_PERCENTILE}" if mode == "int8"
+                            else "none: ranges per call"),
         "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
         "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
         "quantized_matmuls": n_int8, "matmuls": len(mm),
@@ -241,9 +244,27 @@ def quantize_graphs(tmp: Path, mode: str, solver32: Solver, calib: np.ndarray, h
     }
 
 
+def speed_check(mode: str, solver32: Solver, solver8: Solver, feed: dict, what: str, engine: str = ""
+                ) -> tuple[dict, list[str]]:
+    """Step time at batch 1, fp32 beside int8, and a warning when the guarded int8 graph does not pay."""
+    speed = {"step_ms_b1_fp32": step_ms(solver32, feed), f"step_ms_b1_{mode}": step_ms(solver8, feed)}
+    speed["speedup"] = round(speed["step_ms_b1_fp32"] / speed[f"step_ms_b1_{mode}"], 2)
+    warnings = []
+    if speed["speedup"] < 1:  # what the budget left quantized cannot pay for its Q/DQ and dequantized weights
+        warnings.append(f"{engine}{mode}: the guarded step graph is {1 / speed['speedup']:.1f}x SLOWER than fp32 at "
+                        f"batch 1 ({what}); use the fp32 graph")
+    return speed, warnings
+
+
+def calibration_summary(ctx: Context) -> dict:
+    feeds = ctx.calib_feeds
+    return {"puzzles": len(ctx.calib_puzzles), "steps_per_puzzle": ctx.model.config.halt_max_steps,
+            "carries": len(feeds), "steps_covered": sorted({f["step"] for f in feeds})}
+
+
 def step_ms(solver: Solver, feed: dict, runs: int = 10) -> float:
     """Median time of one step at batch 1 (a side-by-side check, not a benchmark: see `trm-edge bench`)."""
-    row = {k: v[:1] for k, v in feed.items() if k != "step"}
+    row = {k: v[:1] for k, v in feed.items()}
     times = []
     for _ in range(runs + 2):
         t0 = time.perf_counter()

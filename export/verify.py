@@ -1,4 +1,4 @@
-"""Every export proves itself before it is written: each graph runs in ONNX Runtime on real puzzles of the
+"""Every export proves itself before it is written: each graph runs in its engine on real puzzles of the
 model's task and is compared with the PyTorch reference, step by step and under each halting policy."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from trm_edge.errors import CheckFailed
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM, Batch
-from trm_edge.runtimes.ort import OrtAdapter
+from trm_edge.runtimes.base import Adapter
 from trm_edge.runtimes.solver import Solver
 from trm_edge.tasks import Codec
 
@@ -41,15 +41,17 @@ def sample_puzzles(codec: Codec, n: int, seed: int = 0) -> np.ndarray:
     return np.stack([encode_grid(t.test[0][0]) for t in list(tasks)[:n]]).astype(np.int64)
 
 
-def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies: list[HaltPolicy]) -> dict:
-    """Compare each graph with the reference; raise CheckFailed with the numbers on any mismatch."""
+def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies: list[HaltPolicy],
+           engine: str = "ONNX Runtime") -> dict:
+    """Compare each graph, run by `engine`, with the reference; raise CheckFailed with the numbers on any
+    mismatch."""
     model = model.eval()
     ids = np.zeros(len(puzzles), np.int64)
     report: dict = {"puzzles": len(puzzles), "tolerance": {
         "logits_step1": TOL_STEP1, "logits_any_step": TOL_ANY, "tokens_identical": MIN_TOKENS_IDENTICAL,
         "steps_identical": MIN_STEPS_IDENTICAL}}
     if "step" in solvers:
-        report["step"] = _per_step(model, solvers["step"].adapter, puzzles, ids)
+        report["step"] = _per_step(model, solvers["step"].adapter, puzzles, ids, engine)
     batch = Batch(torch.from_numpy(puzzles), torch.from_numpy(ids))
     for pol in policies:
         ref = model.solve(batch, pol)
@@ -63,18 +65,19 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
             report.setdefault("policies", {}).setdefault(str(pol), {})[form] = entry
             if entry["faults"] or entry["reference_faults"]:
                 raise CheckFailed(f"verification failed: NaN or Inf under {pol} in {entry['faults']} of "
-                                  f"{len(puzzles)} puzzles on the {form} graph and {entry['reference_faults']} on the "
-                                  "PyTorch reference (broken weights?); no bundle written")
+                                  f"{len(puzzles)} puzzles on the {engine} {form} graph and "
+                                  f"{entry['reference_faults']} on the PyTorch reference (broken weights?); no bundle "
+                                  "written")
             if entry["tokens_identical"] < MIN_TOKENS_IDENTICAL or entry["steps_identical"] < MIN_STEPS_IDENTICAL:
-                raise CheckFailed(f"verification failed: {form} graph under {pol}: answer tokens identical "
+                raise CheckFailed(f"verification failed: {engine} {form} graph under {pol}: answer tokens identical "
                                   f"{entry['tokens_identical']:.2%} (need {MIN_TOKENS_IDENTICAL:.1%}), steps identical "
                                   f"{entry['steps_identical']:.1%} (need {MIN_STEPS_IDENTICAL:.0%}) vs the PyTorch "
                                   "reference; no bundle written")
     return report
 
 
-def _per_step(model: TRM, adapter: OrtAdapter, puzzles: np.ndarray, ids: np.ndarray) -> dict:
-    """The graph's own error at each step: ORT gets the reference's carry as input. (Fed its own carry, the
+def _per_step(model: TRM, adapter: Adapter, puzzles: np.ndarray, ids: np.ndarray, engine: str) -> dict:
+    """The graph's own error at each step: the engine gets the reference's carry as input. (Fed its own carry, the
     error compounds through the recursion: on a random 5M model, 1e-4 at step 1 grows to O(1) by step 16,
     a property of the model's dynamics, not of the graph; the end-to-end answers are checked separately.)"""
     batch = Batch(torch.from_numpy(puzzles), torch.from_numpy(ids))
@@ -88,7 +91,7 @@ def _per_step(model: TRM, adapter: OrtAdapter, puzzles: np.ndarray, ids: np.ndar
             errs.append(float(np.abs(o["logits"] - logits.float().numpy()).max()))
     res = {"max_abs_logit_error_per_step": errs}
     if errs[0] > TOL_STEP1 or max(errs) > TOL_ANY:
-        raise CheckFailed(f"verification failed: step graph logits differ from the reference by {errs[0]:.2e} at "
-                          f"step 1 (tolerance {TOL_STEP1:g}) and {max(errs):.2e} at worst (tolerance {TOL_ANY:g}); "
-                          "no bundle written")
+        raise CheckFailed(f"verification failed: {engine} step graph logits differ from the reference by "
+                          f"{errs[0]:.2e} at step 1 (tolerance {TOL_STEP1:g}) and {max(errs):.2e} at worst "
+                          f"(tolerance {TOL_ANY:g}); no bundle written")
     return res

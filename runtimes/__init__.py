@@ -1,13 +1,14 @@
 """Runtimes: one adapter per engine behind one interface, and the shared Solver. No torch import here:
-only the torch adapter imports it, when asked for.
+only the torch adapter imports it, when asked for. A further engine is one adapter file plus one line in ENGINES.
 
-Threads: a Solver keeps no state between calls, and both adapters may be called from many threads at once (an ORT
-InferenceSession's `run` is thread-safe; the torch reference runs in inference mode without module state), so
-nothing is locked; tests/test_reliability.py holds 8 threads to the single-thread answers. An engine whose
-interpreter is not thread-safe (a TFLite Interpreter) must lock its own `run`."""
+Threads: a Solver keeps no state between calls, and every adapter may be called from many threads at once (an ORT
+InferenceSession's `run` is thread-safe; OpenVINO gets one infer request per thread; a LiteRT interpreter is not
+thread-safe, so its adapter locks; the torch reference runs in inference mode without module state);
+tests/test_reliability.py and tests/test_engines.py hold 8 threads to the single-thread answers."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 
@@ -19,19 +20,26 @@ from trm_edge.runtimes.solver import Solver
 from trm_edge.spec import io_spec
 from trm_edge.tasks import codec_for
 
-BACKENDS = ("ort", "torch")
+# backend -> (the bundle format it runs, module, adapter class taking (path, threads))
+ENGINES = {
+    "ort": ("onnx", "trm_edge.runtimes.ort", "OrtAdapter"),
+    "openvino": ("openvino", "trm_edge.runtimes.openvino", "OpenVinoAdapter"),
+    "litert": ("litert", "trm_edge.runtimes.litert", "LiteRtAdapter"),
+}
+BACKENDS = (*ENGINES, "torch")
 
 
 def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph: str = "step",
                 precision: str = "fp32", threads: int | None = None, opt_level: str = "all") -> Solver:
-    """A Solver over one graph of a bundle (hashes checked on load)."""
+    """A Solver over one graph of a bundle (hashes checked on load). `opt_level` is ORT's graph optimisation."""
     b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
     init = _initial_state(b)
     t0 = time.perf_counter()
-    if backend == "ort":
-        from trm_edge.runtimes.ort import OrtAdapter
-
-        adapter = OrtAdapter(b.graph_file(graph, precision), threads, opt_level)
+    if backend in ENGINES:
+        fmt, module, cls = ENGINES[backend]
+        path = b.graph_file(graph, precision, fmt)
+        adapter_cls = getattr(importlib.import_module(module), cls)
+        adapter = adapter_cls(path, threads, opt_level) if backend == "ort" else adapter_cls(path, threads)
     elif backend == "torch":
         if graph != "step" or precision != "fp32":
             raise TRMEdgeError("backend torch runs the fp32 reference step only (--graph step --precision fp32)")
@@ -44,7 +52,7 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     else:
         raise TRMEdgeError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")
     init_ms = 1000 * (time.perf_counter() - t0)
-    _check_io(b, graph, precision, adapter.io())
+    _check_io(b, graph, precision, adapter.io(), backend)
     steps = b.manifest["graphs"][graph].get("steps") if graph == "unrolled" else None
     return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps,
                   str(b.manifest.get("halting", "fixed")))
@@ -65,7 +73,7 @@ def _initial_state(b: Bundle) -> dict[str, np.ndarray]:
     return init
 
 
-def _check_io(b: Bundle, graph: str, precision: str, have: dict[str, list]) -> None:
+def _check_io(b: Bundle, graph: str, precision: str, have: dict[str, list], backend: str = "ort") -> None:
     """Every input and output the spec names, with the config's sizes: weights that do not match the manifest's
     config are refused at load, not met as a shape error in the middle of a solve."""
     batch = b.manifest.get("batch")
@@ -75,7 +83,8 @@ def _check_io(b: Bundle, graph: str, precision: str, have: dict[str, list]) -> N
             got = have.get(t["name"])
             if got is None or len(got) != len(t["shape"]) or any(
                     isinstance(g, int) and isinstance(w, int) and g != w for g, w in zip(got, t["shape"])):
-                raise TRMEdgeError(f"{b.graph_file(graph, precision)}: {side[:-1]} {t['name']} is "
+                fmt = ENGINES.get(backend, ("onnx",))[0]
+                raise TRMEdgeError(f"{b.graph_file(graph, precision, fmt)}: {side[:-1]} {t['name']} is "
                                    f"{'missing' if got is None else got}, the manifest's config needs {t['shape']}: "
                                    "the graph does not match the config; re-export the bundle")
 

@@ -466,7 +466,8 @@ def test_real_runtime_on_tiny_bundle(tmp_path):
     from trm_edge.model import TRM
 
     model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
-    bundle = export.export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ["step"], verify_n=4)
+    bundle = export.export_bundle(model, {"task": "sudoku"}, tmp_path / "b",
+                                  export.ExportOptions(("step",), verify_n=4))
     data = tmp_path / "p.txt"
     data.write_text("\n".join(_text(_puzzle(_solution(i), i)) for i in range(4)) + "\n")
     rep = harness.run_bench(str(bundle), backends=["ort", "torch"], halts=["fixed", "learned:0"], data=str(data),

@@ -17,7 +17,7 @@ from conftest import FIXTURES, OFFICIAL, bf16_official, tiny_config
 from trm_edge.bundle import Bundle
 from trm_edge.checkpoint import load_model, load_official
 from trm_edge.errors import CheckFailed, TRMEdgeError
-from trm_edge.export import export_bundle
+from trm_edge.export import ExportOptions, export_bundle
 from trm_edge.export.verify import sample_puzzles
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM, Batch
@@ -26,7 +26,8 @@ from trm_edge.runtimes import open_solver
 
 @pytest.fixture(scope="module", params=OFFICIAL)
 def bundle(request, tmp_path_factory):
-    """One export of each official fixture with all three forms (the dynamo export is the slow part)."""
+    """One export of each official fixture with all three forms in every format (the dynamo export is the slow
+    part)."""
     d = FIXTURES / request.param
     if not d.is_dir():
         pytest.skip("fixtures missing")
@@ -34,7 +35,8 @@ def bundle(request, tmp_path_factory):
     with torch.no_grad():  # an input-dependent halting head, so rows halt at different steps
         model.q_head.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
         model.q_head.bias.zero_()
-    out = export_bundle(model, meta, tmp_path_factory.mktemp("b") / request.param, ["step", "loop", "unrolled"])
+    out = export_bundle(model, meta, tmp_path_factory.mktemp("b") / request.param,
+                        ExportOptions(("step", "loop", "unrolled"), formats=("openvino", "litert")))
     return out, model
 
 
@@ -43,10 +45,13 @@ def _ref(model: TRM, tokens: np.ndarray, policy: HaltPolicy):
     return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
 
 
-@pytest.mark.parametrize("graph", ["step", "loop", "unrolled"])
-def test_every_form_matches_reference(bundle, graph):
+@pytest.mark.parametrize("backend,graph", [("ort", "step"), ("ort", "loop"), ("ort", "unrolled"),
+                                           ("openvino", "step"), ("openvino", "loop"), ("openvino", "unrolled"),
+                                           ("litert", "step")])
+def test_every_form_matches_reference(bundle, backend, graph):
+    """Both token mixers (the sudoku fixture is mlp_t, the maze one attention with RoPE), every engine's forms."""
     path, model = bundle
-    solver = open_solver(path, "ort", graph)
+    solver = open_solver(path, backend, graph)
     puzzles = sample_puzzles(solver.codec, 12, seed=5)
     qs = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
     policies = ["fixed", f"learned:{np.median(qs):.4f}", f"learned:{np.median(qs):.4f},min=2"]
@@ -118,7 +123,7 @@ def test_reference_evaluator_agrees_with_ort_on_loop(tmp_path):
     with torch.no_grad():
         model.q_head.weight.normal_(0, 1.0)
         model.q_head.bias.zero_()
-    path = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ["loop"])
+    path = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("loop",)))
     solver = open_solver(path, "ort", "loop")
     puzzles = sample_puzzles(solver.codec, 3)
     pol = solver.policy("learned:0")
@@ -165,12 +170,13 @@ def test_failed_verification_leaves_no_bundle(tmp_path, monkeypatch):
     monkeypatch.setattr(verify_mod, "TOL_STEP1", -1.0)  # an impossible tolerance
     model = TRM(tiny_config(halt_max_steps=2)).eval()
     with pytest.raises(CheckFailed, match="logits differ"):
-        export_bundle(model, {"task": "sudoku"}, tmp_path / "out", ["step"])
+        export_bundle(model, {"task": "sudoku"}, tmp_path / "out", ExportOptions(("step",)))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_torch_free_device_loads_and_solves(bundle):
-    """With torch hidden (a Pi install: numpy + onnxruntime), a bundle loads and solves."""
+@pytest.mark.parametrize("backend,graph", [("ort", "loop"), ("openvino", "loop"), ("litert", "step")])
+def test_torch_free_device_loads_and_solves(bundle, backend, graph):
+    """With torch hidden (a Pi install: numpy + one engine), a bundle loads and solves, as it does with torch."""
     path, _ = bundle
     code = textwrap.dedent(f"""
         import sys
@@ -181,15 +187,16 @@ def test_torch_free_device_loads_and_solves(bundle):
         sys.meta_path.insert(0, Block())
         import numpy as np
         from trm_edge.runtimes import open_solver
-        s = open_solver({str(path)!r}, "ort", "loop")
+        s = open_solver({str(path)!r}, {backend!r}, {graph!r})
         x = np.ones((2, s.config.seq_len), np.int64)
         sol = s.solve(x, "fixed")
         assert "torch" not in sys.modules
-        print(sol.steps.tolist())
+        print(sol.steps.tolist(), sol.tokens.tolist())
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert res.returncode == 0, res.stderr[-800:]
-    assert res.stdout.strip().startswith("[")
+    here = open_solver(path, backend, graph).solve(np.ones((2, Bundle(path).config.seq_len), np.int64), "fixed")
+    assert res.stdout.strip() == f"{here.steps.tolist()} {here.tokens.tolist()}"
 
 
 def test_cli_export_and_solve_bundle(tmp_path, capsys):
@@ -215,7 +222,7 @@ def test_bf16_checkpoint_exports_in_fp32(tmp_path):
     d = bf16_official(tmp_path, cast_init=True)
     model, meta = load_official(d)
     assert model.config.forward_dtype == "bfloat16"
-    path = export_bundle(model, meta, tmp_path / "b", ["step"])
+    path = export_bundle(model, meta, tmp_path / "b", ExportOptions(("step",)))
     b = Bundle(path)
     assert b.config.forward_dtype == "float32" and b.manifest["verification"]["passed"]
     twin, _ = load_model(d, dtype="float32")

@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_config
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
-from trm_edge.export import export_bundle, quantize
+from trm_edge.export import ExportOptions, QuantOptions, export_bundle, quantize
 from trm_edge.export.quantize import calibration_feeds
 from trm_edge.export.verify import sample_puzzles
 from trm_edge.model import TRM
@@ -25,7 +25,7 @@ def tiny_model():
 
 
 def test_calibration_covers_every_step(tiny_model, tmp_path):
-    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"])
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(path, "ort", "step")
     puzzles = sample_puzzles(solver.codec, 4)
     feeds = calibration_feeds(solver, puzzles, steps=3, batch=2)
@@ -40,7 +40,7 @@ def test_calibration_covers_every_step(tiny_model, tmp_path):
 def test_static_calibration_in_chunks_gives_the_ranges_of_one_pass(tiny_model, tmp_path, monkeypatch):
     """Large models are calibrated a few feeds at a time (ORT's calibrator holds all it is given in memory); the
     merged histograms must give the ranges of one pass, up to the histogram's resolution."""
-    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"])
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(path, "ort", "step")
     feeds = calibration_feeds(solver, sample_puzzles(solver.codec, 4), steps=3, batch=2)
     ranges = {}
@@ -56,23 +56,24 @@ def test_static_calibration_in_chunks_gives_the_ranges_of_one_pass(tiny_model, t
 
 
 def test_bad_int8_request_is_refused_before_export(tiny_model, tmp_path):
-    for kw, msg in (({"quantize": ["int4"]}, "choose from"), ({"calib_n": 0}, "at least 1 puzzle"),
-                    ({"heldout_n": 0}, "at least 1 puzzle")):
+    for kw, msg in (({"modes": ("int4",)}, "choose from"), ({"calib": 0}, "at least 1 puzzle"),
+                    ({"heldout": 0}, "at least 1 puzzle")):
         with pytest.raises(TRMEdgeError, match=msg):
-            export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "o", ["step"], **{"quantize": ["int8"], **kw})
+            export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "o",
+                          ExportOptions(("step",), quant=QuantOptions(**{"modes": ("int8",), **kw})))
     assert not (tmp_path / "o").exists()
 
 
 def test_guard_fails_on_impossible_budget_and_leaves_nothing(tiny_model, tmp_path):
     with pytest.raises(CheckFailed, match=r"int8 accuracy guard failed: exact-solve drop .* budget -1 pp"):
-        export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "out", ["step"], quantize=["int8"], max_drop=-1.0,
-                      calib_n=4, heldout_n=8)
+        export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "out",
+                      ExportOptions(("step",), quant=QuantOptions(("int8",), calib=4, heldout=8, max_drop=-1.0)))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
-    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step", "loop"],
-                         quantize=["int8", "int8-dynamic"], calib_n=4, heldout_n=8, max_drop=100.0)
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
+        ("step", "loop"), quant=QuantOptions(("int8", "int8-dynamic"), calib=4, heldout=8, max_drop=100.0)))
     mf = json.loads((path / "manifest.json").read_text())
     for mode in ("int8", "int8-dynamic"):
         q = mf["quantization"][mode]
@@ -96,8 +97,8 @@ def test_int8_slower_than_fp32_is_reported(tiny_model, tmp_path, monkeypatch):
     """The side-by-side speed check warns when int8 does not pay (timings faked: fp32 first, then int8)."""
     times = iter([1.0, 2.0])
     monkeypatch.setattr(quantize, "step_ms", lambda solver, feed: next(times))
-    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ["step"], quantize=["int8-dynamic"],
-                         calib_n=4, heldout_n=8, max_drop=100.0)
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
+        ("step",), quant=QuantOptions(("int8-dynamic",), calib=4, heldout=8, max_drop=100.0)))
     q = json.loads((path / "manifest.json").read_text())["quantization"]["int8-dynamic"]
     assert q["speed"]["speedup"] == 0.5
     assert q["warnings"] and "2.0x SLOWER than fp32" in q["warnings"][0]

@@ -54,11 +54,11 @@ def test_export_refuses_a_user_folder_before_loading(capsys, tmp_path, monkeypat
 
 
 def test_export_library_refuses_too(tmp_path, monkeypatch):
-    from trm_edge.export import export_bundle, pipeline
+    from trm_edge.export import export_bundle, format_onnx
     from trm_edge.model import TRM
 
     d = user_folder(tmp_path)
-    monkeypatch.setattr(pipeline, "export_step", never)
+    monkeypatch.setattr(format_onnx, "export_step", never)
     with pytest.raises(TRMEdgeError, match="refusing"):
         export_bundle(TRM(tiny_config()), {"task": "sudoku"}, d)
 
@@ -315,12 +315,12 @@ PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2...
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from trm_edge.export import export_bundle
+    from trm_edge.export import ExportOptions, export_bundle
     from trm_edge.model import TRM
 
     model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
-    return export_bundle(model, {"task": "sudoku"}, tmp_path_factory.mktemp("tiny") / "b", ["step", "loop"],
-                         verify_n=4)
+    return export_bundle(model, {"task": "sudoku"}, tmp_path_factory.mktemp("tiny") / "b",
+                         ExportOptions(("step", "loop"), verify_n=4))
 
 
 def rehash(bundle):
@@ -625,12 +625,12 @@ def test_soak_memory_and_answers_hold(tiny_bundle):
 def test_soak_5000_solves_bundled_model(tmp_path):
     from trm_edge.benchmarks.soak import soak
     from trm_edge.checkpoint import load_model
-    from trm_edge.export import export_bundle
+    from trm_edge.export import ExportOptions, export_bundle
     from trm_edge.export.verify import sample_puzzles
     from trm_edge.runtimes import open_solver
 
     model, meta = load_model(None)
-    b = export_bundle(model, meta, tmp_path / "b", ["step"])
+    b = export_bundle(model, meta, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(b, "ort", "step", threads=1)
     res = soak(solver, sample_puzzles(solver.codec, 250, seed=7), solver.policy("learned:3"), solves=5000)
     print(json.dumps(res))

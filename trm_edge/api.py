@@ -105,6 +105,11 @@ def model_info(source: str | None, seq_len: int | None = None) -> dict:
     }
 
 
+def split_list(text: str | None) -> list[str]:
+    """`a,b, c` -> ['a', 'b', 'c']."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
 def parse_int_list(text: str, option: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -121,14 +126,23 @@ def parse_depth(text: str) -> tuple[int, int]:
 
 
 def bundle_summary(path: str | os.PathLike) -> dict:
+    """Files per format, graph and precision; each format's verification and quantization; the export's notes."""
     from trm_edge.bundle import Bundle
 
     b = Bundle(path)
-    rows = [{"graph": g, "precision": prec, "file": f, "mb": b.manifest["files"][f]["bytes"] / 1e6,
-             "session_init_ms": info.get("session_init_ms") if prec == "fp32" else None}  # measured on fp32
-            for g, info in b.manifest["graphs"].items() for prec, f in info["files"].items()]
-    return {"path": str(b.path), "graphs": rows, "verification": b.manifest.get("verification", {}),
-            "quantization": b.manifest.get("quantization", {})}
+    m = b.manifest
+    sections = {"onnx": m, **m.get("formats", {})}
+    init_ms = {("onnx", g): info.get("session_init_ms") for g, info in m["graphs"].items()}
+    init_ms.update({(f, g): ms for f, sec in m.get("formats", {}).items()
+                    for g, ms in sec.get("session_init_ms", {}).items()})
+    rows = [{"format": fmt, "graph": g, "precision": prec, "file": f, "mb": b.graph_bytes(g, prec, fmt) / 1e6,
+             "session_init_ms": init_ms.get((fmt, g)) if prec == "fp32" else None}  # measured on fp32
+            for fmt, forms in b.formats().items() for g, files in forms.items() for prec, f in files.items()]
+    return {"path": str(b.path), "graphs": rows,
+            "verification": {fmt: sec.get("verification", {}) for fmt, sec in sections.items()},
+            "quantization": {f"{fmt} {mode}": q for fmt, sec in sections.items()
+                             for mode, q in sec.get("quantization", {}).items()},
+            "notes": m.get("notes", [])}
 
 
 # -- solve -------------------------------------------------------------------------------------------

@@ -87,6 +87,10 @@ class Bundle:
         if not isinstance(m["graphs"], dict) or not all(
                 isinstance(f, str) for g in m["graphs"].values() for f in g["files"].values()):
             raise TypeError("graphs must map forms to {files: {precision: name}}")
+        if not isinstance(m.get("formats", {}), dict) or not all(
+                isinstance(f, str) for fmt in m.get("formats", {}).values() for g in fmt["graphs"].values()
+                for f in g.values()):
+            raise TypeError("formats must map names to {graphs: {form: {precision: name}}}")
         for key in ("init", "reference", "task"):
             if not isinstance(m[key], str):
                 raise TypeError(f"{key} must be a string")
@@ -143,12 +147,28 @@ class Bundle:
             if graph is not None:
                 self._check_external_data(name, f, graph)
 
-    def graph_file(self, graph: str, precision: str = "fp32") -> Path:
-        forms = self.manifest["graphs"]
+    def formats(self) -> dict[str, dict[str, dict[str, str]]]:
+        """format -> graph form -> precision -> file; ONNX's files sit in the manifest's top-level `graphs`."""
+        return {"onnx": {g: info["files"] for g, info in self.manifest["graphs"].items()},
+                **{name: f["graphs"] for name, f in self.manifest.get("formats", {}).items()}}
+
+    def graph_bytes(self, graph: str, precision: str = "fp32", fmt: str = "onnx") -> int:
+        """A graph's size with the files it reads beside it (an IR's .bin, an ONNX graph's external data)."""
+        name = Path(self.formats()[fmt][graph][precision])
+        companions = [name, name.with_suffix(".bin"), name.with_name(f"{name.name}.data")]
+        return sum(self.manifest["files"][c.as_posix()]["bytes"] for c in companions
+                   if c.as_posix() in self.manifest["files"])
+
+    def graph_file(self, graph: str, precision: str = "fp32", fmt: str = "onnx") -> Path:
+        formats = self.formats()
+        if fmt not in formats:
+            raise TRMEdgeError(f"{self.path}: no {fmt} graphs in this bundle (has: {', '.join(formats)}); re-export "
+                               f"with --format {fmt}")
+        forms, what = formats[fmt], "" if fmt == "onnx" else f"{fmt} "
         if graph not in forms:
-            raise TRMEdgeError(f"{self.path}: no {graph} graph in this bundle (has: {', '.join(forms) or 'none'}); "
-                               f"re-export with --graph {graph}")
-        if precision not in forms[graph]["files"]:
-            have = ", ".join(forms[graph]["files"])
-            raise TRMEdgeError(f"{self.path}: no {precision} {graph} graph (has: {have}); export with --quantize")
-        return self.file(forms[graph]["files"][precision])
+            raise TRMEdgeError(f"{self.path}: no {what}{graph} graph in this bundle (has: {', '.join(forms) or 'none'})"
+                               + (f"; re-export with --graph {graph}" if graph not in self.manifest["graphs"] else ""))
+        if precision not in forms[graph]:
+            raise TRMEdgeError(f"{self.path}: no {precision} {what}{graph} graph (has: {', '.join(forms[graph])}); "
+                               "export with --quantize")
+        return self.file(forms[graph][precision])

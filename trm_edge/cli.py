@@ -37,9 +37,11 @@ HaltOpt = Annotated[str | None, typer.Option("--halt", help="fixed[:N] (official
                                              "model's recommended policy.")]
 ViewsOpt = Annotated[int | None, typer.Option("--views", min=1, max=256, help="Symmetric views of each puzzle; the "
                                               "first answer the rules accept wins (sudoku, maze).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default) or torch.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default), openvino, litert "
+                                                "or torch.")]
 GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic (what the "
+                                           "bundle has for that backend).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
                                                 help="Intra-op threads (default: the runtime's).")]
 DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
@@ -155,6 +157,8 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            out_dir: Annotated[str, typer.Option("-o", "--out", help="Bundle directory (new, empty, or a bundle to "
                                                 "replace).")] = "trm-bundle",
            graph: Annotated[str, typer.Option("--graph", help="Forms: step,loop,unrolled.")] = "step,loop",
+           formats: Annotated[str, typer.Option("--format", help="onnx,openvino,litert (ONNX is always written: "
+                                                "the others are converted from it or checked beside it).")] = "onnx",
            halt: HaltOpt = None,
            max_steps: Annotated[int | None, typer.Option(min=1, max=MAX_STEPS, help="Steps of the unrolled graph.")]
            = None,
@@ -163,28 +167,29 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            = None,
            puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
            = None,
-           quantize: Annotated[str | None, typer.Option(help="int8 (static QDQ) and/or int8-dynamic, comma-separated.")]
+           quantize: Annotated[str | None, typer.Option(help="int8 (static) and/or int8-dynamic, comma-separated, "
+                                                  "for every format offering it, or for one as FORMAT:MODE "
+                                                  "(litert:int8-dynamic).")]
            = None,
            calib: Annotated[int, typer.Option(help="Calibration puzzles (carries from every step).")] = 32,
            max_drop: Annotated[float, typer.Option(min=0, max=100, help="Exact-solve drop budget, percentage points.")]
            = 1.0,
            heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard.")] = 128,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
-    """Export to ONNX, verify every graph against the PyTorch reference, optionally quantize under an accuracy
-    guard, and write a bundle (all or nothing)."""
-    from trm_edge.export import export_bundle, parse_graphs
+    """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
+    quantize under an accuracy guard, and write a bundle (all or nothing)."""
+    from trm_edge.export import ExportOptions, QuantOptions, export_bundle
 
-    forms = parse_graphs(graph)
-    ids = api.parse_int_list(puzzle_ids, "--puzzle-ids") if puzzle_ids else None
+    ids = tuple(api.parse_int_list(puzzle_ids, "--puzzle-ids")) if puzzle_ids else None
+    options = ExportOptions(tuple(api.split_list(graph)), tuple(api.split_list(formats)), halt, max_steps, opset,
+                            batch, ids, quant=QuantOptions(tuple(api.split_list(quantize)), calib, heldout, max_drop))
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
     claim(out_dir, "bundle")  # before minutes of work, not after
     loaded = api.open_model(model, seq_len=seq_len, task=task, depth=depth)
     with err.status("exporting") as st:
-        modes = [m.strip() for m in quantize.split(",") if m.strip()] if quantize else []
-        path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, forms, halt,
-                             max_steps, opset, batch, ids, quantize=modes, calib_n=calib, heldout_n=heldout,
-                             max_drop=max_drop, status=lambda s: st.update(s))
+        path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, options,
+                             status=lambda s: st.update(s))
     summary = api.bundle_summary(path)
     for q in summary["quantization"].values():
         for w in q.get("warnings", []):
@@ -192,18 +197,22 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    t = Table("graph", "precision", "file", "MB", "session init ms", title=f"bundle {path}")
+    t = Table("format", "graph", "precision", "file", "MB", "init ms", title=f"bundle {path}")
     for row in summary["graphs"]:
-        t.add_row(row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}", str(row["session_init_ms"] or ""))
+        t.add_row(row["format"], row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}",
+                  str(row["session_init_ms"] or ""))
     out.print(t)
-    out.print(f"verified against the PyTorch reference on {summary['verification']['puzzles']} puzzles: passed")
-    for mode, q in summary["quantization"].items():
+    for fmt, v in summary["verification"].items():
+        out.print(f"{fmt}: verified against the PyTorch reference on {v['puzzles']} puzzles: passed")
+    for note in summary["notes"]:
+        out.print(f"note: {note}")
+    for name, q in summary["quantization"].items():
         g = q["guard"]
-        out.print(f"{mode}: exact {g['int8_exact']:.1%} vs fp32 {g['fp32_exact']:.1%} "
+        share = f"{q['quantized_matmuls']} of {q['matmuls']} MatMuls in int8; " if "matmuls" in q else ""
+        out.print(f"{name}: exact {g['int8_exact']:.1%} vs fp32 {g['fp32_exact']:.1%} "
                   f"(drop {g['exact_drop_pp']:.2f} pp, "
                   f"budget {q['max_drop_pp']:g}), answers agree {g['answer_agreement']:.1%}, mean steps "
-                  f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; "
-                  f"{q['quantized_matmuls']} of {q['matmuls']} MatMuls in int8; "
+                  f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; {share}"
                   f"step {q['speed']['speedup']:.2f}x fp32's speed at batch 1")
 
 

@@ -1,0 +1,98 @@
+"""Export formats: one module each, one entry point `write(ctx) -> manifest section`, one registry line here.
+
+ONNX is written first and is the source of truth: its verified fp32 step graph gives every later format the
+calibration carries and the held-out fp32 answers its int8 is judged against. Each format converts, quantizes
+the modes it offers, verifies its own graphs against the PyTorch reference, and returns its manifest entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from trm_edge.export.options import ExportOptions
+from trm_edge.halting import HaltPolicy, Solution
+from trm_edge.model import TRM
+from trm_edge.runtimes.base import Adapter
+from trm_edge.runtimes.solver import Solver
+from trm_edge.tasks import Codec
+
+# format -> module with `write(ctx)`, `MODES` (int8 modes it offers) and `GRAPHS` (forms it writes)
+FORMATS = {
+    "onnx": "trm_edge.export.format_onnx",
+    "openvino": "trm_edge.export.format_openvino",
+    "litert": "trm_edge.export.format_litert",
+}
+
+
+def format_module(name: str):
+    return importlib.import_module(FORMATS[name])
+
+
+@dataclass
+class Context:
+    """Everything a format needs, computed once per export."""
+    model: TRM
+    options: ExportOptions
+    policy: HaltPolicy  # the bundle's halting policy
+    codec: Codec
+    init: dict[str, np.ndarray]
+    n_unrolled: int
+    tmp: Path
+    status: Callable[[str], None]
+    meta: dict
+    policies: list[HaltPolicy] = field(default_factory=list)  # verified under each
+    onnx_solvers: dict[str, Solver] = field(default_factory=dict)  # set by the ONNX format: fp32, by graph form
+
+    def solver(self, adapter: Adapter, graph: str = "step", init_ms: float = 0.0) -> Solver:
+        return Solver(adapter, graph, self.model.config, self.codec, self.init, init_ms,
+                      self.n_unrolled if graph == "unrolled" else None)
+
+    @cached_property
+    def verify_puzzles(self) -> np.ndarray:
+        from trm_edge.export.verify import sample_puzzles
+
+        return sample_puzzles(self.codec, self.options.verify_n)
+
+    @cached_property
+    def calib_puzzles(self) -> np.ndarray:
+        from trm_edge.export.verify import sample_puzzles
+
+        return sample_puzzles(self.codec, self.options.quant.calib, seed=1)
+
+    @cached_property
+    def heldout(self) -> np.ndarray:
+        from trm_edge.export.verify import sample_puzzles
+
+        return sample_puzzles(self.codec, self.options.quant.heldout, seed=2)
+
+    @cached_property
+    def calib_feeds(self) -> list[dict]:
+        """Step inputs at every supervision step of real solves (the same carries for every format's int8)."""
+        from trm_edge.export.quantize import calibration_feeds
+
+        self.status(f"calibrating on carries from all {self.model.config.halt_max_steps} steps of "
+                    f"{len(self.calib_puzzles)} puzzles")
+        return calibration_feeds(self.onnx_solvers["step"], self.calib_puzzles, self.model.config.halt_max_steps)
+
+    @cached_property
+    def heldout_fp32(self) -> Solution:
+        """The verified fp32 answers on the held-out puzzles under the bundle's policy: what int8 is judged by."""
+        return self.onnx_solvers["step"].solve(self.heldout, self.policy)
+
+    @cached_property
+    def probe_feed(self) -> dict[str, np.ndarray]:
+        """One puzzle at the initial carry: what the int8 speed checks time."""
+        z_H, z_L = self.onnx_solvers["step"].carry(1)
+        return {"tokens": self.heldout[:1], "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
+
+    def verify(self, solvers: dict[str, Solver], engine: str) -> dict:
+        from trm_edge.export.verify import verify
+
+        self.status(f"verifying {engine} against the PyTorch reference")
+        return dict(verify(self.model, solvers, self.verify_puzzles, self.policies, engine), passed=True)

@@ -1,0 +1,67 @@
+"""What an export is asked to do, as typed frozen configs (the CLI parses into these; formats read them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trm_edge.errors import TRMEdgeError
+from trm_edge.spec import GRAPHS
+
+DEFAULT_OPSET, MAX_OPSET = 18, 24  # 19-24 export and verify too (tried with torch 2.13, ORT 1.2x)
+MODES = ("int8", "int8-dynamic")
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """int8 requests: `modes` from MODES, each for every format that offers it, or for one format as
+    `format:mode` (e.g. litert:int8-dynamic); puzzles for calibration (carries from every step) and for the
+    held-out guard; the guard's exact-solve budget in percentage points."""
+    modes: tuple[str, ...] = ()
+    calib: int = 32
+    heldout: int = 128
+    max_drop: float = 1.0
+
+    def __post_init__(self):
+        from trm_edge.export.formats import FORMATS
+
+        for spec in self.modes:
+            fmt, _, mode = spec.rpartition(":")
+            if mode not in MODES or (fmt and fmt not in FORMATS):
+                raise TRMEdgeError(f"--quantize {spec!r}: choose from {', '.join(MODES)}, each optionally for one "
+                                   f"format as FORMAT:MODE ({', '.join(FORMATS)})")
+        if self.modes and min(self.calib, self.heldout) < 1:
+            raise TRMEdgeError(f"--calib {self.calib} / --heldout {self.heldout}: int8 needs at least 1 puzzle for "
+                               "each")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """`formats`: ONNX always comes first (the source of truth every other format is converted from or checked
+    beside); `batch=None` is a dynamic batch; `max_steps` sizes the unrolled graph (default: the model's)."""
+    graphs: tuple[str, ...] = ("step", "loop")
+    formats: tuple[str, ...] = ("onnx",)
+    halt: str | None = None
+    max_steps: int | None = None
+    opset: int = DEFAULT_OPSET
+    batch: int | None = None
+    puzzle_ids: tuple[int, ...] | None = None
+    verify_n: int = 16
+    quant: QuantOptions = field(default_factory=QuantOptions)
+
+    def __post_init__(self):
+        from trm_edge.export.formats import FORMATS
+
+        if not self.graphs or any(g not in GRAPHS for g in self.graphs):
+            raise TRMEdgeError(f"--graph {','.join(self.graphs)!r}: choose from {', '.join(GRAPHS)} (comma-separated)")
+        if bad := [f for f in self.formats if f not in FORMATS]:
+            raise TRMEdgeError(f"--format {bad[0]!r}: choose from {', '.join(FORMATS)} (comma-separated)")
+        if not DEFAULT_OPSET <= self.opset <= MAX_OPSET:
+            raise TRMEdgeError(f"--opset {self.opset}: choose {DEFAULT_OPSET}-{MAX_OPSET} (the exporter's range)")
+        # ONNX first, each format once; int8 graphs are built from the quantized step, so it is always exported
+        object.__setattr__(self, "formats", tuple(dict.fromkeys(("onnx", *self.formats))))
+        for spec in self.quant.modes:
+            if ":" in spec and spec.split(":")[0] not in self.formats:
+                raise TRMEdgeError(f"--quantize {spec!r}: add {spec.split(':')[0]} to --format")
+        if self.quant.modes and "step" not in self.graphs:
+            object.__setattr__(self, "graphs", ("step", *self.graphs))
+
