@@ -108,7 +108,7 @@ def quantize(ctx: Context, solver32, out) -> dict:
             "activations": "int8/uint8 per-tensor", "weights": "int8 per-channel", "graphs": ["step"],
             "calibration": dict(calibration_summary(ctx), method="NNCF min-max, accuracy-controlled"),
             "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
-            "float_nodes": [{"node": n, "module": module_of(m)} for m in mm for n in [m.name] if n in default_float],
+            "float_nodes": [{"node": m.name, "module": module_of(m)} for m in mm if m.name in default_float],
             "quantized_matmuls": n_int8, "matmuls": len(ops), "guard": figs, "speed": speed, "warnings": warnings}
 
 
