@@ -45,7 +45,6 @@ class Context:
     n_unrolled: int
     tmp: Path
     status: Callable[[str], None]
-    meta: dict
     policies: list[HaltPolicy] = field(default_factory=list)  # verified under each
     onnx_solvers: dict[str, Solver] = field(default_factory=dict)  # set by the ONNX format: fp32, by graph form
 
