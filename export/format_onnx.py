@@ -11,11 +11,12 @@ import onnx
 
 from trm_edge.export.formats import Context
 from trm_edge.export.graphs import build_loop, build_unrolled, export_step
+from trm_edge.export.options import MODES as ALL_MODES
 from trm_edge.export.quantize import quantize_graphs
 from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.spec import io_spec
 
-MODES, MODES_NOTE = ("int8", "int8-dynamic"), ""
+MODES, MODES_NOTE = ALL_MODES, ""  # ONNX offers every int8 mode
 GRAPHS, GRAPHS_NOTE = ("step", "loop", "unrolled"), ""
 REQUIRES, EXTRA = ("onnx", "onnxscript", "onnxruntime"), "export"
 _PROTOBUF_LIMIT = 1_800_000_000  # bytes; larger graphs keep their weights in an external data file

@@ -52,23 +52,22 @@ class Context:
         return Solver(adapter, graph, self.model.config, self.codec, self.init, init_ms,
                       self.n_unrolled if graph == "unrolled" else None)
 
-    @cached_property
-    def verify_puzzles(self) -> np.ndarray:
+    def _sample(self, n: int, seed: int) -> np.ndarray:
         from trm_edge.export.verify import sample_puzzles
 
-        return sample_puzzles(self.codec, self.options.verify_n)
+        return sample_puzzles(self.codec, n, seed=seed)
+
+    @cached_property
+    def verify_puzzles(self) -> np.ndarray:
+        return self._sample(self.options.verify_n, 0)
 
     @cached_property
     def calib_puzzles(self) -> np.ndarray:
-        from trm_edge.export.verify import sample_puzzles
-
-        return sample_puzzles(self.codec, self.options.quant.calib, seed=1)
+        return self._sample(self.options.quant.calib, 1)
 
     @cached_property
     def heldout(self) -> np.ndarray:
-        from trm_edge.export.verify import sample_puzzles
-
-        return sample_puzzles(self.codec, self.options.quant.heldout, seed=2)
+        return self._sample(self.options.quant.heldout, 2)
 
     @cached_property
     def calib_feeds(self) -> list[dict]:
