@@ -107,18 +107,28 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def doctor(as_json: JsonOpt = False) -> None:
-        """Installed runtimes, the CPU features int8/bf16 speed depends on, and the energy meters present."""
-        from rich.table import Table
-
+        """Installed runtimes, the CPU features int8/bf16 speed depends on, and the energy meters present; exits 1
+        when no engine can run here (none installed, or a 32-bit ARM system)."""
         from trm_edge.benchmarks.machine import doctor as run_doctor
 
         res = run_doctor()
         if as_json:
             print(json.dumps(res, indent=2))
-            return
+        else:
+            _doctor_table(res)
+        for problem in res["problems"]:
+            err.print(f"[red]problem:[/] {problem}")
+        if res["problems"]:
+            raise typer.Exit(1)
+
+    def _doctor_table(res: dict) -> None:
+        from rich.table import Table
+
         t = Table(show_header=False, title="trm-edge doctor")
         for dist, version in res["runtimes"].items():
             t.add_row(f"runtime {dist}", version or "[dim]not installed[/]")
+        if res["device"]:
+            t.add_row("device", res["device"])
         t.add_row("cpu", f"{res['cpu_model']} ({res['arch']})")
         for feat, on in res["cpu_features"].items():
             t.add_row(f"cpu feature {feat}", "[green]yes[/]" if on else "no")

@@ -79,7 +79,13 @@ def machine_facts() -> dict:
 def doctor() -> dict:
     """Runtimes, CPU features and energy meters this machine offers trm-edge."""
     from trm_edge.benchmarks.energy import emulation_reason, meters_status
+    from trm_edge.runtimes import platform_problem
 
-    cpu = cpu_info()
-    return {"runtimes": runtime_versions(), "arch": platform.machine(), "cpu_model": cpu["model"],
-            "cpu_features": cpu["features"], "emulation": emulation_reason(), "energy_meters": meters_status()}
+    cpu, versions = cpu_info(), runtime_versions()
+    engines = ("onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime")
+    problem = platform_problem() or (None if any(versions[e] for e in engines) else
+                                     "no inference engine installed: pip install 'trm-edge[ort]' (or [openvino], "
+                                     "[litert])")
+    return {"runtimes": versions, "arch": platform.machine(), "device": _device_model(), "cpu_model": cpu["model"],
+            "cpu_features": cpu["features"], "emulation": emulation_reason(), "energy_meters": meters_status(),
+            "problems": [problem] if problem else []}

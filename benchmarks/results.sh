@@ -98,3 +98,9 @@ trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision
 trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step \
   --halt fixed:16 --data builtin -n 64 --batch 64 --threads 2 --warmup 0 --out "$OUT/bench-engines-official-b64" \
   --json > /dev/null
+
+# devices: the web page in headless Chromium (desktop, WASM) beside native ORT in one run; then the runtime-only
+# install on emulated aarch64 (correctness only: emulated timings are not device timings)
+trm-edge export -o "$OUT/devices-bundle" --graph step --quantize int8-dynamic --json > "$OUT/export-devices.json"
+python -m trm_edge.benchmarks.browser "$OUT/devices-bundle" --precision fp32,int8-dynamic -n 32 > "$OUT/browser.md"
+TRM_ARM64_WORK="$OUT/arm64" bash tests/arm64/run.sh > "$OUT/arm64.txt"

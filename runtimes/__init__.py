@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import platform
 import time
 
 import numpy as np
@@ -27,13 +28,29 @@ ENGINES = {
     "litert": ("litert", "trm_edge.runtimes.litert", "LiteRtAdapter"),
 }
 BACKENDS = (*ENGINES, "torch")
+ARM32 = ("armv6l", "armv7l", "armv8l")  # 32-bit ARM userlands (older Raspberry Pi OS): no engine ships wheels for them
+
+
+def platform_problem(machine: str | None = None) -> str | None:
+    """Why no engine can install on this machine at all, or None."""
+    machine = machine or platform.machine()
+    if machine in ARM32:
+        return (f"this is a 32-bit ARM system ({machine}): ONNX Runtime, OpenVINO and LiteRT publish no wheels for it; "
+                "install the 64-bit Raspberry Pi OS (then `uname -m` says aarch64)")
+    return None
+
+
+def engine_missing(backend: str, what: str, extra: str) -> TRMEdgeError:
+    """The one line for an engine that is not installed: the extra to install, or why none can be."""
+    return TRMEdgeError(f"backend {backend}: {platform_problem()}" if platform_problem() else
+                        f"backend {backend} needs {what}: pip install 'trm-edge[{extra}]'")
 
 
 def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph: str = "step",
                 precision: str = "fp32", threads: int | None = None, opt_level: str = "all") -> Solver:
     """A Solver over one graph of a bundle (hashes checked on load). `opt_level` is ORT's graph optimisation."""
     b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
-    init = _initial_state(b)
+    init = initial_state(b)
     t0 = time.perf_counter()
     if backend in ENGINES:
         fmt, module, cls = ENGINES[backend]
@@ -58,7 +75,7 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
                   str(b.manifest.get("halting", "fixed")))
 
 
-def _initial_state(b: Bundle) -> dict[str, np.ndarray]:
+def initial_state(b: Bundle) -> dict[str, np.ndarray]:
     """H_init and L_init, each one vector of the config's hidden size (a mismatch would fail mid-solve)."""
     f = b.file(b.manifest["init"])
     try:
@@ -89,4 +106,4 @@ def _check_io(b: Bundle, graph: str, precision: str, have: dict[str, list], back
                                    "the graph does not match the config; re-export the bundle")
 
 
-__all__ = ["BACKENDS", "Solver", "open_solver"]
+__all__ = ["BACKENDS", "Solver", "initial_state", "open_solver"]

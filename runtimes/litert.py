@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.runtimes import engine_missing
 
 _INT = ("tokens", "puzzle_ids", "pred")  # int32 inside LiteRT (int64 is not a mobile type), int64 outside
 
@@ -29,7 +30,7 @@ def _interpreter():
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            raise TRMEdgeError("backend litert needs LiteRT: pip install 'trm-edge[litert]'") from None
+            raise engine_missing("litert", "LiteRT", "litert") from None
     return Interpreter
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.runtimes import engine_missing
 
 
 def _openvino():
     try:
         import openvino
     except ImportError:
-        raise TRMEdgeError("backend openvino needs OpenVINO: pip install 'trm-edge[openvino]'") from None
+        raise engine_missing("openvino", "OpenVINO", "openvino") from None
     return openvino
 
 

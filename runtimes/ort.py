@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.runtimes import engine_missing
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -21,7 +22,7 @@ class OrtAdapter:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise TRMEdgeError("backend ort needs onnxruntime: pip install 'trm-edge[ort]'") from None
+            raise engine_missing("ort", "onnxruntime", "ort") from None
         if opt_level not in OPT_LEVELS:
             raise TRMEdgeError(f"ort: graph optimisation level {opt_level!r} is not one of {', '.join(OPT_LEVELS)}")
         so = ort.SessionOptions()

@@ -51,3 +51,26 @@ def bf16_official(tmp_path: Path, cast_init: bool = False) -> Path:
         torch.save({k: v.bfloat16() if k.endswith(("H_init", "L_init")) else v for k, v in state.items()},
                    d / "step_1234")
     return d
+
+
+@pytest.fixture(scope="session")
+def bundled_step_bundle(tmp_path_factory) -> Path:
+    """The bundled model's step graph as a bundle, exported once per test session (the device tests share it)."""
+    from trm_edge.checkpoint import DEFAULT_MODEL, load_model
+    from trm_edge.export import ExportOptions, export_bundle
+
+    if not DEFAULT_MODEL.is_dir():
+        pytest.skip("no bundled model in this checkout")
+    model, meta = load_model()
+    out = tmp_path_factory.mktemp("bundled") / "bundle"
+    return export_bundle(model, meta, out, ExportOptions(("step",), verify_n=4))  # verification has its own tests
+
+
+def require_tool(path: str, why: str) -> None:
+    """Skip where a system tool is missing, except in CI (CI=1), where .ci/run installs it: a miss there fails."""
+    import shutil
+
+    if shutil.which(path) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing in CI ({why}); .ci/run should install it")
+        pytest.skip(f"{path} not installed ({why})")

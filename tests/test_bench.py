@@ -242,6 +242,24 @@ def test_cpu_features_and_doctor():
     meters = {m["meter"]: m for m in d["energy_meters"]}
     assert set(meters) == {"rapl", "pi5", "android", "estimate"}
     assert all(m["present"] or m["reason"] for m in meters.values())
+    assert d["problems"] == []  # this machine runs every engine
+
+
+def test_32_bit_arm_is_told_why_no_engine_installs(monkeypatch):
+    """A 32-bit Raspberry Pi OS has no engine wheels: doctor exits 1 and a missing engine names the real cause."""
+    import platform
+
+    from typer.testing import CliRunner
+
+    from trm_edge.cli import app
+    from trm_edge.runtimes import engine_missing
+
+    monkeypatch.setattr(platform, "machine", lambda: "armv7l")
+    assert "64-bit Raspberry Pi OS" in str(engine_missing("ort", "onnxruntime", "ort"))
+    res = CliRunner().invoke(app, ["doctor", "--json"])
+    assert res.exit_code == 1 and "32-bit ARM system (armv7l)" in res.output
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert "pip install 'trm-edge[ort]'" in str(engine_missing("ort", "onnxruntime", "ort"))
 
 
 # -- harness, reports, compare -----------------------------------------------------------------------------------

@@ -248,9 +248,11 @@ def data_build(task: Annotated[str, typer.Argument(help="sudoku, maze or arc")],
     build(task, out_dir, seed=seed, **kw)
 
 
-from trm_edge.benchmarks.commands import register  # noqa: E402  (it uses the helpers above)
+from trm_edge.benchmarks.commands import register  # noqa: E402  (they use the helpers above)
+from trm_edge.runtimes.commands import register as register_devices  # noqa: E402
 
 register(app)
+register_devices(app)
 
 
 def _from_ctrl_c(e: BaseException | None) -> bool:

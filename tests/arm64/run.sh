@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Proves that the runtime-only install (trm-edge[ort]: numpy + onnxruntime, no torch) solves sudokus on aarch64
+# (emulated: Debian bookworm arm64 + qemu user mode, as on a Raspberry Pi 5) with the same answers as on x86.
+# Needs root (mmdebstrap, chroot) and network (deb.debian.org, PyPI). Details and traps: tests/arm64/README.md.
+#
+# Environment (all optional):
+#   TRM_ARM64_WORK     work/cache dir (sysroot, bundles, site dirs are reused); default a temp dir removed at exit
+#   TRM_ARM64_KEEP=1   keep the default temp dir
+#   TRM_ARM64_PUZZLES  how many puzzles (first lines of the builtin sudoku-givens24-29 file); default 4
+#   TRM_ARM64_LITERT=0 leave out the LiteRT leg (its export is the slowest step)
+#   TRM_ARM64_JOBS     emulated solves run at once (each single-threaded); default nproc, at most 3
+#   TRM_ARM64_TIMEOUT  seconds allowed per emulated run before it counts as hung; default 1200
+#   TRM_ARM64_QEMU     qemu-aarch64 static binary; default /usr/bin/qemu-aarch64-static (installed when missing)
+#   TRM_ARM64_CPU      emulated CPU (QEMU_CPU); default cortex-a76, a Raspberry Pi 5's core
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+N=${TRM_ARM64_PUZZLES:-4}
+HALT=learned:3            # pinned (the bundled model's recommendation) so both sides run the same policy
+CPU=${TRM_ARM64_CPU:-cortex-a76}
+QEMU=${TRM_ARM64_QEMU:-/usr/bin/qemu-aarch64-static}
+TMO=${TRM_ARM64_TIMEOUT:-1200}
+JOBS=${TRM_ARM64_JOBS:-$(( $(nproc) < 3 ? $(nproc) : 3 ))}
+LITERT=${TRM_ARM64_LITERT:-1}
+T0=$SECONDS
+
+log() { echo "arm64: $*"; }
+die() { echo "arm64: FAILED: $*" >&2; exit 1; }
+show_fail() { tail -n 40 "$1" >&2; die "$2 (log: $1)"; }  # a step's log, then the verdict
+
+[ "$(id -u)" = 0 ] || die "needs root (mmdebstrap, chroot)"
+
+# Tools, as .ci/run installs sshd: only when missing. A TRM_ARM64_QEMU override is used as given, never installed.
+if { [ -z "${TRM_ARM64_QEMU:-}" ] && [ ! -x "$QEMU" ]; } || ! command -v mmdebstrap >/dev/null; then
+  log "installing qemu-user-static mmdebstrap"
+  apt-get update -qq && apt-get install -y -qq qemu-user-static mmdebstrap >/dev/null
+fi
+[ -x "$QEMU" ] || die "emulation cannot start: no executable qemu at $QEMU"
+
+if [ -n "${TRM_ARM64_WORK:-}" ]; then
+  WORK=$(mkdir -p "$TRM_ARM64_WORK" && cd "$TRM_ARM64_WORK" && pwd)
+else
+  WORK=$(mktemp -d /tmp/trm-arm64.XXXXXX)
+  if [ "${TRM_ARM64_KEEP:-0}" = 1 ]; then log "keeping $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
+fi
+SYS=$WORK/sysroot OUT=$WORK/out B=$WORK/bundles
+rm -rf "$OUT" && mkdir -p "$OUT" "$B"
+log "work dir $WORK; $N puzzles, --halt $HALT, QEMU_CPU=$CPU"
+
+# --- 1. arm64 sysroot: bookworm's python3.11 and the C++ runtime the wheels link against ----------------------------
+# --variant=extract unpacks the packages and their dependencies without running any arm64 maintainer script.
+if [ ! -f "$SYS/.complete" ]; then
+  rm -rf "$SYS"
+  log "mmdebstrap arm64 bookworm sysroot"
+  mmdebstrap --variant=extract --architectures=arm64 --include=python3.11,libstdc++6,libgcc-s1 \
+    bookworm "$SYS" http://deb.debian.org/debian >"$WORK/mmdebstrap.log" 2>&1 ||
+    show_fail "$WORK/mmdebstrap.log" "mmdebstrap failed"
+  touch "$SYS/.complete"
+fi
+# Trap: never show the emulated process the host's /sys (x86 CPU topology crashes `import onnxruntime`); give it a
+# Pi's 4 cores instead. /proc stays unmounted: ORT's cpuinfo then warns (stderr) and reads features from qemu's HWCAP.
+mkdir -p "$SYS/sys/devices/system/cpu" "$SYS/root" "$SYS/work"
+echo 0-3 >"$SYS/sys/devices/system/cpu/possible"
+echo 0-3 >"$SYS/sys/devices/system/cpu/present"
+install -m 755 "$QEMU" "$SYS/usr/bin/qemu-aarch64-static"
+
+# --- 2. aarch64 wheels, installed from here without emulation -------------------------------------------------------
+# trm-edge's own wheel is built from a copy of the working tree (a build in place would leave build/ behind).
+rm -rf "$WORK/src" "$WORK/wheels" && mkdir -p "$WORK/src"
+if [ -d "$ROOT/.git" ]; then
+  git -C "$ROOT" ls-files -z -co --exclude-standard |  # tracked and new files, not ignored ones
+    tar -C "$ROOT" --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C "$WORK/src" -xf -
+else
+  tar -C "$ROOT" --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$WORK/src" -xf -
+fi
+python -m pip wheel -q --no-deps "$WORK/src" -w "$WORK/wheels" >"$WORK/wheel.log" 2>&1 ||
+  show_fail "$WORK/wheel.log" "building trm-edge's wheel failed"
+WHEEL=$(ls "$WORK"/wheels/trm_edge-*-py3-none-any.whl) || die "trm-edge's wheel is not pure python"
+# Any manylinux wheel up to glibc 2.36 (bookworm's) runs there; pip takes only the exact tags it is given.
+PIP=(--python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none --only-binary=:all:
+     --platform manylinux2014_aarch64)
+for v in $(seq 17 36); do PIP+=(--platform "manylinux_2_${v}_aarch64"); done
+site() {  # EXTRA: a site dir per extra (the [ort] one is exactly what a Pi installs); dependencies cached by key
+  local dir=$SYS/opt/$1 key
+  key="$1 $(python -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1])
+print(*sorted(l for n in z.namelist() if n.endswith(".dist-info/METADATA")
+              for l in z.read(n).decode().splitlines() if l.startswith("Requires-Dist")))' "$WHEEL")"
+  if [ "$(cat "$dir.key" 2>/dev/null)" != "$key" ]; then
+    log "pip: trm-edge[$1] for cp311 manylinux aarch64 -> /opt/$1"
+    rm -rf "$dir" "$dir.key"
+    python -m pip install --target "$dir" "${PIP[@]}" "${WHEEL}[$1]" >"$WORK/pip-$1.log" 2>&1 ||
+      show_fail "$WORK/pip-$1.log" "pip could not install trm-edge[$1] for aarch64"
+    echo "$key" >"$dir.key"
+  else  # dependencies unchanged: refresh trm-edge itself only
+    python -m pip install --target "$dir" --upgrade --no-deps "${PIP[@]}" "$WHEEL" >"$WORK/pip-$1.log" 2>&1 ||
+      show_fail "$WORK/pip-$1.log" "pip could not refresh trm-edge in /opt/$1"
+  fi
+  if compgen -G "$dir/torch*" >/dev/null || compgen -G "$dir/nvidia*" >/dev/null; then
+    die "trm-edge[$1] pulled in torch/CUDA: the runtime install must not"
+  fi
+}
+site ort
+[ "$LITERT" = 1 ] && site litert
+
+# --- 3. emulation: chroot + qemu user mode, probed first so that a broken one fails fast ----------------------------
+# Trap: QEMU_CPU matters. qemu's default CPU ("max") advertises extensions a Pi lacks; ORT then picks other int8
+# kernels (14x slower, and a different int8 answer). env -i: nothing of the host's environment leaks in.
+emu() {  # SITE PYTHON-ARGS...; --foreground: qemu stays in our process group, so an interrupt reaches it too
+  local site=$1; shift
+  env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PYTHONPATH="/opt/$site" QEMU_CPU="$CPU" \
+    timeout --foreground -k 10 "$TMO" chroot "$SYS" /usr/bin/qemu-aarch64-static /usr/bin/python3.11 "$@"
+}
+if ! emu ort -c 'import importlib.util as u, platform, onnxruntime, trm_edge
+assert u.find_spec("torch") is None, "torch is importable"
+print(platform.machine(), platform.python_version(), "onnxruntime", onnxruntime.__version__)' \
+    >"$OUT/probe.txt" 2>"$OUT/probe.err"; then
+  cat "$OUT/probe.err" >&2
+  die "emulation cannot start: $QEMU (QEMU_CPU=$CPU) could not run python3.11 + onnxruntime in $SYS"
+fi
+read -r MACHINE _ <"$OUT/probe.txt"
+[ "$MACHINE" = aarch64 ] || die "emulated machine is '$MACHINE', not aarch64"
+log "emulated: $(cat "$OUT/probe.txt"), no torch; $($QEMU --version | head -n 1)"
+
+# --- 4. x86: bundles (cached in WORK) and the reference answers -----------------------------------------------------
+# One ONNX bundle holds fp32 and int8-dynamic step graphs; LiteRT gets its own (its converter is the slow part).
+export_bundle() {  # DIR EXPORT-ARGS...: the export is all or nothing, so a manifest means a complete bundle
+  local dir=$1; shift
+  if [ -f "$dir/manifest.json" ]; then log "reusing $dir (delete it to re-export)"; return; fi
+  log "export $(basename "$dir"): trm-edge export --graph step $*"
+  python -m trm_edge export -o "$dir" --graph step "$@" >"$dir.log" 2>&1 || show_fail "$dir.log" "x86 export failed"
+}
+export_bundle "$B/ort" --quantize int8-dynamic
+[ "$LITERT" = 1 ] && export_bundle "$B/litert" --format onnx,litert
+
+DATA=$(python -c "from trm_edge.api import builtin_data as d; print(*[p for p in d('sudoku') if '24-29' in p.name])")
+grep -v '^#' "$DATA" | head -n "$N" >"$OUT/puzzles.txt"   # puzzle,solution lines: 'solved' is checked by label
+
+# name, bundle, engine options. Batch 1 (int8-dynamic quantizes activations per batch, so the batch changes its
+# answers) and one thread on both sides: the two sides then differ only by CPU.
+RUNS=("ort-fp32 ort --precision fp32" "ort-int8 ort --precision int8-dynamic")
+[ "$LITERT" = 1 ] && RUNS+=("litert-fp32 litert --backend litert")
+SOLVE=(solve --views 1 --batch 1 --threads 1 --halt "$HALT" --json)
+for r in "${RUNS[@]}"; do
+  read -r name bundle opts <<<"$r"
+  # shellcheck disable=SC2086  # opts: words
+  python -m trm_edge "${SOLVE[@]}" $opts "$B/$bundle" "$OUT/puzzles.txt" >"$OUT/x86-$name.json" \
+    2>"$OUT/x86-$name.err" || show_fail "$OUT/x86-$name.err" "x86 solve $name failed"
+done
+log "x86 answers ready ($((SECONDS - T0)) s)"
+
+# --- 5. emulated solves: the same commands, on copies of the same bundles and puzzles -------------------------------
+rm -rf "$SYS/work" && cp -a "$B" "$SYS/work" && cp "$OUT/puzzles.txt" "$SYS/work/"
+run_arm() {  # NAME BUNDLE OPTS...: answers on stdout only (ORT warns on stderr under emulation)
+  local name=$1 bundle=$2 site=ort t=$SECONDS rc=0; shift 2
+  [ "$bundle" = litert ] && site=litert
+  emu "$site" -m trm_edge "${SOLVE[@]}" "$@" "/work/$bundle" /work/puzzles.txt >"$OUT/arm-$name.json" \
+    2>"$OUT/arm-$name.err" || rc=$?
+  echo "$rc $((SECONDS - t))" >"$OUT/arm-$name.rc"
+}
+log "solving under emulation, $JOBS at once (timeout ${TMO}s each)"
+for r in "${RUNS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  # shellcheck disable=SC2086
+  run_arm $r &
+done
+wait
+
+# --- 6. compare -----------------------------------------------------------------------------------------------------
+for r in "${RUNS[@]}"; do
+  read -r name _ <<<"$r"
+  read -r rc secs <"$OUT/arm-$name.rc" || die "arm64 $name left no exit status"
+  if [ "$rc" != 0 ]; then
+    tail -n 30 "$OUT/arm-$name.err" >&2
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then die "arm64 $name hung: killed after ${TMO}s"; fi
+    die "arm64 $name failed (exit $rc)"
+  fi
+  log "arm64 $name ran ${secs}s (emulated, not device timing)"
+done
+# fp32 (ORT, LiteRT): answers and steps must be identical. int8: answers must be; a step difference is reported.
+python - "$OUT" "${RUNS[@]}" <<'EOF'
+import json, sys
+out, bad = sys.argv[1], []
+for name in (r.split()[0] for r in sys.argv[2:]):
+    x, a = (json.load(open(f"{out}/{side}-{name}.json")) for side in ("x86", "arm"))
+    strict_steps, diffs, notes = not name.endswith("int8"), [], []
+    if (x["halt"], x["n"]) != (a["halt"], a["n"]):
+        diffs.append(f"not the same run: {x['halt']}, {x['n']} puzzles vs {a['halt']}, {a['n']}")
+    for i, (rx, ra) in enumerate(zip(x["results"], a["results"]), 1):
+        if rx["answer"] != ra["answer"]:
+            cells = [k for k, (p, q) in enumerate(zip(rx["answer"] or "", ra["answer"] or "")) if p != q]
+            diffs.append(f"#{i} answer x86 {rx['answer']}\n{'':30}arm {ra['answer']} (cells {cells})")
+        if rx["steps"] != ra["steps"]:
+            (diffs if strict_steps else notes).append(f"#{i} steps x86 {rx['steps']}, arm {ra['steps']}")
+    dq = max([abs(rx["q_halt"] - ra["q_halt"]) for rx, ra in zip(x["results"], a["results"])
+              if rx["q_halt"] is not None and ra["q_halt"] is not None] or [0.0])
+    what = "answers and steps" if strict_steps or not notes else "answers"
+    print(f"arm64: {name:11s} {'DIFFERENT' if diffs else 'identical'}: {a['n']} puzzles, {what} "
+          f"{'differ' if diffs else 'match'} (solved {x['solved']} x86, {a['solved']} arm; "
+          f"max |q_halt x86 - arm| {dq:.1e}); engine {a['model'].split(' (')[0]} on arm, "
+          f"{x['model'].split(' (')[0]} on x86")
+    for d in diffs:
+        print(f"         difference: {d}")
+    for d in notes:
+        print(f"         note: {d}")
+    bad += [name] * bool(diffs)
+sys.exit(f"arm64: FAILED: aarch64 answers differ from x86 in {', '.join(bad)}" if bad else 0)
+EOF
+log "PASSED in $((SECONDS - T0))s: aarch64 ($CPU, emulated) answers identical to x86"
