@@ -31,6 +31,7 @@ def _native(bundle: str, precision: str, puzzles: list[str], halt: str, threads:
 
 
 def _page(site, puzzles: list[str], halt: str, isolate: bool) -> tuple[list[dict], str]:
+    """Per-puzzle runs in the page (its compute time: the steps, not the drawing) and what it ran with."""
     from playwright.sync_api import sync_playwright
 
     srv = server(site, port=0, isolate=isolate)
@@ -41,14 +42,15 @@ def _page(site, puzzles: list[str], halt: str, isolate: bool) -> tuple[list[dict
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{srv.server_address[1]}/index.html")
             page.wait_for_function("['ready', 'error'].includes(document.body.dataset.state)", timeout=120_000)
-            model = page.text_content("[data-testid=model]")
+            threads = page.evaluate("window.trm.threads")
             page.evaluate(f"window.trm.solve({json.dumps(puzzles[0])}, {{halt: {json.dumps(halt)}, views: 1}})")
             runs = [page.evaluate(f"window.trm.solve({json.dumps(q)}, {{halt: {json.dumps(halt)}, views: 1}})")
                     for q in puzzles]
             browser.close()
     finally:
         srv.shutdown()
-    return [{"ms": r["compute_ms"], "steps": r["steps"], "answer": r["answer"]} for r in runs], model
+    setting = f"{threads} thread(s), {'isolated' if isolate else 'plain server'}"
+    return [{"ms": r["compute_ms"], "steps": r["steps"], "answer": r["answer"]} for r in runs], setting
 
 
 def main() -> None:
@@ -65,19 +67,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             site = build_site(args.bundle, f"{tmp}/site", precision)
             for isolate in (False, True):
-                runs, model = _page(site, puzzles, args.halt, isolate)
-                rows.append({"engine": "chromium wasm", "precision": precision, "setting": model, "runs": runs})
+                runs, setting = _page(site, puzzles, args.halt, isolate)
+                rows.append({"engine": "chromium wasm", "precision": precision, "setting": setting, "runs": runs})
         for threads in (1, 2):
             rows.append({"engine": "ort native", "precision": precision, "setting": f"{threads} thread(s)",
                          "runs": _native(args.bundle, precision, puzzles, args.halt, threads)})
     base = {r["precision"]: r for r in rows if r["engine"] == "ort native" and r["setting"].startswith("1 ")}
     print(f"{len(puzzles)} puzzles (24-29 givens), one view, {args.halt}, batch 1")
-    print("| engine | precision | setting | ms per step | ms per solve (median) | answers = native |")
-    print("|---|---|---|---|---|---|")
+    print("| engine | precision | setting | exact | ms per step | ms per solve (median) | answers = native 1 thread |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         ms, steps = [x["ms"] for x in r["runs"]], [x["steps"] for x in r["runs"]]
         same = np.mean([a["answer"] == b["answer"] for a, b in zip(r["runs"], base[r["precision"]]["runs"])])
-        print(f"| {r['engine']} | {r['precision']} | {r['setting']} | {sum(ms) / sum(steps):.1f} | "
+        exact = np.mean([x["answer"] == SUDOKU.compact(label) for x, (_, label) in zip(r["runs"], pairs)])
+        print(f"| {r['engine']} | {r['precision']} | {r['setting']} | {exact:.0%} | {sum(ms) / sum(steps):.1f} | "
               f"{statistics.median(ms):.0f} | {same:.0%} |")
 
 

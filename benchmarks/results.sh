@@ -102,5 +102,5 @@ trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision
 # devices: the web page in headless Chromium (desktop, WASM) beside native ORT in one run; then the runtime-only
 # install on emulated aarch64 (correctness only: emulated timings are not device timings)
 trm-edge export -o "$OUT/devices-bundle" --graph step --quantize int8-dynamic --json > "$OUT/export-devices.json"
-python -m trm_edge.benchmarks.browser "$OUT/devices-bundle" --precision fp32,int8-dynamic -n 32 > "$OUT/browser.md"
+python -m trm_edge.benchmarks.browser "$OUT/devices-bundle" --precision fp32,int8-dynamic -n 16 > "$OUT/browser.md"
 TRM_ARM64_WORK="$OUT/arm64" bash tests/arm64/run.sh > "$OUT/arm64.txt"

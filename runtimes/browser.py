@@ -20,7 +20,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from trm_edge.atomic import atomic_dir
+from trm_edge.atomic import atomic_dir, claim
 from trm_edge.bundle import Bundle
 from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes.device import CONTRACT, device_contract
@@ -93,6 +93,7 @@ def ort_web(source: str | os.PathLike | None = None) -> Path:
 def build_site(bundle: str | os.PathLike, out: str | os.PathLike, precision: str = "fp32",
                ort_web_source: str | os.PathLike | None = None) -> Path:
     """Write the site: the page, the step graph of `precision`, its contract and onnxruntime-web, all or nothing."""
+    claim(out, "web-site")  # before fetching anything
     b = Bundle(bundle)
     graph = b.graph_file("step", precision)
     if b.graph_bytes("step", precision) != graph.stat().st_size:

@@ -24,6 +24,8 @@ TASKS = ("sudoku",)  # what the app's and the page's own code can parse, check a
 def device_contract(b: Bundle, graph: Path, precision: str) -> dict:
     """The contract for `graph` (a file beside the contract, batch 1) made from bundle `b`."""
     from trm_edge.runtimes import initial_state
+    from trm_edge.tasks import codec_for
+    from trm_edge.views import PATIENCE
 
     if b.task not in TASKS:
         raise TRMEdgeError(f"{b.path}: a {b.task} bundle; the app and the web page solve {', '.join(TASKS)} only")
@@ -32,6 +34,7 @@ def device_contract(b: Bundle, graph: Path, precision: str) -> dict:
         "format": CONTRACT_FORMAT, "format_version": CONTRACT_VERSION, "task": b.task,
         "seq_len": c.seq_len, "vocab_size": c.vocab_size, "total_len": c.total_len, "hidden_size": c.hidden_size,
         "halt_max_steps": c.halt_max_steps, "halting": str(b.manifest.get("halting", "fixed")),
+        "views": {"default": codec_for(b.task, c.seq_len).default_views, "patience": PATIENCE},  # as `solve`'s
         "graph": {"file": graph.name, "precision": precision, "bytes": graph.stat().st_size,
                   "sha256": sha256(graph), **io_spec("step", c, batch=1)},
         # float32 values as JSON numbers: each parses back to the same float32 (Math.fround, toFloat())

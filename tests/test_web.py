@@ -184,3 +184,31 @@ def test_page_reports_bad_input_in_one_line(browser, isolated, query, python):
     assert page.evaluate("document.body.dataset.state") == "error"
     assert page.text_content("[data-testid=error]") == str(e.value)
     page.close()
+
+
+def test_web_and_android_commands_refuse_bad_input_in_one_line(bundled_step_bundle, tmp_path, capsys):
+    """Not a bundle, a folder that is not ours, a tarball that is not onnxruntime-web, a precision the bundle lacks:
+    exit 2 and one line, nothing written."""
+    import tarfile
+
+    from trm_edge.cli import main
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    fake = tmp_path / "onnxruntime-web-1.30.0.tgz"
+    with tarfile.open(fake, "w:gz") as tar:
+        tar.add(mine / "todo.txt", arcname="package/dist/ort.wasm.bundle.min.mjs")
+    cases = [(["web", str(tmp_path), "-o", str(tmp_path / "s1")], "not a trm-edge bundle"),
+             (["web", str(bundled_step_bundle), "-o", str(mine)], "refusing"),
+             (["web", str(bundled_step_bundle), "-o", str(tmp_path / "s2"), "--ort-web", str(fake)], "sha512"),
+             (["web", str(bundled_step_bundle), "-o", str(tmp_path / "s3"), "--precision", "int8"], "no int8"),
+             (["android", str(bundled_step_bundle), "-o", str(mine)], "refusing"),
+             (["serve-web", str(tmp_path), "--port", "0"], "not a trm-edge bundle")]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as ex:
+            main(args)
+        err = capsys.readouterr().err.strip()
+        assert ex.value.code == 2 and message in err and len(err.splitlines()) == 1, (args, err)
+    assert sorted(p.name for p in mine.iterdir()) == ["todo.txt"] and (mine / "todo.txt").read_text() == "keep me"
+    assert not any((tmp_path / s).exists() for s in ("s1", "s2", "s3"))

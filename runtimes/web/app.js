@@ -10,7 +10,6 @@ import {
 
 const $ = (id) => document.querySelector(`[data-testid=${id}]`);
 const EXAMPLE = "52...6.........7.13...........4..8..6......5...........418.........3..2...87....."; // README's
-const DEFAULT_VIEWS = 16; // as `trm-edge solve` for sudoku: RESULTS.md, "Solve more"
 
 function setState(state, message = "") {
   document.body.dataset.state = state;
@@ -91,12 +90,12 @@ function showHistory(puzzle, history) {
 
 // ---- solving ------------------------------------------------------------------------------------------------
 
-async function solve(model, text, { halt = null, views = DEFAULT_VIEWS, draw: drawing = false } = {}) {
+async function solve(model, text, { halt = null, views = model.contract.views.default, draw: drawing = false } = {}) {
   const { contract } = model;
   const puzzle = parseSudoku(text);
   if (!(Number.isInteger(views) && views >= 1 && views <= 256)) throw new InputError(`views ${views}: choose 1-256`);
   const policy = halt ? parsePolicy(halt, contract.halt_max_steps)
-    : viewPolicy(parsePolicy(contract.halting, contract.halt_max_steps), views);
+    : viewPolicy(parsePolicy(contract.halting, contract.halt_max_steps), views, contract.views.patience);
   let computeMs = 0;
   const history = [];
   const solveOne = (tokens, pol, onStep) => {
@@ -139,15 +138,16 @@ function report(res) {
 async function main() {
   buildGrid();
   const params = new URLSearchParams(location.search);
-  const text = params.get("puzzle"), halt = params.get("halt"), views = Number(params.get("views") || DEFAULT_VIEWS);
+  const text = params.get("puzzle"), halt = params.get("halt");
   $("puzzle").value = text ?? EXAMPLE;
   $("halt").value = halt ?? "";
-  $("views").value = String(views);
   let model;
   try {
     setState("loading");
     model = await load();
-    $("halt").placeholder = `default: ${model.contract.halting} (with views: verify, ${6} steps a view)`;
+    const { halting, views } = model.contract;
+    $("views").value = params.get("views") ?? String(views.default);
+    $("halt").placeholder = `default: ${halting} (with views: verify, ${views.patience} steps a view)`;
     $("model").textContent = `hidden ${model.contract.hidden_size}, ${model.contract.graph.precision}, ` +
       `${model.threads} thread(s)${self.crossOriginIsolated ? "" : " (page not cross-origin isolated)"}, ` +
       `loaded in ${model.initMs.toFixed(0)} ms`;

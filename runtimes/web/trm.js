@@ -4,7 +4,6 @@
 
 export const PAD = 0, BLANK = 1;
 const MAX_STEPS = 256;
-const PATIENCE = 6; // views.PATIENCE: a view not verified after this many steps gives way to the next
 const USAGE = "use fixed[:N] or learned[:TAU][,min=K][,max=M], then ,verify to stop at an answer the rules accept; " +
   "e.g. fixed:16 or learned:3,max=6,verify";
 const BLANK_HINT = "(use '.' or '0' for blanks)";
@@ -180,10 +179,10 @@ export function policyText(p) {
   return head + (p.verify ? ",verify" : "");
 }
 
-/** views.view_policy: under several views, stop at a verified answer and give way after PATIENCE steps. */
-export function viewPolicy(p, views) {
+/** views.view_policy: under several views, stop at a verified answer and give way after `patience` steps. */
+export function viewPolicy(p, views, patience) {
   if (views === 1) return p;
-  const steps = Math.min(p.maxSteps, PATIENCE);
+  const steps = Math.min(p.maxSteps, patience);
   return { ...p, verify: true, maxSteps: steps, minSteps: Math.min(p.minSteps, steps) };
 }
 

@@ -6,16 +6,18 @@
 # Environment (all optional):
 #   TRM_ARM64_WORK     work/cache dir (sysroot, bundles, site dirs are reused); default a temp dir removed at exit
 #   TRM_ARM64_KEEP=1   keep the default temp dir
-#   TRM_ARM64_PUZZLES  how many puzzles (first lines of the builtin sudoku-givens24-29 file); default 4
-#   TRM_ARM64_LITERT=0 leave out the LiteRT leg (its export is the slowest step)
+#   TRM_ARM64_PUZZLES  how many puzzles (first lines of the builtin sudoku-givens24-29 file); default 3 (2-3 steps
+#                      each; 4 adds one that runs all 16 steps unsolved: ~2 more emulated minutes per engine)
+#   TRM_ARM64_LITERT=0 leave out the LiteRT leg (its export and one emulated run)
 #   TRM_ARM64_JOBS     emulated solves run at once (each single-threaded); default nproc, at most 3
 #   TRM_ARM64_TIMEOUT  seconds allowed per emulated run before it counts as hung; default 1200
 #   TRM_ARM64_QEMU     qemu-aarch64 static binary; default /usr/bin/qemu-aarch64-static (installed when missing)
 #   TRM_ARM64_CPU      emulated CPU (QEMU_CPU); default cortex-a76, a Raspberry Pi 5's core
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "arm64: FAILED: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR  # no silent exit under set -e
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-N=${TRM_ARM64_PUZZLES:-4}
+N=${TRM_ARM64_PUZZLES:-3}
 HALT=learned:3            # pinned (the bundled model's recommendation) so both sides run the same policy
 CPU=${TRM_ARM64_CPU:-cortex-a76}
 QEMU=${TRM_ARM64_QEMU:-/usr/bin/qemu-aarch64-static}
@@ -57,8 +59,8 @@ if [ ! -f "$SYS/.complete" ]; then
     show_fail "$WORK/mmdebstrap.log" "mmdebstrap failed"
   touch "$SYS/.complete"
 fi
-# Trap: never show the emulated process the host's /sys (x86 CPU topology crashes `import onnxruntime`); give it a
-# Pi's 4 cores instead. /proc stays unmounted: ORT's cpuinfo then warns (stderr) and reads features from qemu's HWCAP.
+# Trap: mount nothing of the host (its /sys and /proc together make the emulated ORT die of SIGSEGV). The sysroot
+# gets a Pi's 4 cores in its own /sys files; /proc stays empty, so ORT's cpuinfo warns on stderr (harmless).
 mkdir -p "$SYS/sys/devices/system/cpu" "$SYS/root" "$SYS/work"
 echo 0-3 >"$SYS/sys/devices/system/cpu/possible"
 echo 0-3 >"$SYS/sys/devices/system/cpu/present"
@@ -105,21 +107,23 @@ site ort
 # --- 3. emulation: chroot + qemu user mode, probed first so that a broken one fails fast ----------------------------
 # Trap: QEMU_CPU matters. qemu's default CPU ("max") advertises extensions a Pi lacks; ORT then picks other int8
 # kernels (14x slower, and a different int8 answer). env -i: nothing of the host's environment leaks in.
+CHROOT=$(command -v chroot)  # /usr/sbin: not on the PATH given below
 emu() {  # SITE PYTHON-ARGS...; --foreground: qemu stays in our process group, so an interrupt reaches it too
   local site=$1; shift
   env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 PYTHONPATH="/opt/$site" QEMU_CPU="$CPU" \
-    timeout --foreground -k 10 "$TMO" chroot "$SYS" /usr/bin/qemu-aarch64-static /usr/bin/python3.11 "$@"
+    timeout --foreground -k 10 "$TMO" "$CHROOT" "$SYS" /usr/bin/qemu-aarch64-static /usr/bin/python3.11 "$@"
 }
 if ! emu ort -c 'import importlib.util as u, platform, onnxruntime, trm_edge
 assert u.find_spec("torch") is None, "torch is importable"
 print(platform.machine(), platform.python_version(), "onnxruntime", onnxruntime.__version__)' \
     >"$OUT/probe.txt" 2>"$OUT/probe.err"; then
   cat "$OUT/probe.err" >&2
-  die "emulation cannot start: $QEMU (QEMU_CPU=$CPU) could not run python3.11 + onnxruntime in $SYS"
+  die "emulation cannot start: $QEMU (QEMU_CPU=$CPU) could not run python3.11 + onnxruntime in $SYS" \
+    "(or it took over ${TMO}s)"
 fi
 read -r MACHINE _ <"$OUT/probe.txt"
 [ "$MACHINE" = aarch64 ] || die "emulated machine is '$MACHINE', not aarch64"
-log "emulated: $(cat "$OUT/probe.txt"), no torch; $($QEMU --version | head -n 1)"
+log "emulated: $(cat "$OUT/probe.txt"), no torch; $("$QEMU" --version | sed -n 1p)"
 
 # --- 4. x86: bundles (cached in WORK) and the reference answers -----------------------------------------------------
 # One ONNX bundle holds fp32 and int8-dynamic step graphs; LiteRT gets its own (its converter is the slow part).
@@ -129,11 +133,13 @@ export_bundle() {  # DIR EXPORT-ARGS...: the export is all or nothing, so a mani
   log "export $(basename "$dir"): trm-edge export --graph step $*"
   python -m trm_edge export -o "$dir" --graph step "$@" >"$dir.log" 2>&1 || show_fail "$dir.log" "x86 export failed"
 }
-export_bundle "$B/ort" --quantize int8-dynamic
+# a small guard: this check is about x86 vs aarch64 answers, the accuracy budget has its own tests
+export_bundle "$B/ort" --quantize int8-dynamic --calib 8 --heldout 32
 [ "$LITERT" = 1 ] && export_bundle "$B/litert" --format onnx,litert
 
 DATA=$(python -c "from trm_edge.api import builtin_data as d; print(*[p for p in d('sudoku') if '24-29' in p.name])")
-grep -v '^#' "$DATA" | head -n "$N" >"$OUT/puzzles.txt"   # puzzle,solution lines: 'solved' is checked by label
+# puzzle,solution lines ('solved' is checked by label). One process: `grep | head` dies of SIGPIPE under pipefail.
+awk -v n="$N" '!/^#/ && k++ < n' "$DATA" >"$OUT/puzzles.txt"
 
 # name, bundle, engine options. Batch 1 (int8-dynamic quantizes activations per batch, so the batch changes its
 # answers) and one thread on both sides: the two sides then differ only by CPU.
@@ -174,35 +180,41 @@ for r in "${RUNS[@]}"; do
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then die "arm64 $name hung: killed after ${TMO}s"; fi
     die "arm64 $name failed (exit $rc)"
   fi
-  log "arm64 $name ran ${secs}s (emulated, not device timing)"
+  log "$name on arm64 took ${secs}s (emulated, not device timing)"
 done
-# fp32 (ORT, LiteRT): answers and steps must be identical. int8: answers must be; a step difference is reported.
+# fp32 (ORT, LiteRT): every answer and step count identical, halting logits within 1e-3 (measured: ~1e-6).
+# int8-dynamic: every puzzle x86 solves gets the same answer; a step count, or the wrong answer of a puzzle x86 does
+# not solve, may differ and is reported (such a puzzle runs all 16 steps without settling: README).
 python - "$OUT" "${RUNS[@]}" <<'EOF'
 import json, sys
 out, bad = sys.argv[1], []
 for name in (r.split()[0] for r in sys.argv[2:]):
     x, a = (json.load(open(f"{out}/{side}-{name}.json")) for side in ("x86", "arm"))
-    strict_steps, diffs, notes = not name.endswith("int8"), [], []
+    int8, diffs, notes = name.endswith("int8"), [], []
     if (x["halt"], x["n"]) != (a["halt"], a["n"]):
         diffs.append(f"not the same run: {x['halt']}, {x['n']} puzzles vs {a['halt']}, {a['n']}")
     for i, (rx, ra) in enumerate(zip(x["results"], a["results"]), 1):
         if rx["answer"] != ra["answer"]:
             cells = [k for k, (p, q) in enumerate(zip(rx["answer"] or "", ra["answer"] or "")) if p != q]
-            diffs.append(f"#{i} answer x86 {rx['answer']}\n{'':30}arm {ra['answer']} (cells {cells})")
+            text = (f"#{i} answers differ in {len(cells)} cells:\n{'':13}x86 {rx['answer']} (solved: {rx['solved']})"
+                    f"\n{'':13}arm {ra['answer']} (solved: {ra['solved']})")
+            (notes if int8 and not rx["solved"] else diffs).append(text)
         if rx["steps"] != ra["steps"]:
-            (diffs if strict_steps else notes).append(f"#{i} steps x86 {rx['steps']}, arm {ra['steps']}")
+            (notes if int8 else diffs).append(f"#{i} steps x86 {rx['steps']}, arm {ra['steps']}")
+    same = sum(rx["answer"] == ra["answer"] for rx, ra in zip(x["results"], a["results"]))
+    same_steps = sum(rx["steps"] == ra["steps"] for rx, ra in zip(x["results"], a["results"]))
     dq = max([abs(rx["q_halt"] - ra["q_halt"]) for rx, ra in zip(x["results"], a["results"])
               if rx["q_halt"] is not None and ra["q_halt"] is not None] or [0.0])
-    what = "answers and steps" if strict_steps or not notes else "answers"
-    print(f"arm64: {name:11s} {'DIFFERENT' if diffs else 'identical'}: {a['n']} puzzles, {what} "
-          f"{'differ' if diffs else 'match'} (solved {x['solved']} x86, {a['solved']} arm; "
-          f"max |q_halt x86 - arm| {dq:.1e}); engine {a['model'].split(' (')[0]} on arm, "
-          f"{x['model'].split(' (')[0]} on x86")
+    print(f"arm64: {name:11s} {'FAIL' if diffs else 'ok'}: {a['n']} puzzles, answers identical {same}/{a['n']}, "
+          f"steps {same_steps}/{a['n']}, solved x86 {x['solved']} arm {a['solved']}, max |q_halt x86 - arm| "
+          f"{dq:.1e}; {a['model'].split(' (')[0]} (x86: {x['model'].split(' (')[0]})")
     for d in diffs:
         print(f"         difference: {d}")
     for d in notes:
-        print(f"         note: {d}")
+        print(f"         allowed (int8): {d}")
+    if not int8 and dq > 1e-3:
+        diffs.append(f"halting logits differ by up to {dq:.1e} (fp32 allows 1e-3)")
     bad += [name] * bool(diffs)
 sys.exit(f"arm64: FAILED: aarch64 answers differ from x86 in {', '.join(bad)}" if bad else 0)
 EOF
-log "PASSED in $((SECONDS - T0))s: aarch64 ($CPU, emulated) answers identical to x86"
+log "PASSED in $((SECONDS - T0))s: aarch64 ($CPU, emulated) gives the x86 answers"
