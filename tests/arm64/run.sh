@@ -133,8 +133,9 @@ export_bundle() {  # DIR EXPORT-ARGS...: the export is all or nothing, so a mani
   log "export $(basename "$dir"): trm-edge export --graph step $*"
   python -m trm_edge export -o "$dir" --graph step "$@" >"$dir.log" 2>&1 || show_fail "$dir.log" "x86 export failed"
 }
-# a small guard: this check is about x86 vs aarch64 answers, the accuracy budget has its own tests
-export_bundle "$B/ort" --quantize int8-dynamic --calib 8 --heldout 32
+# The default guard on purpose: with a smaller one (--calib 8 --heldout 32) more MatMuls pass into int8 and x86 and
+# aarch64 part ways on a puzzle (x86 wrong after 16 steps, aarch64 right after 4): int8 kernels differ by ISA.
+export_bundle "$B/ort" --quantize int8-dynamic
 [ "$LITERT" = 1 ] && export_bundle "$B/litert" --format onnx,litert
 
 DATA=$(python -c "from trm_edge.api import builtin_data as d; print(*[p for p in d('sudoku') if '24-29' in p.name])")
