@@ -23,7 +23,7 @@ from pathlib import Path
 from trm_edge.atomic import atomic_dir, claim
 from trm_edge.bundle import Bundle
 from trm_edge.errors import TRMEdgeError
-from trm_edge.runtimes.device import CONTRACT, device_contract
+from trm_edge.runtimes.device import CONTRACT, check_task, device_contract
 
 PAGE = Path(__file__).parent / "web"
 PAGE_FILES = ("index.html", "app.js", "trm.js", "style.css")
@@ -69,24 +69,33 @@ def _unpack(tgz: Path, dest: Path) -> None:
 
 
 def ort_web(source: str | os.PathLike | None = None) -> Path:
-    """A folder holding ORT_WEB_FILES: from `source` (a tarball of `npm pack`), else the cache, filled by npm."""
+    """A folder holding ORT_WEB_FILES: from `source` (a tarball of `npm pack`; the caller removes the folder), else
+    the cache, filled by npm once. The cache appears whole (staged beside it, then renamed) or not at all."""
     if source is not None:
         tgz = Path(source)
         if not tgz.is_file():
             raise TRMEdgeError(f"--ort-web {tgz}: no such file; make it with `npm pack {ORT_WEB}`")
         tmp = Path(tempfile.mkdtemp(prefix="trm-edge-ortweb-"))
-        _unpack(tgz, tmp)
+        try:
+            _unpack(tgz, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return tmp
     cache = _cache()
-    if all((cache / n).is_file() for n in ORT_WEB_FILES):
+    if cache.is_dir():
         return cache
-    with tempfile.TemporaryDirectory() as work:
-        staged = Path(work) / "files"
-        staged.mkdir()
-        _unpack(_npm_pack(Path(work)), staged)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(cache, ignore_errors=True)  # a half-written cache from a killed run
-        shutil.move(staged, cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=".staged-", dir=cache.parent))
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            _unpack(_npm_pack(Path(work)), staged)
+        os.replace(staged, cache)
+    except OSError:
+        if not cache.is_dir():  # else another build filled it first: use that one
+            raise
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return cache
 
 
@@ -95,6 +104,7 @@ def build_site(bundle: str | os.PathLike, out: str | os.PathLike, precision: str
     """Write the site: the page, the step graph of `precision`, its contract and onnxruntime-web, all or nothing."""
     claim(out, "web-site")  # before fetching anything
     b = Bundle(bundle)
+    check_task(b)
     graph = b.graph_file("step", precision)
     if b.graph_bytes("step", precision) != graph.stat().st_size:
         raise TRMEdgeError(f"{graph}: keeps its weights in separate files, which the page does not load; export "

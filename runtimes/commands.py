@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
         with err.status("building the site"):
             path = build_site(bundle, out_dir, precision, ort_web)
-        out.print(f"site written to {path}: serve it (e.g. trm-edge serve-web {bundle}) and open index.html")
+        out.print(f"site written to {path}: host it on any static server (`python -m http.server -d {path}` runs it "
+                  f"on one WASM thread; `trm-edge serve-web {bundle}` builds and serves one with WASM threads)")
 
     @app.command("serve-web")
     def serve_web(bundle: BundleArg,

@@ -21,14 +21,19 @@ CONTRACT_FORMAT, CONTRACT_VERSION = "trm-edge-device", 1
 TASKS = ("sudoku",)  # what the app's and the page's own code can parse, check and draw
 
 
+def check_task(b: Bundle) -> None:
+    """Refused up front, before any conversion or download."""
+    if b.task not in TASKS:
+        raise TRMEdgeError(f"{b.path}: a {b.task} bundle; the app and the web page solve {', '.join(TASKS)} only")
+
+
 def device_contract(b: Bundle, graph: Path, precision: str) -> dict:
     """The contract for `graph` (a file beside the contract, batch 1) made from bundle `b`."""
     from trm_edge.runtimes import initial_state
     from trm_edge.tasks import codec_for
     from trm_edge.views import PATIENCE
 
-    if b.task not in TASKS:
-        raise TRMEdgeError(f"{b.path}: a {b.task} bundle; the app and the web page solve {', '.join(TASKS)} only")
+    check_task(b)
     c = b.config
     return {
         "format": CONTRACT_FORMAT, "format_version": CONTRACT_VERSION, "task": b.task,
@@ -52,6 +57,7 @@ def write_android_assets(bundle: str | os.PathLike, out: str | os.PathLike, prec
     from trm_edge.runtimes.ort import to_ort_format
 
     b = Bundle(bundle)
+    check_task(b)
     onnx_graph = b.graph_file("step", precision)
 
     def write(tmp: Path) -> None:

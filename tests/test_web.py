@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 
+import numpy as np
 import pytest
 from conftest import REPO, require_tool
 
@@ -59,15 +60,28 @@ def test_page_parses_and_checks_sudoku_as_python():
 def test_page_reads_halting_policies_as_python():
     texts = ["fixed", "fixed:4", "fixed,verify", "learned", "learned:3", "learned:-1.5,min=2,max=8", "learned:inf",
              "learned:3,max=6,verify", " learned:1e1 , min=3 ", "fixed:0", "fixed:300", "learned:nan", "learned:x",
-             "learned:3,min=9,max=4", "learned:3,foo=1", "fixed:4,min=2", "greedy", "learned:3,verify,max=5"]
+             "learned:3,min=9,max=4", "learned:3,foo=1", "fixed:4,min=2", "greedy", "learned:3,verify,max=5",
+             "learned:1_0", "learned:3,max=1_6", "learned:+-inf", "learned:+-1", "learned,__proto__=1", "learned:.5",
+             "learned:-inf", "fixed: 4 "]
     got = _node("console.log(JSON.stringify(cases.map((t) => { try { const p = trm.parsePolicy(t, 16); "
-                "return {ok: [p.kind, p.maxSteps, p.threshold === Infinity ? 'inf' : p.threshold, p.minSteps, "
-                "p.verify]}; } catch (e) { return {error: e.message}; } })));", texts)
-    want = [_python(lambda t: [(p := HaltPolicy.parse(t, 16)).kind, p.max_steps,
-                               "inf" if p.threshold == float("inf") else p.threshold, p.min_steps, p.verify], t)
-            for t in texts]
+                "const tau = Number.isFinite(p.threshold) ? p.threshold : String(p.threshold); "
+                "return {ok: [p.kind, p.maxSteps, tau, p.minSteps, p.verify]}; } "
+                "catch (e) { return {error: e.message}; } })));", texts)
+
+    def fields(t):
+        p = HaltPolicy.parse(t, 16)
+        tau = p.threshold if np.isfinite(p.threshold) else "Infinity" if p.threshold > 0 else "-Infinity"
+        return [p.kind, p.max_steps, tau, p.min_steps, p.verify]
+
+    want = [_python(fields, t) for t in texts]
     assert got == [{"error": w["error"].replace(f"{t!r}", f"'{t}'")} if "error" in w else w
                    for t, w in zip(texts, want)]
+    # q_halt is float32: a threshold that float32 rounds halts or not exactly as numpy decides
+    q = [float(np.float32(v)) for v in (0.1, 0.3, 2.9999999)]
+    policies = ["learned:0.1", "learned:0.3", "learned:3"]
+    got = _node("console.log(JSON.stringify(cases.q.flatMap((q) => cases.p.map((t) => "
+                "trm.halted(trm.parsePolicy(t, 16), 1, q)))));", {"q": q, "p": policies})
+    assert got == [bool(HaltPolicy.parse(t, 16).halted(1, np.float32([v]))[0]) for v in q for t in policies]
 
 
 def test_page_views_map_answers_back():
@@ -129,6 +143,7 @@ def isolated(site):
     srv = _serve(site, isolate=True)
     yield srv
     srv.shutdown()
+    srv.server_close()
 
 
 def test_page_solves_as_the_cli_step_by_step(site, browser, isolated, bundled_step_bundle):
@@ -171,6 +186,7 @@ def test_page_views_solve_what_one_view_does_not_single_threaded(site, browser, 
             page.close()
     finally:
         srv.shutdown()
+        srv.server_close()
 
 
 @pytest.mark.parametrize("query,python", [

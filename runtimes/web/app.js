@@ -18,7 +18,9 @@ function setState(state, message = "") {
 }
 
 async function load() {
-  const contract = await (await fetch("trm-device.json")).json();
+  const response = await fetch("trm-device.json");
+  if (!response.ok) throw new Error(`trm-device.json: HTTP ${response.status}; rebuild the site with trm-edge web`);
+  const contract = await response.json();
   if (contract.format !== "trm-edge-device" || contract.format_version !== 1) {
     throw new Error("trm-device.json is not a contract this page reads; rebuild the site with trm-edge web");
   }

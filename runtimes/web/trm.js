@@ -1,6 +1,8 @@
 // The solver's logic for the browser, with no page in it (node runs it too): sudoku text <-> tokens, the rules
 // check, halting policies and the supervision loop. It mirrors trm_edge/tasks/sudoku.py, trm_edge/halting.py and
-// trm_edge/views.py; tests/test_web.py holds the page to `trm-edge solve` on the same bundle.
+// the method of trm_edge/views.py (its views are drawn by its own generator, so with several views the winning
+// view and the steps may differ from `trm-edge solve`'s; a verified answer is the same). tests/test_web.py holds
+// the page to `trm-edge solve` on the same bundle.
 
 export const PAD = 0, BLANK = 1;
 const MAX_STEPS = 256;
@@ -127,18 +129,22 @@ export function back(view, tokens) {
 
 // ---- halting ------------------------------------------------------------------------------------------------
 
+// Python's int() and float(): surrounding blanks, one sign, underscores between digits.
+const DIGITS = "\\d+(?:_\\d+)*";
+const INTEGER = new RegExp(`^[+-]?${DIGITS}$`);
+const DECIMAL = new RegExp(`^[+-]?(?:${DIGITS}(?:\\.(?:${DIGITS})?)?|\\.${DIGITS})(?:e[+-]?${DIGITS})?$`, "i");
+
 function integer(text) {
-  if (!/^\s*[+-]?\d+\s*$/.test(text)) throw new InputError();
-  return Number(text);
+  const t = text.trim();
+  if (!INTEGER.test(t)) throw new InputError();
+  return Number(t.replaceAll("_", ""));
 }
 
 function number(text) {
-  const t = text.trim().toLowerCase().replace(/^\+/, "");
-  const inf = { inf: Infinity, infinity: Infinity, "-inf": -Infinity, "-infinity": -Infinity }[t];
-  if (inf !== undefined) return inf;
-  if (t === "nan" || t === "-nan") return NaN;
-  if (!/^-?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/.test(t)) throw new InputError();
-  return Number(t);
+  const t = text.trim(), m = /^([+-]?)(inf|infinity|nan)$/i.exec(t);
+  if (m) return m[2].toLowerCase() === "nan" ? NaN : m[1] === "-" ? -Infinity : Infinity;
+  if (!DECIMAL.test(t)) throw new InputError();
+  return Number(t.replaceAll("_", ""));
 }
 
 /** A policy string as trm_edge.halting.HaltPolicy.parse reads it: {kind, maxSteps, threshold, minSteps, verify}. */
@@ -152,15 +158,15 @@ export function parsePolicy(text, haltMaxSteps) {
       if (opts.length) throw new InputError();
       pol = { kind, maxSteps: arg ? integer(arg) : haltMaxSteps, threshold: Infinity, minSteps: 1, verify };
     } else if (kind === "learned") {
-      const kw = {};
+      const kw = new Map();
       for (const o of opts) {
         const eq = o.indexOf("=");
         if (eq < 0) throw new InputError();
-        kw[o.slice(0, eq)] = o.slice(eq + 1);
+        kw.set(o.slice(0, eq), o.slice(eq + 1));
       }
-      if (Object.keys(kw).some((k) => k !== "min" && k !== "max")) throw new InputError();
-      pol = { kind, maxSteps: "max" in kw ? integer(kw.max) : haltMaxSteps, threshold: arg ? number(arg) : 0,
-        minSteps: "min" in kw ? integer(kw.min) : 1, verify };
+      if ([...kw.keys()].some((k) => k !== "min" && k !== "max")) throw new InputError();
+      pol = { kind, maxSteps: kw.has("max") ? integer(kw.get("max")) : haltMaxSteps,
+        threshold: arg ? number(arg) : 0, minSteps: kw.has("min") ? integer(kw.get("min")) : 1, verify };
     } else throw new InputError();
   } catch (e) {
     if (!(e instanceof InputError)) throw e;
@@ -175,7 +181,8 @@ export function parsePolicy(text, haltMaxSteps) {
 }
 
 export function policyText(p) {
-  const head = p.kind === "fixed" ? `fixed:${p.maxSteps}` : `learned:${p.threshold},min=${p.minSteps},max=${p.maxSteps}`;
+  const tau = Number.isFinite(p.threshold) ? String(p.threshold) : p.threshold > 0 ? "inf" : "-inf";
+  const head = p.kind === "fixed" ? `fixed:${p.maxSteps}` : `learned:${tau},min=${p.minSteps},max=${p.maxSteps}`;
   return head + (p.verify ? ",verify" : "");
 }
 
@@ -186,7 +193,8 @@ export function viewPolicy(p, views, patience) {
   return { ...p, verify: true, maxSteps: steps, minSteps: Math.min(p.minSteps, steps) };
 }
 
-export const halted = (p, k, q) => k >= p.maxSteps || (q > p.threshold && k >= p.minSteps);
+// q_halt is float32 and numpy compares it with the threshold in float32: so does this.
+export const halted = (p, k, q) => k >= p.maxSteps || (q > Math.fround(p.threshold) && k >= p.minSteps);
 
 // ---- the supervision loop -----------------------------------------------------------------------------------
 

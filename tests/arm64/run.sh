@@ -40,7 +40,12 @@ fi
 [ -x "$QEMU" ] || die "emulation cannot start: no executable qemu at $QEMU"
 
 if [ -n "${TRM_ARM64_WORK:-}" ]; then
-  WORK=$(mkdir -p "$TRM_ARM64_WORK" && cd "$TRM_ARM64_WORK" && pwd)
+  # This script replaces folders inside WORK: only a new or empty folder, or one it made (its marker), is used.
+  if [ -e "$TRM_ARM64_WORK" ] && [ ! -f "$TRM_ARM64_WORK/.trm-arm64" ] && [ -n "$(ls -A "$TRM_ARM64_WORK")" ]; then
+    die "TRM_ARM64_WORK=$TRM_ARM64_WORK is not empty and not a work dir of this script: choose a new or empty one"
+  fi
+  mkdir -p "$TRM_ARM64_WORK" && touch "$TRM_ARM64_WORK/.trm-arm64"
+  WORK=$(cd "$TRM_ARM64_WORK" && pwd)
 else
   WORK=$(mktemp -d /tmp/trm-arm64.XXXXXX)
   if [ "${TRM_ARM64_KEEP:-0}" = 1 ]; then log "keeping $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
@@ -206,6 +211,8 @@ for name in (r.split()[0] for r in sys.argv[2:]):
     same_steps = sum(rx["steps"] == ra["steps"] for rx, ra in zip(x["results"], a["results"]))
     dq = max([abs(rx["q_halt"] - ra["q_halt"]) for rx, ra in zip(x["results"], a["results"])
               if rx["q_halt"] is not None and ra["q_halt"] is not None] or [0.0])
+    if not int8 and dq > 1e-3:
+        diffs.append(f"halting logits differ by up to {dq:.1e} (fp32 allows 1e-3)")
     print(f"arm64: {name:11s} {'FAIL' if diffs else 'ok'}: {a['n']} puzzles, answers identical {same}/{a['n']}, "
           f"steps {same_steps}/{a['n']}, solved x86 {x['solved']} arm {a['solved']}, max |q_halt x86 - arm| "
           f"{dq:.1e}; {a['model'].split(' (')[0]} (x86: {x['model'].split(' (')[0]})")
@@ -213,8 +220,6 @@ for name in (r.split()[0] for r in sys.argv[2:]):
         print(f"         difference: {d}")
     for d in notes:
         print(f"         allowed (int8): {d}")
-    if not int8 and dq > 1e-3:
-        diffs.append(f"halting logits differ by up to {dq:.1e} (fp32 allows 1e-3)")
     bad += [name] * bool(diffs)
 sys.exit(f"arm64: FAILED: aarch64 answers differ from x86 in {', '.join(bad)}" if bad else 0)
 EOF
