@@ -72,7 +72,7 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     _check_io(b, graph, precision, adapter.io(), backend)
     steps = b.manifest["graphs"][graph].get("steps") if graph == "unrolled" else None
     return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps,
-                  str(b.manifest.get("halting", "fixed")))
+                  b.halting)
 
 
 def initial_state(b: Bundle) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ def device_contract(b: Bundle, graph: Path, precision: str) -> dict:
     return {
         "format": CONTRACT_FORMAT, "format_version": CONTRACT_VERSION, "task": b.task,
         "seq_len": c.seq_len, "vocab_size": c.vocab_size, "total_len": c.total_len, "hidden_size": c.hidden_size,
-        "halt_max_steps": c.halt_max_steps, "halting": str(b.manifest.get("halting", "fixed")),
+        "halt_max_steps": c.halt_max_steps, "halting": b.halting,
         "views": {"default": codec_for(b.task, c.seq_len).default_views, "patience": PATIENCE},  # as `solve`'s
         "graph": {"file": graph.name, "precision": precision, "bytes": graph.stat().st_size,
                   "sha256": sha256(graph), **io_spec("step", c, batch=1)},

@@ -147,6 +147,11 @@ class Bundle:
             if graph is not None:
                 self._check_external_data(name, f, graph)
 
+    @property
+    def halting(self) -> str:
+        """The halting policy the bundle recommends (older bundles carry none: the official fixed steps)."""
+        return str(self.manifest.get("halting", "fixed"))
+
     def formats(self) -> dict[str, dict[str, dict[str, str]]]:
         """format -> graph form -> precision -> file; ONNX's files sit in the manifest's top-level `graphs`."""
         return {"onnx": {g: info["files"] for g, info in self.manifest["graphs"].items()},
