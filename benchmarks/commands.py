@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     def bench(
         bundle: Annotated[str, typer.Argument(help="Bundle directory (holds manifest.json).")],
         backend: Annotated[str, typer.Option(help="Comma-separated: ort, openvino, litert, torch.")] = "ort",
-        precision: Annotated[str, typer.Option(help="Comma-separated: fp32, int8, int8-dynamic.")] = "fp32",
+        precision: Annotated[str, typer.Option(help="Comma-separated: fp32 and the bundle's int8 modes.")] = "fp32",
         graph: Annotated[str, typer.Option(help="Comma-separated: step (host loop), loop, unrolled (in-graph).")
                          ] = "step",
         halt: Annotated[str, typer.Option(help="Comma-separated policies, e.g. fixed:16,learned:0,min=2.")

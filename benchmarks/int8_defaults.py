@@ -43,7 +43,7 @@ def measure(bundle: str, calib: int, heldout: int, threads: int = 2, per_module:
             trials.append((f"only {mod}", [n.name for n in mm if module_of(n) != mod]))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("int8", "int8-dynamic"):
+        for mode in ("int8-static", "int8-dynamic"):
             for i, (label, exclude) in enumerate(trials):
                 dst = Path(tmp) / f"{mode}-{i}.onnx"
                 quantize_step(src, dst, mode, feeds, exclude, Path(tmp) / "calib.json")

@@ -81,6 +81,26 @@ for d in 1,2 2,2 3,1 3,2 4,2; do
   trm-edge eval --depth "$d" --data builtin --views 1 --views 16 --json > "$OUT/eval-depth-${d/,/-}.json"
 done
 
+# int8 routes (issue 15): every ONNX route of the bundled model unguarded, its QAT fine-tune with learned ranges
+# under the default guard; paired accuracy against the bundled fp32 on 1,000 held-out puzzles with 95% intervals;
+# speed side by side at batch 1 and 64; the per-op profile in RESULTS came from ORT's profiler (40 steps, batch 1)
+trm-edge finetune --qat -o "$OUT/qat" --steps 600
+trm-edge export -o "$OUT/routes" --graph step --quantize int8-static,int8-dynamic,int8-weights,int4-weights \
+  --max-drop 100 --json > "$OUT/export-routes.json"
+trm-edge export "$OUT/qat/model" -o "$OUT/routes-qat" --graph step --quantize int8 --json > "$OUT/export-routes-qat.json"
+python -m trm_edge.benchmarks.int8_routes "$OUT/routes" "$OUT/routes-qat" -n 1000 --halt learned:3,fixed \
+  --json "$OUT/int8-routes.json" > "$OUT/int8-routes.md"
+for b in 1 64; do
+  trm-edge bench "$OUT/routes" --backend ort --precision fp32,int8-static,int8-dynamic,int8-weights,int4-weights \
+    --graph step --halt fixed:16 --data builtin -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) \
+    --out "$OUT/bench-routes-b$b" --json > /dev/null
+  trm-edge bench "$OUT/routes-qat" --backend ort --precision fp32,int8 --graph step --halt fixed:16 --data builtin \
+    -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) --out "$OUT/bench-routes-qat-b$b" \
+    --json > /dev/null
+done
+# the main job with int8 (default route), timed
+( time trm-edge export -o "$OUT/main-int8" --quantize int8 --json > "$OUT/export-main-int8.json" ) 2> "$OUT/main-int8.time"
+
 # engines: one export in every format (ONNX, OpenVINO IR, LiteRT), each engine x precision x form side by side,
 # batch 1 and 64, 2 threads; the bundled model, then the official Sudoku-MLP size
 trm-edge export -o "$OUT/engines-bundle" --format onnx,openvino,litert --graph step,loop,unrolled \

@@ -46,6 +46,7 @@ class Context:
     tmp: Path
     status: Callable[[str], None]
     policies: list[HaltPolicy] = field(default_factory=list)  # verified under each
+    int8_sites: dict | None = None  # activation ranges learned by QAT (trm_edge.int8), for static int8
     onnx_solvers: dict[str, Solver] = field(default_factory=dict)  # set by the ONNX format: fp32, by graph form
 
     def solver(self, adapter: Adapter, graph: str = "step", init_ms: float = 0.0) -> Solver:
@@ -81,7 +82,7 @@ class Context:
     @cached_property
     def heldout_fp32(self) -> Solution:
         """The verified fp32 answers on the held-out puzzles under the bundle's policy: what int8 is judged by."""
-        return self.onnx_solvers["step"].solve(self.heldout, self.policy)
+        return self.onnx_solvers["step"].solve_stream(self.heldout, self.policy)
 
     @cached_property
     def probe_feed(self) -> dict[str, np.ndarray]:

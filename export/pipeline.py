@@ -91,7 +91,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
     def write(tmp: Path) -> None:
         ctx = Context(model, options, policy, codec_for(meta.get("task"), cfg.seq_len, meta.get("source")),
                       {"H_init": model.H_init.float().numpy(), "L_init": model.L_init.float().numpy()}, n_unrolled,
-                      tmp, status, policies)
+                      tmp, status, policies, int8_sites=meta.get("int8_sites"))
         np.savez(tmp / "init.npz", **ctx.init)
         save(model, tmp / "reference", task=meta.get("task"), source=meta.get("source"))
         for name in options.formats:

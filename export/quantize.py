@@ -22,21 +22,31 @@ import numpy as np
 import onnx
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
-from trm_edge.evaluate import row_scores, summarize
+from trm_edge.evaluate import paired_drop, row_scores, summarize
 from trm_edge.halting import Solution
+from trm_edge.int8 import FLOAT_MODULES
 from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.runtimes.solver import Solver
 
 if TYPE_CHECKING:
     from trm_edge.export.formats import Context
 
-# Kept in float by default: tiny (2 and V outputs) but decisive: the halting decision and the answer argmax.
-DEFAULT_FLOAT_MODULES = ("model.q_head", "model.lm_head")
+DEFAULT_FLOAT_MODULES = tuple(f"model.{m}" for m in FLOAT_MODULES)  # as the exporter names their scopes
 CALIB_PERCENTILE = 99.99
 # ORT's histogram calibrator holds every calibrated tensor of the feeds it is given at once: at the official
 # size, 32 feeds were killed at 24 GB. It gets the feeds in chunks of at most this many bytes (histograms merge).
 CALIB_CHUNK_BYTES = 2 << 30
 QUANTIZED_OPS = ["MatMul", "Gemm"]
+WEIGHT_BITS = {"int8-weights": 8, "int4-weights": 4}  # MatMulNBits routes: weights only, activations per block
+WEIGHT_BLOCK = 32
+SCHEMES = {  # what each route's graph holds, for the manifest
+    "int8-static": {"format": "QDQ, float MatMul outputs", "activations": "uint8 per tensor",
+             "weights": "int8 per output channel"},
+    "int8-dynamic": {"format": "dynamic (MatMulInteger)", "activations": "uint8 per tensor, per call",
+                     "weights": "int8 per output channel"},
+    **{m: {"format": "MatMulNBits, accuracy level 4", "activations": f"int8 per block of {WEIGHT_BLOCK}, per call",
+           "weights": f"int{b} per block of {WEIGHT_BLOCK}"} for m, b in WEIGHT_BITS.items()},
+}
 
 
 def module_of(node: onnx.NodeProto) -> str:
@@ -95,12 +105,40 @@ def calib_chunk(model: onnx.ModelProto, feeds: list[dict]) -> int:
     return max(fits, default=1)
 
 
+def site_overrides(model: onnx.ModelProto, sites: dict[str, list]) -> dict[str, list[dict]]:
+    """ORT tensor overrides from learned call-site ranges (`trm_edge.int8`): the k-th distinct activation input of a
+    module's MatMuls in graph order is its k-th call (a gate/up pair split from one call shares its input)."""
+    inputs: dict[str, list[str]] = {}
+    for n in matmul_nodes(model):
+        mod = module_of(n).removeprefix("model.")
+        if mod in sites and n.input[0] not in inputs.setdefault(mod, []):
+            inputs[mod].append(n.input[0])
+    if missing := sorted(set(sites) - set(inputs)) or [m for m in sites if len(inputs[m]) != len(sites[m])]:
+        raise TRMEdgeError(f"the model's learned int8 ranges do not fit its step graph (module {missing[0]}): "
+                           "re-run `trm-edge finetune --qat` on this model")
+    return {t: [{"scale": np.array(s, np.float32), "zero_point": np.array(z, np.uint8)}]
+            for mod, ts in inputs.items() for t, (s, z) in zip(ts, sites[mod])}
+
+
+def route_of(mode: str, learned: bool) -> str:
+    """`int8` is the best route the model allows, measured (benchmarks/RESULTS.md): static with ranges learned by
+    `finetune --qat`, which holds accuracy and runs faster than fp32; without them, int8 weights (MatMulNBits),
+    which hold accuracy untrained (calibrated static ranges lose 1-2 pp on the bundled model; smaller, not faster)."""
+    if mode != "int8":
+        return mode
+    return "int8-static" if learned else "int8-weights"
+
+
 def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: list[str],
-                  calib_cache: Path | None = None) -> None:
+                  calib_cache: Path | None = None, overrides: dict | None = None) -> None:
     """`calib_cache`: a file that keeps the calibrated ranges for the next call on the same graph and feeds (the
-    guard's attempts differ only in the nodes kept float; recalibrating each time took ~75 s on the bundled model)."""
+    guard's attempts differ only in the nodes kept float; recalibrating each time took ~75 s on the bundled model).
+    `overrides`: learned activation ranges (`site_overrides`), which replace the calibrated ones."""
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic
 
+    if mode in WEIGHT_BITS:
+        _quantize_weights(src, dst, WEIGHT_BITS[mode], exclude)
+        return
     if mode == "int8-dynamic":  # it first rewrites each Gemm as a MatMul named '<gemm>_MatMul': exclude that too
         with quiet_logging():  # "consider pre-processing": shape inference adds nothing to our typed graphs
             quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
@@ -111,11 +149,11 @@ def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: l
     reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
     chunk = calib_chunk(onnx.load(str(src), load_external_data=False), feeds)
     with contextlib.redirect_stdout(sys.stderr), quiet_logging():  # calibrator progress; stdout carries --json
-        _quantize_static(src, dst, reader, exclude, calib_cache, chunk)
+        _quantize_static(src, dst, reader, exclude, calib_cache, chunk, overrides or {})
 
 
 def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cache: Path | None,
-                     chunk: int) -> None:
+                     chunk: int, overrides: dict) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # U8 activations / S8 weights: on x86 the S8/S8 kernels are ~2x slower than fp32 (measured here).
@@ -129,8 +167,21 @@ def _quantize_static(src: Path, dst: Path, reader, exclude: list[str], calib_cac
                     op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=exclude,
                     extra_options={"MatMulConstBOnly": True, "CalibPercentile": CALIB_PERCENTILE,
                                    "CalibStridedMinMax": chunk,  # despite the name, any calibrator: chunks
-                                   "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS},
+                                   "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS,
+                                   "TensorQuantOverrides": overrides},
                     calibration_cache_path=calib_cache)
+
+
+def _quantize_weights(src: Path, dst: Path, bits: int, exclude: list[str]) -> None:
+    """Every MatMul as ORT's MatMulNBits: weights in `bits`, symmetric per block of 32 along K; accuracy level 4
+    quantizes the activations to int8 per block at run time and computes in int8 (x86 VNNI, ARM64 since 1.23)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=WEIGHT_BLOCK, is_symmetric=True,
+                             accuracy_level=4, nodes_to_exclude=exclude, op_types_to_quantize=("MatMul",))
+    with quiet_logging():
+        q.process()
+    onnx.save(q.model.model, str(dst))
 
 
 @contextlib.contextmanager
@@ -145,13 +196,14 @@ def quiet_logging():
         root.setLevel(level)
 
 
-def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path) -> list[str]:
+def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path,
+                overrides: dict | None = None) -> list[str]:
     """Candidate MatMuls, most sensitive first: relative error of each MatMul's output tensor in the quantized
     graph against the float graph, on the calibration inputs (quantizers rename nodes but keep these tensors)."""
     by_name = {n.name: n for n in onnx.load(str(float_path)).graph.node}
     tensors = {by_name[n].output[0]: n for n in candidates if n in by_name}
     ref = _tensor_values(float_path, list(tensors), feeds[::4], tmp / "probe_f.onnx")
-    quantize_step(float_path, tmp / "probe_q_src.onnx", mode, feeds, [], tmp / "calib.json")
+    quantize_step(float_path, tmp / "probe_q_src.onnx", mode, feeds, [], tmp / "calib.json", overrides)
     got = _tensor_values(tmp / "probe_q_src.onnx", list(tensors), feeds[::4], tmp / "probe_q.onnx")
     err = {tensors[t]: float(np.mean([np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)
                                       for a, b in zip(ref[t], got[t])])) for t in tensors if t in got}
@@ -187,8 +239,10 @@ def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> di
     ex32, ex8 = (solved_rows(codec, puzzles, s, fp32.tokens) for s in (fp32, q))
     tok = (q.tokens == fp32.tokens).mean(-1)
     s32, s8 = summarize(ex32, tok, fp32.steps), summarize(ex8, tok, q.steps)
+    paired = paired_drop(ex32, ex8)
     return {"n": len(puzzles), "fp32_exact": s32["exact_accuracy"], "int8_exact": s8["exact_accuracy"],
-            "exact_drop_pp": 100 * (s32["exact_accuracy"] - s8["exact_accuracy"]),
+            "exact_drop_pp": paired["drop_pp"], "drop_ci95_pp": paired["ci95_pp"], "lost": paired["lost"],
+            "gained": paired["gained"],
             "token_agreement": float(tok.mean()), "answer_agreement": float((tok == 1).mean()),
             "fp32_mean_steps": s32["mean_steps"], "int8_mean_steps": s8["mean_steps"]}
 
@@ -196,34 +250,45 @@ def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> di
 def quantize_graphs(ctx: Context, mode: str) -> dict:
     """Write `step.<mode>.onnx` in the bundle's temporary directory, guarded; returns the manifest section.
     Raises CheckFailed."""
+    t0 = time.perf_counter()
     tmp, solver32, policy, max_drop = ctx.tmp, ctx.onnx_solvers["step"], ctx.policy, ctx.options.quant.max_drop
     src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
     step_model = onnx.load(str(src))
     mm = matmul_nodes(step_model)
     default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
-    feeds, fp32, heldout = ctx.calib_feeds, ctx.heldout_fp32, ctx.heldout
+    route = route_of(mode, bool(ctx.int8_sites))
+    learned = ctx.int8_sites if route == "int8-static" else None
+    overrides = site_overrides(step_model, learned) if learned else None
+    # only calibrated static int8 needs the recorded carries to quantize (learned ranges replace the calibrated
+    # ones, and one feed satisfies the calibrator); the sensitivity ranking, if the guard needs it, reads them
+    feeds = ctx.calib_feeds if route == "int8-static" and not learned else [dict(ctx.probe_feed, step=1)]
+    fp32, heldout = ctx.heldout_fp32, ctx.heldout
     exclude, ranked, tries = list(default_float), None, []
     scratch = tmp / ".quant"
     scratch.mkdir()
     try:
         while True:
-            ctx.status(f"quantizing ({mode}, {len(exclude)} MatMuls kept in float)")
-            quantize_step(src, dst, mode, feeds, exclude, scratch / "calib.json")
+            what = f"{mode} ({route}), attempt {len(tries) + 1}: {len(exclude)} of {len(mm)} MatMuls float"
+            ctx.status(f"{what}: quantizing")
+            quantize_step(src, dst, route, feeds, exclude, scratch / "calib.json", overrides)
             solver8 = ctx.solver(OrtAdapter(dst))
-            figs = guard_figures(fp32, solver8.solve(heldout, policy), heldout, ctx.codec)
+            ctx.status(f"{what}: solving {len(heldout)} held-out puzzles beside fp32")
+            figs = guard_figures(fp32, solver8.solve_stream(heldout, policy), heldout, ctx.codec)
             tries.append({"float_nodes": len(exclude), **figs})
             if figs["exact_drop_pp"] <= max_drop and len(exclude) < len(mm):
                 break
             if ranked is None:
-                ctx.status("ranking MatMuls by int8 sensitivity")
-                ranked = [n for n in sensitivity(src, feeds, [n.name for n in mm if n.name not in exclude], mode,
-                                                 scratch) if n not in exclude]
+                ctx.status(f"{mode}: drop {figs['exact_drop_pp']:.2f} pp over the {max_drop:g} pp budget; ranking "
+                           "MatMuls by int8 sensitivity")
+                ranked = [n for n in sensitivity(src, ctx.calib_feeds, [n.name for n in mm if n.name not in exclude],
+                                                 route, scratch, overrides) if n not in exclude]
             if not ranked:  # every MatMul is float: nothing int8 fits the budget
                 last = tries[-2] if len(tries) > 1 else tries[-1]
                 raise CheckFailed(f"int8 accuracy guard failed: exact-solve drop {tries[0]['exact_drop_pp']:.2f} pp "
                                   f"with the default float nodes, still {last['exact_drop_pp']:.2f} pp with "
                                   f"{last['float_nodes']} of {len(mm)} MatMuls in float; budget {max_drop:g} pp "
-                                  f"(fp32 {figs['fp32_exact']:.1%}); no bundle written")
+                                  f"(fp32 {figs['fp32_exact']:.1%} on {len(heldout)} held-out puzzles); no bundle "
+                                  "written")
             take = max(1, len(exclude) // 2)
             exclude += ranked[:take]
             ranked = ranked[take:]
@@ -231,16 +296,21 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
     n_int8 = _count_quantized(dst)
     speed, warnings = speed_check(mode, solver32, solver8, ctx.probe_feed, f"{n_int8} of {len(mm)} MatMuls in int8")
+    if route == "int8-static" and not learned and len(exclude) > len(default_float):
+        warnings.append(f"int8: calibrated ranges lost {tries[0]['exact_drop_pp']:.2f} pp, so the guard kept "
+                        f"{len(exclude)} of {len(mm)} MatMuls float; `trm-edge finetune MODEL --qat` learns ranges "
+                        "that hold (export its model), and --quantize int8-weights holds accuracy without training")
     by_name = {n.name: n for n in mm}
     return {
-        "mode": mode, "format": "QDQ, float MatMul outputs" if mode == "int8" else "dynamic (MatMulInteger)",
-        "activations": "uint8" if mode == "int8" else "uint8 (per batch)", "weights": "int8 per-channel",
-        "calibration": dict(calibration_summary(ctx), method=f"percentile {CALIB_PERCENTILE}" if mode == "int8"
-                            else "none: ranges per call"),
+        "mode": mode, "route": route, **SCHEMES[route],
+        "calibration": {"method": f"learned by QAT ({len(overrides)} call sites)"} if overrides else
+        dict(calibration_summary(ctx), method=f"percentile {CALIB_PERCENTILE}") if route == "int8-static" else
+        {"method": "none: activation ranges at run time"},
         "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
         "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
         "quantized_matmuls": n_int8, "matmuls": len(mm),
         "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings,
+        "seconds": round(time.perf_counter() - t0, 1),
     }
 
 
@@ -278,5 +348,5 @@ def _count_quantized(path: Path) -> int:
     or a rounded activation that it shares with quantized consumers; that is not counted)."""
     nodes = onnx.load(str(path)).graph.node
     dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(n.op_type == "MatMulInteger" or (n.op_type == "MatMul" and all(i in dq for i in n.input[:2]))
-               for n in nodes)
+    return sum(n.op_type in ("MatMulInteger", "MatMulNBits") or
+               (n.op_type == "MatMul" and all(i in dq for i in n.input[:2])) for n in nodes)

@@ -3,6 +3,8 @@ model's task and is compared with the PyTorch reference, step by step and under 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -20,6 +22,11 @@ TOL_STEP1, TOL_ANY = 1e-3, 5e-2
 # of the threshold) flip under any change of kernels, so the bar is stated as fractions, and the exact figures are
 # recorded. A trained model meets them with 100%.
 MIN_TOKENS_IDENTICAL, MIN_STEPS_IDENTICAL = 0.995, 0.95
+# A chaotic model (e.g. random weights at the official size) disagrees with ITSELF when its initial state moves by
+# one float ulp: its end-to-end answers say nothing about a graph then. Such a graph passes when it agrees with the
+# reference as well as the reference agrees with itself, within these margins (16 puzzles: one is 6% of the steps);
+# the per-step check (the graph fed the reference's carry) still holds it to TOL_STEP1 / TOL_ANY.
+CHAOS_TOKEN_MARGIN, CHAOS_STEP_MARGIN = 0.05, 0.125
 
 
 def sample_puzzles(codec: Codec, n: int, seed: int = 0) -> np.ndarray:
@@ -69,11 +76,39 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
                                   f"{entry['reference_faults']} on the PyTorch reference (broken weights?); no bundle "
                                   "written")
             if entry["tokens_identical"] < MIN_TOKENS_IDENTICAL or entry["steps_identical"] < MIN_STEPS_IDENTICAL:
-                raise CheckFailed(f"verification failed: {engine} {form} graph under {pol}: answer tokens identical "
-                                  f"{entry['tokens_identical']:.2%} (need {MIN_TOKENS_IDENTICAL:.1%}), steps identical "
-                                  f"{entry['steps_identical']:.1%} (need {MIN_STEPS_IDENTICAL:.0%}) vs the PyTorch "
-                                  "reference; no bundle written")
+                _judge_by_self_agreement(model, batch, pol, ref, entry, f"{engine} {form} graph under {pol}", report)
     return report
+
+
+def self_agreement(model: TRM, batch: Batch, policy: HaltPolicy, ref) -> dict:
+    """How well the reference agrees with itself when its initial state moves by one float ulp (a rounding)."""
+    nudged = copy.deepcopy(model)
+    with torch.no_grad():
+        for buf in (nudged.H_init, nudged.L_init):
+            buf.copy_(torch.from_numpy(np.nextafter(buf.numpy(), np.float32(np.inf))))
+    got = nudged.solve(batch, policy)
+    return {"tokens_identical": float((got.tokens == ref.tokens).mean()),
+            "steps_identical": float((got.steps == ref.steps).mean())}
+
+
+def _judge_by_self_agreement(model: TRM, batch: Batch, policy: HaltPolicy, ref, entry: dict, what: str,
+                             report: dict) -> None:
+    """Below the fixed bar: pass with a warning if the reference is as far from itself, else raise CheckFailed."""
+    own = entry["reference_self_agreement"] = self_agreement(model, batch, policy, ref)
+    need_tok = min(MIN_TOKENS_IDENTICAL, own["tokens_identical"] - CHAOS_TOKEN_MARGIN)
+    need_steps = min(MIN_STEPS_IDENTICAL, own["steps_identical"] - CHAOS_STEP_MARGIN)
+    figures = (f"answer tokens identical {entry['tokens_identical']:.2%}, steps identical "
+               f"{entry['steps_identical']:.1%} vs the PyTorch reference")
+    if entry["tokens_identical"] >= need_tok and entry["steps_identical"] >= need_steps:
+        report.setdefault("warnings", []).append(
+            f"{what}: {figures}, but the reference itself gives {own['tokens_identical']:.2%} and "
+            f"{own['steps_identical']:.1%} when its initial state moves by one float ulp: this model is chaotic "
+            "(random weights?), so answers cannot be compared; the per-step check passed")
+        return
+    chaos = (f"; the reference agrees with itself to {own['tokens_identical']:.2%} / {own['steps_identical']:.1%} "
+             "under a one-ulp nudge, so this graph is worse than float noise") if own["tokens_identical"] < 1 else ""
+    raise CheckFailed(f"verification failed: {what}: {figures} (need {need_tok:.1%} and {need_steps:.0%}){chaos}; "
+                      "no bundle written")
 
 
 def _per_step(model: TRM, adapter: Adapter, puzzles: np.ndarray, ids: np.ndarray, engine: str) -> dict:

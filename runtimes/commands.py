@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 BundleArg = Annotated[str, typer.Argument(help="Bundle directory (from trm-edge export; sudoku).")]
-Precision = Annotated[str, typer.Option(help="The step graph to embed: fp32, int8 or int8-dynamic.")]
+Precision = Annotated[str, typer.Option(help="The step graph to embed: fp32 or one of the bundle's int8 modes.")]
 OrtWeb = Annotated[str | None, typer.Option("--ort-web", help="onnxruntime-web tarball (npm pack "
                                             "onnxruntime-web@1.30.0) when npm is not on this machine.")]
 

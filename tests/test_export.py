@@ -174,6 +174,51 @@ def test_failed_verification_leaves_no_bundle(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _chaotic_model() -> TRM:
+    """Random weights, 16 steps of H3/L2: a one-ulp change of the initial state decorrelates the answers (~10% of
+    tokens stay identical), as with random checkpoints at the official size."""
+    torch.manual_seed(0)
+    return TRM(tiny_config(halt_max_steps=16, H_cycles=3, L_cycles=2)).eval()
+
+
+def test_chaotic_model_exports_with_a_warning_and_its_own_noise_recorded(tmp_path, capsys):
+    from test_cli import run
+
+    from trm_edge.checkpoint import save
+
+    src = save(_chaotic_model(), tmp_path / "m", task="sudoku")
+    code, out, err = run(capsys, "export", str(src), "-o", str(tmp_path / "b"), "--graph", "step")
+    assert code == 0, err
+    assert "chaotic" in err and "per-step check passed" in err
+    ver = Bundle(tmp_path / "b").manifest["verification"]
+    entry = ver["policies"]["fixed:16"]["step"]
+    own = entry["reference_self_agreement"]
+    assert own["tokens_identical"] < 0.9 and entry["tokens_identical"] < 0.995
+    assert max(ver["step"]["max_abs_logit_error_per_step"][:1]) < 1e-3
+
+
+def test_graph_worse_than_the_references_own_noise_is_refused(tmp_path):
+    from trm_edge.export.verify import verify
+    from trm_edge.halting import Solution
+
+    model = _chaotic_model()
+
+    class BrokenHalting:
+        """A graph that passes the per-step check but stops every solve halfway (steps the reference never varies:
+        at chance-level answers only such figures can tell)."""
+        def __init__(self, real):
+            self.real, self.adapter = real, real.adapter
+
+        def solve(self, puzzles, policy):
+            s = self.real.solve(puzzles, policy)
+            return Solution(s.tokens, s.steps // 2, s.q_halt, s.fault)
+
+    bundle = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("step",)))
+    good = open_solver(bundle, "ort", "step")
+    with pytest.raises(CheckFailed, match="worse than float noise"):
+        verify(model, {"step": BrokenHalting(good)}, sample_puzzles(good.codec, 16), [HaltPolicy.parse("fixed", 16)])
+
+
 @pytest.mark.parametrize("backend,graph", [("ort", "loop"), ("openvino", "loop"), ("litert", "step")])
 def test_torch_free_device_loads_and_solves(bundle, backend, graph):
     """With torch hidden (a Pi install: numpy + one engine), a bundle loads and solves, as it does with torch."""

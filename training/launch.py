@@ -14,6 +14,10 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.training.recipes import RECIPES, run
 from trm_edge.training.trainer import TrainConfig
 
+# Fine-tuning from trained weights: a short run at a tenth of the bundled recipe's peak rate, evaluated at the end
+# (for QAT the evaluation runs the simulated int8 model).
+FINETUNE = dict(steps=600, lr=1e-4, lr_min_ratio=0.1, warmup_steps=20, checkpoint_every=100)
+
 
 def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False, echo=None,
                  config: str | None = None) -> Path:
@@ -37,3 +41,22 @@ def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bo
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+def finetune(model: str | None, out_dir: str, steps: int | None = None, qat: bool = False, echo=None) -> Path:
+    """Continue training a model (ours or the bundled one) with its own recipe; `qat` trains it through the
+    deployed int8 arithmetic and stores the learned activation ranges in the model written."""
+    from trm_edge.checkpoint import DEFAULT_MODEL, load_model
+
+    source = Path(model) if model else DEFAULT_MODEL
+    _, meta = load_model(source)
+    if meta.get("format") != "trm-edge":
+        raise TRMEdgeError(f"finetune: {source} is not a trm-edge model (official checkpoints: train from their "
+                           "dataset with the official trainer, or convert with `trm-edge export` first)")
+    recipe = meta.get("recipe")
+    cfg = TrainConfig.from_dict(recipe) if recipe else RECIPES.get(meta.get("task"))
+    if cfg is None:
+        raise TRMEdgeError(f"finetune: {source} records no training recipe and task {meta.get('task')!r} has none")
+    tune = dict(FINETUNE, steps=steps or FINETUNE["steps"])
+    cfg = dataclasses.replace(cfg, init=str(source.resolve()), qat=qat, eval_every=tune["steps"], **tune)
+    return run(cfg, out_dir, echo=echo)

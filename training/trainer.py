@@ -30,8 +30,10 @@ from trm_edge.checkpoint import export_official, save
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.model import TRM, Batch, Carry
+from trm_edge.training import qat
 
 IGNORE = -100
+QAT_CALIB_PUZZLES = 32  # initial activation ranges: every step of this many training puzzles
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     data: dict = field(default_factory=dict)  # the data source's knobs (see training.sources)
+    init: str | None = None  # start from this model's weights (fine-tuning) instead of a fresh init
+    qat: bool = False  # train through the deployed int8 arithmetic (training.qat) and learn its activation ranges
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -75,7 +79,9 @@ class TrainConfig:
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-token loss with s(x) = x+1 (x >= 0), 1/(1-x) (x < 0) in place of exp, in float64."""
     x = logits.to(torch.float64)
-    s = torch.where(x < 0, 1 / (1 - x), x + 1)
+    # each branch clamped to its own side: an unselected 1/(1-x) at x == 1 is inf, and its zero gradient times inf
+    # is NaN (it poisoned a fine-tuning run)
+    s = torch.where(x < 0, 1 / (1 - x.clamp(max=0)), x.clamp(min=0) + 1)
     logp = torch.log(s / s.sum(-1, keepdim=True))
     valid = labels != IGNORE
     picked = logp.gather(-1, torch.where(valid, labels, 0).unsqueeze(-1)).squeeze(-1)
@@ -116,6 +122,8 @@ class EMA:
 
     def copy_to(self, model: TRM) -> TRM:
         ema = TRM(model.config)
+        if qat.is_attached(model):  # same structure, ranges overwritten below
+            qat.attach(ema, {n: (m.sites.lo, m.sites.hi) for n, m in qat.quantized_modules(model).items()})
         ema.load_state_dict({**model.state_dict(), **self.shadow})
         return ema.eval()
 
@@ -164,6 +172,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     local = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
     model = TRM(cfg.model).train()
+    inherited = _start_from(model, cfg, stream) if cfg.init else {}
     opt = _optimizer(cfg, model)
     ema = EMA(model, cfg.ema_rate)
     step, rng = 0, np.random.default_rng(cfg.seed + 1)
@@ -192,7 +201,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     inputs = np.zeros((bank, cfg.model.seq_len), np.int64)
     labels = np.full_like(inputs, IGNORE)
     pids = np.zeros(bank, np.int64)
-    t0, seen = time.time(), 0
+    t0, seen, skipped = time.time(), 0, 0
     while step < cfg.steps:
         new_in, new_lab, new_pid = (a[lo:hi] for a in stream(step))
         sel = np.arange(bank) if bank == local else np.sort(pick.choice(bank, local, replace=False))
@@ -202,7 +211,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         sub = model.reset_carry(Carry(carry.z_H[sel], carry.z_L[sel]), torch.from_numpy(fresh))
         batch = Batch(torch.from_numpy(inputs[sel]), torch.from_numpy(pids[sel]))
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step) * g["lr_scale"]
         with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", torch.bfloat16,
                             enabled=cfg.autocast_bf16):
             sub, logits, q_halt = step_fn(sub, batch)
@@ -212,8 +221,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         loss = (lm + cfg.q_loss_weight * qloss) / local
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sign_sgd_puzzle_emb(model, cfg.puzzle_emb_lr * lr_at(cfg, step) / cfg.lr, cfg.puzzle_emb_weight_decay)
+        if _finite_grads(model):
+            opt.step()
+            sign_sgd_puzzle_emb(model, cfg.puzzle_emb_lr * lr_at(cfg, step) / cfg.lr, cfg.puzzle_emb_weight_decay)
+        else:  # one bad batch must not poison every weight (and the EMA, and the saved state) with NaN
+            skipped += 1
+            log({"event": "skipped", "step": step, "why": "non-finite gradient", "skipped": skipped})
         ema.update(model, step)
         step += 1
         seen += cfg.batch_size
@@ -222,7 +235,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         q = q_halt.detach().float().numpy()
         steps_done[sel] += 1
         explore = rng.random(cfg.batch_size)[lo:hi] < cfg.model.halt_exploration_prob
-        min_steps = np.where(explore, rng.integers(2, M + 1, cfg.batch_size)[lo:hi], 0)
+        min_steps = np.where(explore, rng.integers(min(2, M), M + 1, cfg.batch_size)[lo:hi], 0)
         done = (steps_done[sel] >= M) | ((q > 0) & (steps_done[sel] >= min_steps))
         halted[sel] = done
 
@@ -238,11 +251,23 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         if rank == 0 and evaluate and (step % cfg.eval_every == 0 or step == cfg.steps):
             log(dict(evaluate(ema.copy_to(model)), step=step, event="eval"))
     if rank == 0:
-        final = ema.copy_to(model)
-        save(final, out / "model", task=cfg.task, recipe=cfg.to_dict(), trained_steps=step)
+        final, sites = ema.copy_to(model), {}
+        if cfg.qat:
+            final, sites = qat.detach(final)
+        save(final, out / "model", task=cfg.task, recipe=cfg.to_dict(), trained_steps=step, **inherited,
+             **({"int8_sites": sites} if sites else {}))
         if official:
             export_official(final, out / "official", step=step, task=cfg.task)
     return out / "model"
+
+
+def _finite_grads(model: TRM) -> bool:
+    """Every gradient finite (after DDP's all-reduce, so every rank decides alike)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    lookup = model.puzzle_emb.last_lookup
+    if lookup is not None and lookup[1].grad is not None:
+        grads.append(lookup[1].grad)
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
 
 def _gather(t: torch.Tensor, world: int) -> np.ndarray:
@@ -253,17 +278,35 @@ def _gather(t: torch.Tensor, world: int) -> np.ndarray:
     return torch.cat(parts).cpu().numpy()
 
 
+def _start_from(model: TRM, cfg: TrainConfig, stream: Stream) -> dict:
+    """Load `cfg.init`'s weights; for QAT, attach the fake-quant sites with ranges calibrated on the first batch.
+    Returns what the fine-tuned model inherits: the source's recommended halting policy."""
+    from trm_edge.checkpoint import load_model
+
+    init, meta = load_model(cfg.init)
+    if init.config != cfg.model:
+        raise TRMEdgeError(f"--init {cfg.init}: its architecture differs from the training config's")
+    model.load_state_dict(init.state_dict())
+    if cfg.qat:
+        qat.attach(model, qat.calibrate(init, stream(0)[0][:QAT_CALIB_PUZZLES]))
+    return {k: meta[k] for k in ("recommended_halt",) if k in meta}
+
+
 def _optimizer(cfg: TrainConfig, model: TRM) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW on the weights; QAT's activation ranges get no weight decay and their own learning-rate scale."""
+    params = [p for n, p in model.named_parameters() if p.requires_grad and ".sites." not in n]
+    ranges = [p for n, p in model.named_parameters() if ".sites." in n]
+    groups = [{"params": params, "lr_scale": 1.0}] + (
+        [{"params": ranges, "weight_decay": 0.0, "lr_scale": qat.RANGE_LR_SCALE}] if ranges else [])
     if cfg.optimizer == "adam_atan2":
         try:
             from adam_atan2_pytorch import AdamAtan2
         except ImportError:
             raise TRMEdgeError("train: optimizer adam_atan2 needs `pip install adam-atan2-pytorch`") from None
-        return AdamAtan2(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return AdamAtan2(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.optimizer != "adamw":
         raise TRMEdgeError(f"train: unknown optimizer {cfg.optimizer!r} (adamw or adam_atan2)")
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def _save_state(state_dir: Path, model, opt, ema: EMA, step: int, rng) -> None:

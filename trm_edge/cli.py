@@ -40,8 +40,8 @@ ViewsOpt = Annotated[int | None, typer.Option("--views", min=1, max=256, help="S
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default), openvino, litert "
                                                 "or torch.")]
 GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32, int8 or int8-dynamic (what the "
-                                           "bundle has for that backend).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32 or an int8 mode the bundle has "
+                                           "for that backend (int8, int8-dynamic, int8-weights, int4-weights).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
                                                 help="Intra-op threads (default: the runtime's).")]
 DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
@@ -167,14 +167,15 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            = None,
            puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
            = None,
-           quantize: Annotated[str | None, typer.Option(help="int8 (static) and/or int8-dynamic, comma-separated, "
-                                                  "for every format offering it, or for one as FORMAT:MODE "
-                                                  "(litert:int8-dynamic).")]
+           quantize: Annotated[str | None, typer.Option(help="int8 (static; ranges learned by `finetune --qat` when "
+                                                  "the model has them), int8-dynamic, int8-weights, int4-weights "
+                                                  "(MatMulNBits), comma-separated, for every format offering it, or "
+                                                  "for one as FORMAT:MODE (litert:int8-dynamic).")]
            = None,
            calib: Annotated[int, typer.Option(help="Calibration puzzles (carries from every step).")] = 32,
            max_drop: Annotated[float, typer.Option(min=0, max=100, help="Exact-solve drop budget, percentage points.")]
            = 1.0,
-           heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard.")] = 128,
+           heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard.")] = 512,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
     quantize under an accuracy guard, and write a bundle (all or nothing)."""
@@ -191,7 +192,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
         path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, options,
                              status=lambda s: st.update(s))
     summary = api.bundle_summary(path)
-    for q in summary["quantization"].values():
+    for q in [*summary["verification"].values(), *summary["quantization"].values()]:
         for w in q.get("warnings", []):
             err.print(f"[yellow]warning:[/] {w}")
     if as_json:
@@ -228,6 +229,21 @@ def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run director
     path = train_recipe(task, out_dir, steps=steps, official=official, config=config,
                         echo=lambda r: err.print(r, highlight=False))
     out.print(f"model written to {path}")
+
+
+@app.command()
+def finetune(model: Annotated[str | None, typer.Argument(help="A trm-edge model dir; default: the bundled model.")]
+             = None,
+             out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")]
+             = "trm-finetune",
+             qat: Annotated[bool, typer.Option("--qat", help="Quantization-aware: train through the int8 arithmetic "
+                                               "that `export --quantize int8` ships, and learn its ranges.")] = False,
+             steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default 600).")] = None) -> None:
+    """Continue training a model with its own recipe at a low rate; with --qat, for int8 that holds accuracy."""
+    from trm_edge.training.launch import finetune as run
+
+    path = run(model, out_dir, steps=steps, qat=qat, echo=lambda r: err.print(r, highlight=False))
+    out.print(f"model written to {path}" + (f"; export it with: trm-edge export {path} --quantize int8" if qat else ""))
 
 
 @data_app.command("build")

@@ -1,0 +1,81 @@
+"""int8 routes side by side with honest statistics: every quantized step graph of one or more bundles solves the same
+held-out puzzles as the reference bundle's fp32 graph, and each drop is a paired comparison with its 95% interval.
+
+`python -m trm_edge.benchmarks.int8_routes REFERENCE_BUNDLE [OTHER_BUNDLE ...] [-n 1000] [--halt fixed,learned:3]
+[--json OUT]` — e.g. the bundled model exported with every route, and its QAT fine-tune exported with int8. The
+puzzles are generated with a seed no export, guard or training run uses. Speed: `trm-edge bench` on the same bundles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from trm_edge.bundle import Bundle
+from trm_edge.evaluate import paired_drop
+from trm_edge.export.quantize import solved_rows
+from trm_edge.export.verify import sample_puzzles
+from trm_edge.runtimes import open_solver
+
+HELDOUT_SEED = 3  # sample_puzzles seeds 0-2 are the export's verification, calibration and guard sets
+
+
+def measure(bundles: list[str], n: int, halts: list[str], threads: int = 2, slots: int = 64) -> list[dict]:
+    ref = open_solver(bundles[0], "ort", "step", "fp32", threads)
+    puzzles = sample_puzzles(ref.codec, n, seed=HELDOUT_SEED)
+
+    def run(solver, halt):  # continuous batching: a halted row's slot takes the next puzzle at once
+        t0 = time.perf_counter()
+        sol = solver.solve_stream(puzzles, halt, slots=slots)
+        return solved_rows(ref.codec, puzzles, sol, sol.tokens), sol.tokens, sol.steps, time.perf_counter() - t0
+
+    base = {h: run(ref, h) for h in halts}
+    rows = []
+    for path in bundles:
+        b = Bundle(path)
+        quant = b.manifest.get("quantization", {})
+        for precision in b.manifest["graphs"]["step"]["files"]:
+            if path == bundles[0] and precision == "fp32":
+                continue
+            solver = open_solver(path, "ort", "step", precision, threads)
+            for h in halts:
+                ok, tokens, steps, secs = run(solver, h)
+                ok32, tok32, steps32, _ = base[h]
+                q = quant.get(precision, {})
+                rows.append({"bundle": path, "precision": precision, "halt": h, "fp32_exact": float(ok32.mean()),
+                             "exact": float(ok.mean()), **paired_drop(ok32, ok),
+                             "answers_equal": float((tokens == tok32).all(1).mean()),
+                             "mean_steps": float(steps.mean()), "fp32_mean_steps": float(steps32.mean()),
+                             "file_mb": round(b.graph_file("step", precision).stat().st_size / 1e6, 3),
+                             "quantize_seconds": q.get("seconds"), "int8_matmuls": q.get("quantized_matmuls"),
+                             "solve_seconds": round(secs, 1)})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| bundle | route | halt | exact (fp32) | drop pp [95% CI] | lost/gained | answers = fp32 | MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = r["ci95_pp"]
+        lines.append(f"| {r['bundle']} | {r['precision']} | {r['halt']} | {r['exact']:.1%} ({r['fp32_exact']:.1%}) | "
+                     f"{r['drop_pp']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {r['lost']}/{r['gained']} | "
+                     f"{r['answers_equal']:.1%} | {r['file_mb']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bundles", nargs="+", help="the first bundle's fp32 step graph is the reference")
+    ap.add_argument("-n", type=int, default=1000)
+    ap.add_argument("--halt", default="fixed,learned:3")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", help="write the rows here as JSON")
+    a = ap.parse_args()
+    result = measure(a.bundles, a.n, a.halt.split(","), a.threads)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(table(result))
