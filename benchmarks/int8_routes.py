@@ -2,7 +2,7 @@
 held-out puzzles as the reference bundle's fp32 graph, and each drop is a paired comparison with its 95% interval.
 
 `python -m trm_edge.benchmarks.int8_routes REFERENCE_BUNDLE [OTHER_BUNDLE ...] [-n 1000] [--halt fixed,learned:3]
-[--json OUT]` — e.g. the bundled model exported with every route, and its QAT fine-tune exported with int8. The
+[--json]` — e.g. the bundled model exported with every route, and its QAT fine-tune exported with int8. The
 puzzles are generated with a seed no export, guard or training run uses. Speed: `trm-edge bench` on the same bundles.
 """
 
@@ -72,10 +72,7 @@ if __name__ == "__main__":
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--halt", default="fixed,learned:3")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", help="write the rows here as JSON")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     a = ap.parse_args()
     result = measure(a.bundles, a.n, a.halt.split(","), a.threads)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
-    print(table(result))
+    print(json.dumps(result, indent=1) if a.json else table(result))

@@ -88,8 +88,8 @@ trm-edge finetune --qat -o "$OUT/qat" --steps 600
 trm-edge export -o "$OUT/routes" --graph step --quantize int8-static,int8-dynamic,int8-weights,int4-weights \
   --max-drop 100 --json > "$OUT/export-routes.json"
 trm-edge export "$OUT/qat/model" -o "$OUT/routes-qat" --graph step --quantize int8 --json > "$OUT/export-routes-qat.json"
-python -m trm_edge.benchmarks.int8_routes "$OUT/routes" "$OUT/routes-qat" -n 1000 --halt learned:3,fixed \
-  --json "$OUT/int8-routes.json" > "$OUT/int8-routes.md"
+python -m trm_edge.benchmarks.int8_routes "$OUT/routes" "$OUT/routes-qat" -n 1000 --halt learned:3,fixed --json \
+  > "$OUT/int8-routes.json"
 for b in 1 64; do
   trm-edge bench "$OUT/routes" --backend ort --precision fp32,int8-static,int8-dynamic,int8-weights,int4-weights \
     --graph step --halt fixed:16 --data builtin -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) \

@@ -91,6 +91,23 @@ def test_ranges_that_do_not_fit_the_graph_are_refused(simulated):
 
 
 
+def test_cli_finetune_qat_writes_a_model_with_its_ranges_and_policy(tmp_path, capsys):
+    from test_cli import run
+    from test_train import _cfg
+
+    from trm_edge.checkpoint import load, save
+
+    cfg = _cfg()
+    src = save(TRM(cfg.model), tmp_path / "m", task="sudoku", recipe=cfg.to_dict(), recommended_halt="learned:1")
+    code, out, err = run(capsys, "finetune", str(src), "--qat", "--steps", "3", "-o", str(tmp_path / "run"))
+    assert code == 0, err
+    model, meta = load(tmp_path / "run" / "model")
+    assert meta["recommended_halt"] == "learned:1" and meta["recipe"]["qat"] and meta["recipe"]["init"]
+    assert set(meta["int8_sites"]) == set(qat.quantized_modules(model)) and "--quantize int8" in out
+    code, _, err = run(capsys, "finetune", str(tmp_path / "nowhere"), "-o", str(tmp_path / "run2"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_short_qat_of_the_bundled_model_lowers_int8_disagreement(tmp_path):
     """A short fine-tune through the int8 arithmetic: on held-out puzzles, the shipped int8 graph (learned ranges,

@@ -42,6 +42,30 @@ def test_stablemax_matches_definition():
     assert torch.allclose(stablemax_cross_entropy(logits, torch.tensor([[0]])).float(), expected.float())
 
 
+def test_stablemax_gradient_is_finite_where_a_logit_is_exactly_one():
+    logits = torch.tensor([[[1.0, -1.0, 0.5]]], dtype=torch.float64, requires_grad=True)
+    stablemax_cross_entropy(logits, torch.tensor([[2]])).sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped_not_applied(tmp_path, monkeypatch):
+    """One poisoned batch (its loss NaN) must leave the weights, the EMA and the saved model finite."""
+    from trm_edge.training import trainer
+
+    real, calls = trainer.act_losses, iter(range(10**6))
+
+    def poisoned(logits, q_halt, labels, loss_type):
+        lm, q, correct = real(logits, q_halt, labels, loss_type)
+        return (lm * float("nan"), q, correct) if next(calls) == 3 else (lm, q, correct)
+
+    monkeypatch.setattr(trainer, "act_losses", poisoned)
+    logs = []
+    path = train(_cfg(steps=6), tmp_path, _fixed_stream(4)[2], log=logs.append)
+    assert [r["step"] for r in logs if r.get("event") == "skipped"] == [3]
+    model, _ = load(path)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
 def test_tiny_model_overfits_a_handful_of_puzzles(tmp_path):
     x, y, stream = _fixed_stream(4)
     logs = []

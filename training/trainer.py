@@ -262,7 +262,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
 
 
 def _finite_grads(model: TRM) -> bool:
-    """Every gradient finite (after DDP's all-reduce, so every rank decides alike)."""
+    """Every gradient finite. Parameter gradients are all-reduced by DDP, so every rank decides alike (a rank whose
+    puzzle rows went non-finite has non-finite parameter gradients too)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     lookup = model.puzzle_emb.last_lookup
     if lookup is not None and lookup[1].grad is not None:
