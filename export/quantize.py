@@ -41,7 +41,7 @@ WEIGHT_BITS = {"int8-weights": 8, "int4-weights": 4}  # MatMulNBits routes: weig
 WEIGHT_BLOCK = 32
 SCHEMES = {  # what each route's graph holds, for the manifest
     "int8-static": {"format": "QDQ, float MatMul outputs", "activations": "uint8 per tensor",
-             "weights": "int8 per output channel"},
+                    "weights": "int8 per output channel"},
     "int8-dynamic": {"format": "dynamic (MatMulInteger)", "activations": "uint8 per tensor, per call",
                      "weights": "int8 per output channel"},
     **{m: {"format": "MatMulNBits, accuracy level 4", "activations": f"int8 per block of {WEIGHT_BLOCK}, per call",
@@ -122,8 +122,9 @@ def site_overrides(model: onnx.ModelProto, sites: dict[str, list]) -> dict[str, 
 
 def route_of(mode: str, learned: bool) -> str:
     """`int8` is the best route the model allows, measured (benchmarks/RESULTS.md): static with ranges learned by
-    `finetune --qat`, which holds accuracy and runs faster than fp32; without them, int8 weights (MatMulNBits),
-    which hold accuracy untrained (calibrated static ranges lose 1-2 pp on the bundled model; smaller, not faster)."""
+    `finetune --qat` (within 0.5 pp of that model's fp32, 1.5x at batch 64); without them, int8 weights (MatMulNBits),
+    the one route that holds accuracy untrained (calibrated static ranges lose 1-2 pp on the bundled model), smaller
+    but not faster at that size."""
     if mode != "int8":
         return mode
     return "int8-static" if learned else "int8-weights"
