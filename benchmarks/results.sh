@@ -98,6 +98,13 @@ for b in 1 64; do
     -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) --out "$OUT/bench-routes-qat-b$b" \
     --json > /dev/null
 done
+# the official Sudoku-MLP size (from the "official size" block above): every route, batch 1
+trm-edge export "$OUT/official-mlp" -o "$OUT/routes-official" --graph step \
+  --quantize int8-static,int8-dynamic,int8-weights,int4-weights --calib 16 --heldout 32 --max-drop 100 \
+  --json > "$OUT/export-routes-official.json"
+trm-edge bench "$OUT/routes-official" --backend ort --precision fp32,int8-static,int8-dynamic,int8-weights,int4-weights \
+  --graph step --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 --out "$OUT/bench-routes-official" \
+  --json > /dev/null
 # the main job with int8 (default route), timed
 ( time trm-edge export -o "$OUT/main-int8" --quantize int8 --json > "$OUT/export-main-int8.json" ) 2> "$OUT/main-int8.time"
 
