@@ -106,6 +106,10 @@ def test_cli_finetune_qat_writes_a_model_with_its_ranges_and_policy(tmp_path, ca
     assert set(meta["int8_sites"]) == set(qat.quantized_modules(model)) and "--quantize int8" in out
     code, _, err = run(capsys, "finetune", str(tmp_path / "nowhere"), "-o", str(tmp_path / "run2"))
     assert code == 2 and len(err.strip().splitlines()) == 1
+    other = save(TRM(tiny_config(hidden_size=64, puzzle_emb_ndim=64)), tmp_path / "m2", task="sudoku",
+                 recipe=cfg.to_dict())
+    code, _, err = run(capsys, "finetune", str(other), "-o", str(tmp_path / "run3"))
+    assert code == 2 and "architecture differs" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -286,7 +286,8 @@ def _start_from(model: TRM, cfg: TrainConfig, stream: Stream) -> dict:
 
     init, meta = load_model(cfg.init)
     if init.config != cfg.model:
-        raise TRMEdgeError(f"--init {cfg.init}: its architecture differs from the training config's")
+        raise TRMEdgeError(f"{cfg.init}: its architecture differs from the training config's; fine-tune it with "
+                           "its own recipe")
     model.load_state_dict(init.state_dict())
     if cfg.qat:
         qat.attach(model, qat.calibrate(init, stream(0)[0][:QAT_CALIB_PUZZLES]))
