@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def bench(
-        bundle: Annotated[str, typer.Argument(help="Bundle directory (holds manifest.json).")],
+        bundles: Annotated[list[str], typer.Argument(help="Bundle directories (hold manifest.json); several, e.g. "
+                                                     "one model exported at several --depth, are one more axis.")],
         backend: Annotated[str, typer.Option(help="Comma-separated: ort, openvino, litert, torch.")] = "ort",
         precision: Annotated[str, typer.Option(help="Comma-separated: fp32 and the bundle's int8 modes.")] = "fp32",
         graph: Annotated[str, typer.Option(help="Comma-separated: step (host loop), loop, unrolled (in-graph).")
@@ -60,6 +61,12 @@ def register(app: typer.Typer) -> None:
         report.json, report.md and plots to --out."""
         if remote:
             from trm_edge.benchmarks.remote import run_remote
+            from trm_edge.errors import TRMEdgeError
+
+            if len(bundles) > 1:
+                raise TRMEdgeError(f"--remote runs one bundle at a time; got {len(bundles)} (bench each, then "
+                                   "`trm-edge compare` the reports)")
+            bundle = bundles[0]
 
             args = ["--backend", backend, "--precision", precision, "--graph", graph, "--halt", halt, "--views", views,
                     "-n", str(n),
@@ -73,7 +80,7 @@ def register(app: typer.Typer) -> None:
             with _progress() as prog:
                 bar = prog.add_task("bench", total=None)
                 report = run_bench(
-                    bundle, split_list(backend), split_list(precision), split_list(graph), split_halts(halt), data,
+                    bundles, split_list(backend), split_list(precision), split_list(graph), split_halts(halt), data,
                     n, batch, threads, warmup, energy, out_dir, idle_seconds=idle_seconds,
                     views=parse_int_list(views, "--views"),
                     progress=lambda what, done, total: prog.update(bar, description=what, completed=done,
@@ -81,7 +88,8 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(report, indent=2))
             return
-        _print_runs(out, report["runs"], title=f"{report['machine']['label']}: {report['bundle']}")
+        shown = ", ".join(report.get("bundles", [report["bundle"]]))  # a remote report names one bundle
+        _print_runs(out, report["runs"], title=f"{report['machine']['label']}: {shown}")
         for s in report["skipped"]:
             err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", highlight=False)
         if report["energy"]["estimate"]:

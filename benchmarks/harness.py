@@ -165,75 +165,89 @@ def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, batch: 
                 seconds=t1 - t0), sol
 
 
-def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Sequence[str] = ("fp32",),
+def run_bench(bundle: str | Sequence[str], backends: Sequence[str] = ("ort",), precisions: Sequence[str] = ("fp32",),
               graphs: Sequence[str] = ("step",), halts: Sequence[str] = ("fixed", "learned:0"),
               data: str = "builtin", n: int | None = 64, batch: int = 1, threads: int | None = None,
               warmup: int = 2, energy: str | Meter | None = "auto", out_dir: str | os.PathLike | None = None,
               progress: Progress | None = None, solver_factory=None, idle_seconds: float = 1.0,
               views: Sequence[int] = (1,)) -> dict:
-    """Benchmark a bundle over the cross product of the axes; writes report.json/.md and plots to `out_dir`
-    when given. `solver_factory` defaults to `trm_edge.runtimes.open_solver`; `energy` may be a Meter."""
+    """Benchmark one or more bundles (e.g. one model exported at several depths) over the cross product of the
+    axes; writes report.json/.md and plots to `out_dir` when given. Each run is compared with its own bundle's
+    fp32 reference. `solver_factory` defaults to `trm_edge.runtimes.open_solver`; `energy` may be a Meter."""
+    bundles = [os.fspath(bundle)] if isinstance(bundle, (str, os.PathLike)) else [os.fspath(b) for b in bundle]
     if batch < 1 or warmup < 0 or (n is not None and n < 1):
         raise TRMEdgeError(f"need batch >= 1, warmup >= 0 and n >= 1 (got batch={batch}, warmup={warmup}, n={n})")
-    if not (backends and precisions and graphs and halts):
-        raise TRMEdgeError("every axis (backend, precision, graph, halt) needs at least one value")
-    if not Path(bundle).exists():
-        raise TRMEdgeError(f"{bundle}: no such bundle")
+    if not (bundles and backends and precisions and graphs and halts):
+        raise TRMEdgeError("every axis (bundle, backend, precision, graph, halt) needs at least one value")
+    for b in bundles:
+        if not Path(b).exists():
+            raise TRMEdgeError(f"{b}: no such bundle")
     if out_dir is not None:
         claim(out_dir, "report")
     factory = solver_factory or _default_factory()
     meter = open_meter(energy) if isinstance(energy, str) else energy
+    combos = list(itertools.product(backends, precisions, graphs))
+    runs, skipped, references, pairs, done, total = [], [], [], None, 0, 0
+
+    def advance(label: str):
+        def step(k: int) -> None:
+            nonlocal done
+            done += k
+            if progress:
+                progress(label, done, total)
+        return step
+
     with meter or contextlib.nullcontext():
         idle_w = idle_power_w(meter, idle_seconds) if meter else None
-        ref, ref_errors = _open_reference(factory, bundle, threads)
-        codec, max_steps = ref.codec, ref.config.halt_max_steps
-        policies = [HaltPolicy.parse(h, max_steps) for h in halts]
-        pairs = load_pairs(codec, data, n)
-        combos = list(itertools.product(backends, precisions, graphs))
-        total, done = len(pairs) * (1 + len(combos) * len(policies) * len(views)), 0
+        for b in bundles:
+            ref, ref_errors = _open_reference(factory, b, threads)
+            codec, max_steps = ref.codec, ref.config.halt_max_steps
+            depth = f"{ref.config.H_cycles},{ref.config.L_cycles}"
+            policies = [HaltPolicy.parse(h, max_steps) for h in halts]
+            if pairs is None:
+                pairs = load_pairs(codec, data, n)
+                total = len(pairs) * len(bundles) * (1 + len(combos) * len(policies) * len(views))
+                first_codec = codec.name
+            elif codec.name != first_codec:
+                raise TRMEdgeError(f"{b}: a {codec.name} bundle; the bundles of one bench share a task "
+                                   f"({bundles[0]} is {first_codec})")
 
-        def advance(label: str):
-            def step(k: int) -> None:
-                nonlocal done
-                done += k
-                if progress:
-                    progress(label, done, total)
-            return step
-
-        ref_policy = HaltPolicy.parse("fixed", max_steps)
-        ref_summary, ref_sol = evaluate(lambda x: ref.solve(x, ref_policy), codec, pairs, batch,
-                                        advance("fp32 reference"))
-        reference = {"backend": ref.describe().get("backend", "?"), "precision": "fp32", "graph": "step",
-                     "halt": str(ref_policy), "exact_accuracy": ref_summary["exact_accuracy"],
-                     "mean_steps": ref_summary["mean_steps"], "runtime": ref.describe(),
-                     "fallback_from": "; ".join(ref_errors) or None}
-        _close(ref)
-        ref = None  # free the reference session before measuring
-        bundle_mb, graph_mb = size_mb(bundle), _graph_sizes(bundle)
-        runs, skipped = [], []
-        for backend, precision, graph in combos:
-            reset_peak_rss()
-            try:
-                solver = factory(bundle, backend=backend, graph=graph, precision=precision, threads=threads)
-            except (TRMEdgeError, ImportError) as e:
-                skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e)})
-                advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(views))
-                continue
-            info = solver.describe()
-            for policy, k in itertools.product(policies, views):
-                label = f"{backend}/{precision}/{graph} {policy} x{k}"
-                metrics, sol = measure(solver, codec, pairs, policy, batch, warmup, meter, idle_w, advance(label), k)
-                runs.append({
-                    "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
-                    "batch": batch, "threads": threads if threads is not None else info.get("threads"),
-                    "warmup": warmup, **metrics,
-                    "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
-                    "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
-                    "graph_mb": graph_mb(backend, graph, precision),
-                    "energy_source": meter.source if meter else "none",
-                    "energy_estimated": bool(meter and meter.estimate), "idle_power_w": idle_w, "runtime": info,
-                })
-            _close(solver)
+            ref_policy = HaltPolicy.parse("fixed", max_steps)
+            ref_summary, ref_sol = evaluate(lambda x, r=ref, p=ref_policy: r.solve(x, p), codec, pairs, batch,
+                                            advance("fp32 reference"))
+            references.append({"bundle": b, "depth": depth, "backend": ref.describe().get("backend", "?"),
+                               "precision": "fp32", "graph": "step", "halt": str(ref_policy),
+                               "exact_accuracy": ref_summary["exact_accuracy"], "mean_steps": ref_summary["mean_steps"],
+                               "runtime": ref.describe(), "fallback_from": "; ".join(ref_errors) or None})
+            _close(ref)
+            ref = None  # free the reference session before measuring
+            bundle_mb, graph_mb = size_mb(b), _graph_sizes(b)
+            for backend, precision, graph in combos:
+                reset_peak_rss()
+                try:
+                    solver = factory(b, backend=backend, graph=graph, precision=precision, threads=threads)
+                except (TRMEdgeError, ImportError) as e:
+                    skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e),
+                                    "bundle": b})
+                    advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(views))
+                    continue
+                info = solver.describe()
+                for policy, k in itertools.product(policies, views):
+                    label = f"{backend}/{precision}/{graph} {policy} x{k}" + (f" d{depth}" if len(bundles) > 1 else "")
+                    metrics, sol = measure(solver, codec, pairs, policy, batch, warmup, meter, idle_w, advance(label),
+                                           k)
+                    runs.append({
+                        "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
+                        "bundle": b, "depth": depth,
+                        "batch": batch, "threads": threads if threads is not None else info.get("threads"),
+                        "warmup": warmup, **metrics,
+                        "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
+                        "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
+                        "graph_mb": graph_mb(backend, graph, precision),
+                        "energy_source": meter.source if meter else "none",
+                        "energy_estimated": bool(meter and meter.estimate), "idle_power_w": idle_w, "runtime": info,
+                    })
+                _close(solver)
     if not runs:
         raise TRMEdgeError("no run could start: " + "; ".join(
             f"{s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}" for s in skipped))
@@ -241,9 +255,9 @@ def run_bench(bundle: str, backends: Sequence[str] = ("ort",), precisions: Seque
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "trm-edge", "version": trm_edge.__version__},
-        "bundle": os.fspath(bundle), "bundle_mb": bundle_mb,
+        "bundle": bundles[0], "bundle_mb": size_mb(bundles[0]), "bundles": bundles,
         "data": {"source": os.fspath(data), "n": len(pairs), "labelled": sum(lab is not None for _, lab in pairs)},
-        "machine": machine_facts(), "reference": reference,
+        "machine": machine_facts(), "reference": references[0], "references": references,
         "energy": {"source": meter.source if meter else "none", "estimate": bool(meter and meter.estimate),
                    "idle_power_w": idle_w, "idle_seconds": float(idle_seconds) if meter else 0.0},
         "runs": runs, "skipped": skipped,

@@ -108,15 +108,21 @@ def load_report(path: str | os.PathLike) -> dict:
 
 # -- tables --------------------------------------------------------------------------------------------------
 
-def run_label(run: dict) -> str:
-    label = f"{run['backend']}/{run['precision']}/{run['graph']} {_halt(run)}"
+def run_label(run: dict, depth: bool = False) -> str:
+    label = f"{run['backend']}/{run['precision']}/{run['graph']} {_halt(run, depth)}"
     return f"{label} @{run['machine']}" if run.get("machine") else label
 
 
-def _halt(run: dict) -> str:
-    """The policy as a person writes it (min=1 is the default), with the views when there are several."""
+def _halt(run: dict, depth: bool = False) -> str:
+    """The policy as a person writes it (min=1 is the default), with the views when there are several and the
+    depth (H,L cycles) when asked."""
     text = run["halt"].replace(",min=1", "")
-    return f"{text} x{run['views']}" if run.get("views", 1) > 1 else text
+    text = f"{text} x{run['views']}" if run.get("views", 1) > 1 else text
+    return f"{text} d{run['depth']}" if depth and run.get("depth") else text
+
+
+def _varies(runs: Sequence[dict], key: str) -> bool:
+    return len({r.get(key) for r in runs}) > 1
 
 
 def _pct(x) -> str:
@@ -135,13 +141,14 @@ def _energy(run: dict) -> str:
 
 def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """Headers and cells shared by the Markdown report and (compact, for a terminal) the CLI's table."""
-    machine = any(r.get("machine") for r in runs)
+    machine, depth = any(r.get("machine") for r in runs), _varies(runs, "depth")
     if compact:
         # a terminal is 80 columns: words that may wrap, no field that rich would have to cut
         headers = (["machine"] if machine else []) + [
             "run", "halt", "exact", "= fp32", "steps", "ms p50 p90", "per s", "J/solve"]
         return headers, [([r["machine"]] if machine else []) + [
-            f"{r['backend']} {r['precision']} {r['graph']}", _halt(r).replace(",", " "), _pct(r["exact_accuracy"]),
+            f"{r['backend']} {r['precision']} {r['graph']}", _halt(r, depth).replace(",", " "),
+            _pct(r["exact_accuracy"]),
             _pct(r["agreement_with_fp32"]), f"{r.get('mean_view_steps', r['mean_steps']):.2f}",
             f"{_num(r['latency_ms']['p50'])} {_num(r['latency_ms']['p90'])}", _num(r["throughput_per_s"]),
             "-" if r["energy_j_per_solve"] is None else f"{'~' if r['energy_estimated'] else ''}"
@@ -154,7 +161,7 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
     for r in runs:
         lat = r["latency_ms"]
         rows.append(([r["machine"]] if machine else []) + [
-            r["backend"], r["precision"], r["graph"], _halt(r), str(r["threads"] or "default"), str(r["batch"]),
+            r["backend"], r["precision"], r["graph"], _halt(r, depth), str(r["threads"] or "default"), str(r["batch"]),
             str(r["n"]), _pct(r["exact_accuracy"]), _pct(r["token_accuracy"]), _pct(r["agreement_with_fp32"]),
             f"{r['mean_steps']:.2f}", f"{_num(lat['p50'])} / {_num(lat['p90'])} / {_num(lat['p99'])}",
             _num(r["latency_per_step_ms"]["p50"]), _num(r["throughput_per_s"]), _num(r["init_ms"]),
@@ -224,31 +231,74 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
-    return Figure(figsize=(w, h), dpi=110)
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)  # a renderer, so that label boxes can be measured before saving
+    return fig
+
+
+def place_labels(ax, points: Sequence[tuple[float, float]], texts: Sequence[str], fontsize: float = 7) -> list:
+    """Annotate each point with its text at the first of several offsets around it whose box overlaps no label
+    placed before it (nor the point markers), else at the least crowded one; returns the annotations."""
+    fig = ax.figure
+    fig.canvas.draw()  # the axes' final limits and transforms
+    renderer = fig.canvas.get_renderer()
+    marks = [ax.transData.transform(p) for p in points]
+    offsets = [(d * dx, d * dy) for d in (6, 14, 24) for dx, dy in
+               ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    placed, out = [], []
+    for (x, y), text in zip(points, texts):
+        best = None
+        for dx, dy in offsets:
+            a = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top")
+            box = a.get_window_extent(renderer).expanded(1.1, 1.2)
+            hits = sum(box.overlaps(b) for b in placed) + sum(box.contains(*m) for m in marks)
+            if best is None or hits < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (hits, a, box)
+            else:
+                a.remove()
+            if hits == 0:
+                break
+        placed.append(best[2])
+        out.append(best[1])
+    return out
 
 
 def plot_pareto(runs: Sequence[dict], path: Path) -> None:
-    fig = _figure(9, 5.5)
-    ax = fig.add_subplot()
+    """Latency against accuracy, one numbered point per run (colour: backend, shape: views), the frontier in
+    red, and a key of what each number ran: halting, views and, where they differ, the depth."""
+    depth = _varies(runs, "depth")
+    fig = _figure(11, 5.5)
+    ax = fig.add_axes((0.07, 0.1, 0.55, 0.82))
     pts = [(r["latency_ms"]["p50"], r["exact_accuracy"]) for r in runs]
     backends = list(dict.fromkeys(r["backend"] for r in runs))
+    views = sorted({r.get("views", 1) for r in runs})
+    shapes = "os^Dvp*h"
     for b in backends:
-        mine = [p for p, r in zip(pts, runs) if r["backend"] == b]
-        ax.scatter([x for x, _ in mine], [y for _, y in mine], zorder=3, label=b, color=f"C{backends.index(b)}")
-    for k, ((x, y), r) in enumerate(zip(pts, runs)):  # alternate offsets so neighbours' labels do not collide
-        ax.annotate(run_label(r), (x, y), fontsize=6.5, xytext=(5, 9 if k % 2 else -11), textcoords="offset points")
+        for v in views:
+            mine = [p for p, r in zip(pts, runs) if r["backend"] == b and r.get("views", 1) == v]
+            if mine:
+                ax.scatter([x for x, _ in mine], [y for _, y in mine], zorder=3, color=f"C{backends.index(b)}",
+                           marker=shapes[views.index(v) % len(shapes)],
+                           label=b if len(views) == 1 else f"{b}, {v} view{'s' * (v > 1)}")
     front = [pts[i] for i in pareto_front(pts)]
     ax.plot([x for x, _ in front], [y for _, y in front], drawstyle="steps-post", color="tab:red", marker="o",
             markerfacecolor="none", markersize=11, label="Pareto frontier", zorder=2)
     if len(pts) > 1 and max(x for x, _ in pts) > 20 * max(min(x for x, _ in pts), 1e-9):
         ax.set_xscale("log")
-    ax.margins(x=0.25, y=0.12)
+    ax.margins(x=0.15, y=0.12)
     ax.set(xlabel="latency per solve, p50 (ms)", ylabel="exact-solve rate", title="latency vs accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    ax.legend(loc="best", fontsize=7)
+    place_labels(ax, pts, [str(k) for k in range(1, len(runs) + 1)])
+    key = [f"{k:>2}  {run_label(r, depth)}" for k, r in enumerate(runs, 1)]
+    fig.text(0.65, 0.92, "\n".join(key), va="top", ha="left", fontsize=max(5.0, min(8.0, 300 / max(len(key), 1))),
+             family="monospace")
     fig.savefig(path)
 
 

@@ -3,6 +3,8 @@ graph, and continuous batching for throughput."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from trm_edge.config import TRMConfig
@@ -10,6 +12,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import HaltPolicy, Solution, finite_rows, halting_loop
 from trm_edge.runtimes.base import Adapter
 from trm_edge.tasks import Codec
+from trm_edge.views import ViewJobs
 
 
 class Solver:
@@ -62,38 +65,37 @@ class Solver:
         return halting_loop(step, self.carry(len(tokens)), policy, check)
 
     def solve_stream(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", slots: int = 64,
-                     puzzle_ids: np.ndarray | None = None) -> Solution:
-        """Continuous batching: a row that halts is refilled at once with the next puzzle (its carry reset),
-        so throughput follows the mean number of steps, not the slowest row's. Step graph only."""
+                     puzzle_ids: np.ndarray | None = None, views: int = 1, seed: int = 0,
+                     advance: Callable[[int], None] | None = None) -> Solution:
+        """Continuous batching: a row that halts is refilled at once with the next job (its carry reset), so
+        throughput follows the mean number of steps, not the slowest row's. A job is one view of a puzzle
+        (`views.ViewJobs`): with several views, a puzzle whose view the rules accept frees its slot for the next
+        puzzle. Step graph only; `advance(n)` as puzzles finish."""
         if self.graph != "step":
             raise TRMEdgeError("continuous batching needs the step graph (--graph step)")
         policy = self.policy(halt)
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        pids_all = np.zeros(len(tokens), np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
-        n = len(tokens)
-        check = self.codec.checker(tokens) if policy.verify else None
-        out = Solution(np.zeros_like(tokens), np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.int64))
-        row = np.full(slots, -1)  # puzzle index held by each slot
-        k = np.zeros(slots, np.int64)
+        jobs = ViewJobs(self.codec, tokens, views, seed, puzzle_ids, advance)
+        job = np.full(slots, -1)  # the job each slot holds
+        k, pid = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
+        tok = np.zeros((slots, self.config.seq_len), np.int64)
+        check = self.codec.checker(tok) if policy.verify else None  # reads the slots' tokens as they change
         z_H, z_L = self.carry(slots)
         fresh_H, fresh_L = self.carry(1)
-        nxt = 0
         while True:
-            free = np.flatnonzero(row < 0)[: n - nxt]
-            row[free], k[free] = np.arange(nxt, nxt + len(free)), 0
+            free = np.flatnonzero(job < 0)
+            ids, new_tok, new_pid = jobs.take(len(free))
+            free = free[:len(ids)]
+            job[free], tok[free], pid[free], k[free] = ids, new_tok, new_pid, 0
             z_H[free], z_L[free] = fresh_H, fresh_L
-            nxt += len(free)
-            act = np.flatnonzero(row >= 0)
+            act = np.flatnonzero(job >= 0)
             if not len(act):
-                return out
-            idx = row[act]
-            h, l, pred, q, ok = self.step(tokens[idx], pids_all[idx], z_H[act], z_L[act])
+                return jobs.result()
+            h, l, pred, q, ok = self.step(tok[act], pid[act], z_H[act], z_L[act])
             z_H[act], z_L[act] = h, l
             k[act] += 1
             done = policy.halted(k[act], q) | ~ok
             if policy.verify:
-                done[~done] = check(idx[~done], pred[~done])
-            fin = idx[done]
-            out.tokens[fin], out.steps[fin], out.q_halt[fin] = pred[done], k[act][done], q[done]
-            out.fault[idx[~ok]], out.tokens[idx[~ok]] = k[act][~ok], 0
-            row[act[done]] = -1
+                done[~done] = check(act[~done], pred[~done])
+            fin = act[done]
+            jobs.finish(job[fin], pred[done], k[fin], q[done], np.where(ok[done], 0, k[fin]))
+            job[fin] = -1

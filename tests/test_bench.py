@@ -57,7 +57,7 @@ class FakeSolver:
 
     def __init__(self, solutions: dict, backend: str, precision: str, graph: str, threads):
         self.solutions, self.backend, self.precision = solutions, backend, precision
-        self.codec, self.config, self.init_ms = SUDOKU, SimpleNamespace(halt_max_steps=4), 2.5
+        self.codec, self.config, self.init_ms = SUDOKU, SimpleNamespace(halt_max_steps=4, H_cycles=3, L_cycles=2), 2.5
         self.threads = threads
 
     def answer(self, row: np.ndarray) -> np.ndarray:
@@ -278,7 +278,7 @@ def test_bench_end_to_end(bench_setup, tmp_path):
         ("ort", "int8", "learned:0,min=1,max=4"), ("torch", "fp32", "fixed:4"), ("torch", "fp32",
                                                                                  "learned:0,min=1,max=4")]
     assert report["skipped"] == [{"backend": "torch", "precision": "int8", "graph": "step",
-                                  "reason": "torch runs fp32 only"}]
+                                  "reason": "torch runs fp32 only", "bundle": str(s.bundle)}]
     sums = s.puzzles.sum(1)
     bad_int8 = (sums % 4 == 1)
     for r in report["runs"]:
@@ -303,6 +303,50 @@ def test_bench_end_to_end(bench_setup, tmp_path):
     assert "| backend | precision |" in md and "(estimate)" in md and "ESTIMATE" in md and "torch runs fp32" in md
     for png in ("pareto.png", "steps_histogram.png", "latency_by_backend.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 5000
+
+
+def test_depth_is_a_bench_axis(bench_setup, tmp_path):
+    """Several bundles (one model exported at several depths) in one bench: every run says its bundle and depth,
+    each is compared with its own bundle's reference, and the tables tell the depths apart."""
+    from trm_edge.benchmarks.report import table
+
+    s = bench_setup
+    shallow = tmp_path / "shallow"
+    shutil.copytree(s.bundle, shallow)
+
+    def factory(path, **kw):
+        solver = s.factory(s.bundle, **kw)
+        if Path(path) == shallow:
+            solver.config = SimpleNamespace(halt_max_steps=4, H_cycles=1, L_cycles=1)
+        return solver
+
+    report = harness.run_bench([str(s.bundle), str(shallow)], halts=["fixed", "learned:0"], data=str(s.data), n=6,
+                               warmup=0, energy="none", solver_factory=factory)
+    assert schema_errors(report) == [] and schema_errors(report, use_jsonschema=False) == []
+    assert [(r["bundle"], r["depth"]) for r in report["runs"]] == [(str(s.bundle), "3,2")] * 2 + [
+        (str(shallow), "1,1")] * 2
+    assert [r["depth"] for r in report["references"]] == ["3,2", "1,1"] and report["bundles"][1] == str(shallow)
+    _, rows = table(report["runs"], compact=True)
+    assert [row[1] for row in rows] == ["fixed:4 d3 2", "learned:0 max=4 d3 2", "fixed:4 d1 1", "learned:0 max=4 d1 1"]
+    _, rows = table(report["runs"][:2], compact=True)  # one depth: not repeated on every row
+    assert [row[1] for row in rows] == ["fixed:4", "learned:0 max=4"]
+    with pytest.raises(TRMEdgeError, match="no such bundle"):
+        harness.run_bench([str(s.bundle), str(tmp_path / "nope")], solver_factory=factory, energy="none")
+
+
+def test_pareto_labels_do_not_overlap():
+    """A crowded plot (views x depth x halting): every run's number is placed where it covers no other label."""
+    from trm_edge.benchmarks.report import _figure, place_labels
+
+    rng = np.random.default_rng(1)  # 8 runs at 100% within 3 ms of each other, 12 spread out
+    pts = [(float(50 + x), 1.0) for x in 3 * rng.random(8)] + [
+        (float(x), float(y)) for x, y in zip(40 + 40 * rng.random(12), 0.8 + 0.2 * rng.random(12))]
+    ax = _figure(9, 5.5).add_subplot()
+    ax.scatter(*zip(*pts))
+    labels = place_labels(ax, pts, [str(k) for k in range(1, len(pts) + 1)])
+    renderer = ax.figure.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in labels]
+    assert not [(i, j) for i in range(len(pts)) for j in range(i) if boxes[i].overlaps(boxes[j])]
 
 
 def test_idle_baseline_is_subtracted(bench_setup):

@@ -11,7 +11,7 @@ import pytest
 
 from trm_edge.atomic import MARKER
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks import decode_grid, encode_grid, get_codec
+from trm_edge.tasks import arc, decode_grid, encode_grid, get_codec
 from trm_edge.tasks.maze import OPEN, PATH, START, WALL
 from trm_edge.training import arc_data, datasets, maze_gen
 from trm_edge.training import sudoku_gen as sg
@@ -174,7 +174,7 @@ def test_maze_dihedral_augmentation_keeps_shortest_paths(k):
     assert_shortest(ai, al, 30)
     boards = ai.reshape(-1, 30, 30)
     assert (boards[:, 17:, :] == 0).all() and (boards[:, :, 17:] == 0).all()
-    bi, bl = maze_gen.augment(ai, al, arc_data.DIHEDRAL_INVERSE[k])
+    bi, bl = maze_gen.augment(ai, al, arc.DIHEDRAL_INVERSE[k])
     assert (bi == inputs).all() and (bl == labels).all()
     maze = inputs[0].reshape(30, 30)[:17, :17]
     assert np.array_equal(ai[0].reshape(30, 30)[:17, :17], official_dihedral(maze, k))
@@ -189,12 +189,12 @@ def official_dihedral(a: np.ndarray, k: int) -> np.ndarray:
 def test_arc_dihedral_matches_numpy_and_inverts(k):
     rng = np.random.default_rng(k)
     grid = rng.integers(0, 10, size=(4, 7)).astype(np.uint8)
-    assert np.array_equal(arc_data.dihedral(grid, k), official_dihedral(grid, k))
+    assert np.array_equal(arc.dihedral(grid, k), official_dihedral(grid, k))
     colours = np.concatenate([[0], rng.permutation(np.arange(1, 10))]).astype(np.uint8)
     name = arc_data.variant_name("abc", k, colours)
-    task, k2, colours2 = arc_data.parse_variant(name)
+    task, k2, colours2 = arc.parse_variant(name)
     assert (task, k2) == ("abc", k) and (colours2 == colours).all()
-    assert np.array_equal(arc_data.invert_variant(arc_data.dihedral(colours[grid], k), k, colours), grid)
+    assert np.array_equal(arc.invert_variant(arc.dihedral(colours[grid], k), k, colours), grid)
 
 
 @pytest.fixture(scope="module")
@@ -233,13 +233,13 @@ def test_arc_build_restores_original_grids(arc_tasks, arc_built):
     assert len(set(train.puzzle_identifiers)) == len(train.puzzle_identifiers)
     assert set(test.puzzle_identifiers) <= set(train.puzzle_identifiers)
     for ident, inputs, labels in puzzles_of(test):
-        task_id, k, colours = arc_data.parse_variant(names[ident])
+        task_id, k, colours = arc.parse_variant(names[ident])
         assert task_id in held_out
         for tokens, (x, y) in zip(zip(inputs, labels, strict=True), by_id[task_id].test, strict=True):
-            assert np.array_equal(arc_data.invert_variant(decode_grid(tokens[0]), k, colours), x)
-            assert np.array_equal(arc_data.invert_variant(decode_grid(tokens[1]), k, colours), y)
+            assert np.array_equal(arc.invert_variant(decode_grid(tokens[0]), k, colours), x)
+            assert np.array_equal(arc.invert_variant(decode_grid(tokens[1]), k, colours), y)
     for ident, inputs, labels in list(puzzles_of(train))[::50]:
-        task_id, k, colours = arc_data.parse_variant(names[ident])
+        task_id, k, colours = arc.parse_variant(names[ident])
         task = by_id[task_id]
         pairs = task.train if task_id in held_out else task.train + task.test
         assert len(inputs) == len(pairs)
@@ -248,7 +248,7 @@ def test_arc_build_restores_original_grids(arc_tasks, arc_built):
             assert offsets[0] == offsets[1] and (j > 0 or offsets[0] == (0, 0))
             for tokens, grid, (r, c) in ((tx, pairs[j][0], offsets[0]), (ty, pairs[j][1], offsets[1])):
                 shifted = np.roll(tokens.reshape(30, 30), (-r, -c), axis=(0, 1)).reshape(-1)
-                assert np.array_equal(arc_data.invert_variant(decode_grid(shifted), k, colours), grid)
+                assert np.array_equal(arc.invert_variant(decode_grid(shifted), k, colours), grid)
 
 
 def crop_offset(tokens: np.ndarray) -> tuple[int, int]:

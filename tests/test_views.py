@@ -150,3 +150,29 @@ def test_depth_is_a_knob_on_the_same_weights(capsys):
         with pytest.raises(SystemExit) as e:
             main(["solve", "." * 81, "--depth", bad])
         assert e.value.code == 2 and "--depth" in capsys.readouterr().err
+
+
+def test_continuous_batching_runs_the_views_the_rounds_run(bundled_step_bundle):
+    """The same answers, winning views and view-steps as rounds (the bundled model, real ORT steps), with a
+    solved puzzle's slot handed on: view 0's winners cost their own steps only, and progress counts puzzles."""
+    from trm_edge.api import builtin_data
+    from trm_edge.runtimes import open_solver
+    from trm_edge.tasks import read_puzzles
+    from trm_edge.views import view_policy
+
+    solver = open_solver(str(bundled_step_bundle), "ort", "step", "fp32", 1)
+    hard = [f for f in builtin_data("sudoku") if "24-29" in f.name][0]
+    puzzles = np.stack([p for p, _ in read_puzzles(SUDOKU, str(hard))[:14]])
+    policy = view_policy(HaltPolicy.parse("learned:3", 16), 4)
+    rounds = solve_views(solver.solve, SUDOKU, puzzles, policy, views=4)
+    finished = []
+    stream = solver.solve_stream(puzzles, policy, slots=3, views=4, advance=finished.append)
+    for field in ("tokens", "steps", "view", "view_steps", "fault"):
+        assert np.array_equal(getattr(stream, field), getattr(rounds, field)), field
+    assert np.allclose(stream.q_halt, rounds.q_halt, atol=1e-5)
+    assert (stream.view == 0).any() and (stream.view > 0).any()  # both kinds of puzzle are in the test
+    first = stream.view == 0
+    assert np.array_equal(stream.view_steps[first], stream.steps[first])
+    assert sum(finished) == len(puzzles)
+    one = solver.solve_stream(puzzles, "learned:3", slots=4)  # one view: the plain stream, view 0 throughout
+    assert np.array_equal(one.tokens, solver.solve(puzzles, "learned:3").tokens) and not one.view.any()

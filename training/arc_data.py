@@ -12,48 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks.arc import SIDE, encode_grid
+from trm_edge.tasks.arc import SIDE, dihedral, encode_grid, variant_name
 
 from .sudoku_gen import Progress
 
-SEPARATOR = "|||"
-DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
 _RETRIES = 5  # random draws per wanted variant before a task with many symmetries gives up
-
-
-def dihedral(grids: np.ndarray, k: int) -> np.ndarray:
-    """Symmetry k of the square on the last two axes, numbered as the official datasets number it
-    (inverse table DIHEDRAL_INVERSE): 0 identity, 1-3 counter-clockwise rotations by 90/180/270,
-    4 left-right flip, 5 up-down flip, 6 transpose, 7 anti-transpose."""
-    if not 0 <= k < 8:
-        raise TRMEdgeError(f"dihedral transform id must be in 0..7, got {k}")
-    axes = (-2, -1)
-    if k < 4:
-        return np.rot90(grids, k, axes)
-    if k == 6:
-        return np.swapaxes(grids, -2, -1)
-    if k == 7:
-        return np.flip(np.rot90(grids, 1, axes), -1)
-    return np.flip(grids, -1 if k == 4 else -2)
-
-
-def variant_name(task_id: str, k: int, colours: np.ndarray) -> str:
-    return f"{task_id}{SEPARATOR}t{k}{SEPARATOR}{''.join(str(int(c)) for c in colours)}"
-
-
-def parse_variant(name: str) -> tuple[str, int, np.ndarray]:
-    """(task id, dihedral id, colour map) of a puzzle name; a bare task id is the identity variant."""
-    parts = name.split(SEPARATOR)
-    if len(parts) == 1:
-        return name, 0, np.arange(10, dtype=np.uint8)
-    if len(parts) != 3 or not parts[1].startswith("t") or len(parts[2]) != 10:
-        raise TRMEdgeError(f"puzzle name {name!r} is not '<task>{SEPARATOR}t<k>{SEPARATOR}<10 digits>'")
-    return parts[0], int(parts[1][1:]), np.array([int(c) for c in parts[2]], dtype=np.uint8)
-
-
-def invert_variant(grid: np.ndarray, k: int, colours: np.ndarray) -> np.ndarray:
-    """Map a grid predicted for a variant back to the original task's frame and colours."""
-    return np.argsort(colours).astype(np.uint8)[dihedral(np.asarray(grid), DIHEDRAL_INVERSE[k])]
 
 
 Pair = tuple[np.ndarray, np.ndarray]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.tasks.arc import dihedral
 from trm_edge.tasks.maze import GOAL, OFFICIAL_SIZE, OPEN, PATH, START, WALL, shortest_path
 
-from .arc_data import dihedral
 from .sudoku_gen import Progress
 
 _TRIES = 100
@@ -93,7 +93,7 @@ def generate(n: int, size: int = OFFICIAL_SIZE, seed: int = 0, min_path_len: int
 
 
 def augment(inputs: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dihedral transform k (0..7, as `arc_data.dihedral`) of mazes [..., canvas**2].
+    """Dihedral transform k (0..7, as `trm_edge.tasks.arc.dihedral`) of mazes [..., canvas**2].
 
     The transform acts on the N x N maze (N = extent of the non-pad cells) and the result is placed
     top-left again, so padding stays where the official encoding puts it.

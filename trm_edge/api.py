@@ -8,7 +8,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from trm_edge.bundle import MANIFEST
 from trm_edge.errors import TRMEdgeError
-from trm_edge.evaluate import evaluate, row_scores
+from trm_edge.evaluate import arc_pass_at, evaluate, row_scores, score
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
 from trm_edge.views import solve_views, view_policy
@@ -47,6 +46,21 @@ class Loaded:
     halt: str = "fixed"  # the halting policy the model recommends (its metadata, or the bundle's manifest)
     graph: str = "step"  # the form that runs: only the step graph's host loop checks answers between steps
     model: Any = None  # the PyTorch reference (what export starts from); None for a bundle
+    # continuous batching over views (Solver.solve_stream): a bundle's step graph; None where there is none
+    stream: Callable[..., Solution] | None = None
+
+    def solve_all(self, puzzles: np.ndarray, policy: HaltPolicy, views: int, batch: int,
+                  advance: Callable[[int], None] | None = None) -> Solution:
+        """Every puzzle in up to `views` views, `batch` rows at a time: continuous batching where the model has
+        it (a solved puzzle's slot goes to the next puzzle), else rounds of views over batches of puzzles."""
+        if self.stream:
+            return self.stream(puzzles, policy, slots=batch, views=views, advance=advance)
+        parts = []
+        for i in range(0, len(puzzles), batch):
+            parts.append(solve_views(self.solve, self.codec, puzzles[i:i + batch], policy, views))
+            if advance:
+                advance(len(parts[-1].steps))
+        return Solution.concat(parts)
 
 
 def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None, backend: str | None = None,
@@ -62,7 +76,8 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
         solver = open_solver(source, backend or "ort", graph, precision, threads)
         d = solver.describe()
         return Loaded(solver.config, {"task": solver.codec.name, "source": source}, solver.codec, solver.solve,
-                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt, graph)
+                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt, graph,
+                      stream=solver.solve_stream if graph == "step" else None)
     if backend not in (None, "torch"):
         raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
     import torch
@@ -74,10 +89,11 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
     cfg = model.config
     codec = codec_for(task or meta.get("task"), cfg.seq_len, source)
 
-    def solve(tokens: np.ndarray, policy: HaltPolicy) -> Solution:
+    def solve(tokens: np.ndarray, policy: HaltPolicy, puzzle_ids: np.ndarray | None = None) -> Solution:
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
-        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy,
-                           codec.checker(t.numpy()) if policy.verify else None)
+        ids = torch.zeros(len(t), dtype=torch.long) if puzzle_ids is None else torch.from_numpy(
+            np.asarray(puzzle_ids, np.int64))
+        return model.solve(Batch(t, ids), policy, codec.checker(t.numpy()) if policy.verify else None)
 
     return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})",
                   meta.get("recommended_halt", "fixed"), model=model)
@@ -172,11 +188,9 @@ def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, b
     policy = _policy(loaded, halt, views)
     pairs: list[Pair] = [pair for s in sources for pair in read_puzzles(loaded.codec, s)]
     puzzles = np.stack([p for p, _ in pairs])
-    solve = partial(solve_views, loaded.solve, loaded.codec, views=views)
     t0 = time.perf_counter()
-    parts = [solve(puzzles[i:i + batch_size], policy) for i in range(0, len(puzzles), batch_size)]
+    sol = loaded.solve_all(puzzles, policy, views, batch_size)
     elapsed = time.perf_counter() - t0
-    sol = Solution.concat(parts)
     exact, _ = row_scores(loaded.codec, puzzles, [lab for _, lab in pairs], sol)
     codec = loaded.codec
     results = [{"puzzle": codec.compact(p), "answer": None if sol.fault[i] else codec.compact(sol.tokens[i]),
@@ -206,13 +220,50 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, 
     files = [p for d in data for p in (builtin_data(loaded.codec.name) if d == "builtin" else [Path(d)])]
     runs = []
     for f in files:
+        if (f / "test" / "dataset.json").is_file():
+            runs += [eval_dataset(loaded, f, h, batch_size, advance) for h in halts or [None]]
+            continue
         if not f.is_file():
             raise TRMEdgeError(f"{f}: {'is a directory, not' if f.is_dir() else 'no such'} data file")
         pairs = read_puzzles(loaded.codec, os.fspath(f))[:limit]
         for h, k in itertools.product(halts or [None], views):
-            policy, solve = _policy(loaded, h, k), partial(solve_views, loaded.solve, loaded.codec, views=k)
+            policy = _policy(loaded, h, k)
             t0 = time.perf_counter()
-            summary, _ = evaluate(lambda x, p=policy, s=solve: s(x, p), loaded.codec, pairs, batch_size, advance)
+            summary, _ = evaluate(lambda x, p=policy, k=k: loaded.solve_all(x, p, k, batch_size, advance),
+                                  loaded.codec, pairs, max(len(pairs), 1))
             runs.append(dict(summary, data=f.name, halt=str(policy), views=k,
                              seconds=round(time.perf_counter() - t0, 2)))
     return {"model": loaded.describe, "runs": runs}
+
+
+def eval_dataset(loaded: Loaded, root: Path, halt: str | None, batch_size: int,
+                 advance: Callable[[int], None] | None = None) -> dict:
+    """The test split of a dataset in the official layout (trm-edge data build, or the official builders), each
+    row under its puzzle identifier; for ARC also pass@1/pass@2 by the official vote over the augmented variants
+    (evaluate.arc_pass_at)."""
+    from trm_edge.training.datasets import read_dataset
+
+    ds = read_dataset(root, "test")
+    if ds.metadata["seq_len"] != loaded.codec.seq_len or ds.metadata["vocab_size"] != loaded.codec.vocab_size:
+        raise TRMEdgeError(f"{root}: a dataset of {ds.metadata['seq_len']} tokens over {ds.metadata['vocab_size']} "
+                           f"values; the model reads {loaded.codec.name} ({loaded.codec.seq_len} over "
+                           f"{loaded.codec.vocab_size})")
+    ids = np.repeat(ds.puzzle_identifiers, np.diff(ds.puzzle_indices)).astype(np.int64)
+    rows = getattr(loaded.config, "num_puzzle_identifiers", 1)
+    if len(ids) and ids.max() >= rows:
+        raise TRMEdgeError(f"{root}: puzzle identifiers reach {ids.max()}, but the model has {rows} puzzle "
+                           "embeddings: evaluate a dataset built for this model (same identifiers.json)")
+    policy = _policy(loaded, halt, 1)
+    inputs, labels = np.asarray(ds.inputs, np.int64), np.asarray(ds.labels, np.int64)
+    t0 = time.perf_counter()
+    parts = []
+    for i in range(0, len(inputs), batch_size):
+        parts.append(loaded.solve(inputs[i:i + batch_size], policy, ids[i:i + batch_size]))
+        if advance:
+            advance(len(parts[-1].steps))
+    sol = Solution.concat(parts)
+    run = dict(score(loaded.codec, inputs, list(labels), sol), data=root.name, halt=str(policy), views=1,
+               seconds=round(time.perf_counter() - t0, 2))
+    if loaded.codec.name == "arc":
+        run["vote"] = arc_pass_at([ds.identifiers[i] for i in ids], inputs, labels, sol.tokens, sol.q_halt)
+    return run

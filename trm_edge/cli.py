@@ -121,7 +121,9 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
 
 @app.command("eval")
 def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled model.")] = None,
-          data: Annotated[list[str], typer.Option(help="Puzzle file (puzzle,solution a line) or 'builtin'.")] = None,
+          data: Annotated[list[str], typer.Option(help="Puzzle file (puzzle,solution a line), 'builtin', or a dataset "
+                                                  "directory in the official layout (its test split; ARC: pass@K "
+                                                  "by voting over its variants).")] = None,
           halt: Annotated[list[str], typer.Option(help="Halting policies to compare (default: the model's).")] = None,
           views: Annotated[list[int], typer.Option(min=1, max=256, help="Numbers of views to compare.")] = None,
           limit: Annotated[int | None, typer.Option(min=1, help="At most this many puzzles per file.")] = None,
@@ -148,6 +150,11 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
              "-" if r["token_accuracy"] is None else f"{100 * r['token_accuracy']:.1f}%", f"{r['mean_steps']:.2f}",
              f"{r['mean_view_steps']:.2f}"] for r in res["runs"]]
     out.print(word_table(["data", "halt", "views", "n", "exact", "tokens", "steps", "tried"], rows, res["model"]))
+    for r in res["runs"]:
+        if "vote" in r:
+            v = r["vote"]
+            out.print(f"{r['data']}: ARC vote over {v['rows']} augmented rows, {v['pairs']} test pairs of "
+                      f"{v['tasks']} tasks: pass@1 {100 * v['pass@1']:.1f}%, pass@2 {100 * v['pass@2']:.1f}%")
     out.print("[dim]steps: of the view that answered; tried: of every view tried; histograms: --json[/]")
 
 

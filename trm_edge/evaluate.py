@@ -56,9 +56,14 @@ def evaluate(solve: SolveFn, codec: Codec, pairs: Sequence[Pair], batch_size: in
         if advance:
             advance(len(parts[-1].steps))
     sol = Solution.concat(parts)
+    return score(codec, puzzles, labels, sol), sol
+
+
+def score(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None], sol: Solution) -> dict:
+    """The summary every evaluation reports for solved puzzles."""
     exact, tok = row_scores(codec, puzzles, labels, sol)
     return dict(summarize(exact, tok, sol.steps), faults=int((sol.fault > 0).sum()),
-                mean_view_steps=float(sol.view_steps.mean())), sol
+                mean_view_steps=float(sol.view_steps.mean()))
 
 
 def paired_drop(reference: np.ndarray, other: np.ndarray, z: float = 1.96) -> dict:
@@ -74,3 +79,35 @@ def paired_drop(reference: np.ndarray, other: np.ndarray, z: float = 1.96) -> di
     half = z * np.sqrt(max((b2 + c2) - (b2 - c2) ** 2 / n2, 0.0)) / n2
     return {"n": n, "lost": b, "gained": c, "drop_pp": 100 * (b - c) / n,
             "ci95_pp": [round(100 * (d - half), 2), round(100 * (d + half), 2)]}
+
+
+def _grid_key(grid: np.ndarray) -> bytes:
+    g = np.ascontiguousarray(grid, dtype=np.uint8)
+    return np.asarray(g.shape, np.int64).tobytes() + g.tobytes()
+
+
+def arc_pass_at(names: Sequence[str], inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray,
+                q_halt: np.ndarray, ks: Sequence[int] = (1, 2)) -> dict:
+    """ARC's official score over augmented views. Each row is one variant's test input (`names`: its puzzle's
+    identifier name, '<task>|||t<k>|||<colours>'); its predicted grid is cropped and mapped back to the task's
+    frame, the de-augmented input says which test pair it answers, and the distinct answers of a pair are ranked
+    by votes, ties by the mean sigmoid(q_halt). A pair passes at K when its true output is among the top K; a
+    task scores the fraction of its pairs that pass, and pass@K averages over tasks."""
+    from trm_edge.tasks.arc import decode_grid, invert_variant, parse_variant
+
+    pairs: dict[tuple[str, bytes], dict] = {}
+    for name, x, y, p, q in zip(names, inputs, labels, preds, q_halt):
+        task, k, colours = parse_variant(name)
+        back = [invert_variant(decode_grid(g), k, colours) for g in (x, y, p)]
+        pair = pairs.setdefault((task, _grid_key(back[0])), {"truth": _grid_key(back[1]), "votes": {}})
+        vote = pair["votes"].setdefault(_grid_key(back[2]), [0, 0.0])
+        vote[0] += 1
+        vote[1] += float(1 / (1 + np.exp(-np.float64(q))))
+    tasks: dict[str, list[list[bool]]] = {}
+    for (task, _), pair in pairs.items():
+        ranked = sorted(pair["votes"], key=lambda g: (-pair["votes"][g][0],
+                                                      -pair["votes"][g][1] / pair["votes"][g][0]))
+        tasks.setdefault(task, []).append([pair["truth"] in ranked[:k] for k in ks])
+    score = {f"pass@{k}": float(np.mean([np.mean([p[j] for p in ps]) for ps in tasks.values()]))
+             for j, k in enumerate(ks)}
+    return {"tasks": len(tasks), "pairs": len(pairs), "rows": len(names), **score}

@@ -131,16 +131,18 @@ read -r MACHINE _ <"$OUT/probe.txt"
 log "emulated: $(cat "$OUT/probe.txt"), no torch; $("$QEMU" --version | sed -n 1p)"
 
 # --- 4. x86: bundles (cached in WORK) and the reference answers -----------------------------------------------------
-# One ONNX bundle holds fp32 and int8-dynamic step graphs; LiteRT gets its own (its converter is the slow part).
+# One ONNX bundle holds fp32, int8 and int8-dynamic step graphs; LiteRT gets its own (its converter is the slow part).
 export_bundle() {  # DIR EXPORT-ARGS...: the export is all or nothing, so a manifest means a complete bundle
   local dir=$1; shift
   if [ -f "$dir/manifest.json" ]; then log "reusing $dir (delete it to re-export)"; return; fi
   log "export $(basename "$dir"): trm-edge export --graph step $*"
   python -m trm_edge export -o "$dir" --graph step "$@" >"$dir.log" 2>&1 || show_fail "$dir.log" "x86 export failed"
 }
-# The default guard on purpose: with a smaller one (--calib 8 --heldout 32) more MatMuls pass into int8 and x86 and
-# aarch64 part ways on a puzzle (x86 wrong after 16 steps, aarch64 right after 4): int8 kernels differ by ISA.
-export_bundle "$B/ort" --quantize int8-dynamic
+# Both int8 routes run int8 arithmetic whose kernels differ by ISA: `int8` is the route users get (for the bundled
+# model MatMulNBits: 8-bit weights, activations quantized per block at run time), int8-dynamic is MatMulInteger.
+# --max-drop 100: this stage is about ISAs agreeing, not accuracy (the guard is tested on x86; since it holds 512
+# puzzles it refuses int8-dynamic on the bundled model, a real ~6 pp drop).
+export_bundle "$B/ort" --quantize int8,int8-dynamic --max-drop 100
 [ "$LITERT" = 1 ] && export_bundle "$B/litert" --format onnx,litert
 
 DATA=$(python -c "from trm_edge.api import builtin_data as d; print(*[p for p in d('sudoku') if '24-29' in p.name])")
@@ -149,7 +151,7 @@ awk -v n="$N" '!/^#/ && k++ < n' "$DATA" >"$OUT/puzzles.txt"
 
 # name, bundle, engine options. Batch 1 (int8-dynamic quantizes activations per batch, so the batch changes its
 # answers) and one thread on both sides: the two sides then differ only by CPU.
-RUNS=("ort-fp32 ort --precision fp32" "ort-int8 ort --precision int8-dynamic")
+RUNS=("ort-fp32 ort --precision fp32" "ort-int8 ort --precision int8" "ort-int8dyn ort --precision int8-dynamic")
 [ "$LITERT" = 1 ] && RUNS+=("litert-fp32 litert --backend litert")
 SOLVE=(solve --views 1 --batch 1 --threads 1 --halt "$HALT" --json)
 for r in "${RUNS[@]}"; do
@@ -189,14 +191,15 @@ for r in "${RUNS[@]}"; do
   log "$name on arm64 took ${secs}s (emulated, not device timing)"
 done
 # fp32 (ORT, LiteRT): every answer and step count identical, halting logits within 1e-3 (measured: ~1e-6).
-# int8-dynamic: every puzzle x86 solves gets the same answer; a step count, or the wrong answer of a puzzle x86 does
-# not solve, may differ and is reported (such a puzzle runs all 16 steps without settling: README).
+# int8 routes (int8 arithmetic, whose kernels differ by ISA): every puzzle x86 solves gets the same answer; a step
+# count, or the wrong answer of a puzzle x86 does not solve, may differ and is reported (such a puzzle runs all 16
+# steps without settling: README).
 python - "$OUT" "${RUNS[@]}" <<'EOF'
 import json, sys
 out, bad = sys.argv[1], []
 for name in (r.split()[0] for r in sys.argv[2:]):
     x, a = (json.load(open(f"{out}/{side}-{name}.json")) for side in ("x86", "arm"))
-    int8, diffs, notes = name.endswith("int8"), [], []
+    int8, diffs, notes = "int8" in name, [], []
     if (x["halt"], x["n"]) != (a["halt"], a["n"]):
         diffs.append(f"not the same run: {x['halt']}, {x['n']} puzzles vs {a['halt']}, {a['n']}")
     for i, (rx, ra) in enumerate(zip(x["results"], a["results"]), 1):
