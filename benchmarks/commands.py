@@ -14,11 +14,11 @@ from trm_edge.api import split_list
 
 
 def split_halts(text: str) -> list[str]:
-    """Comma-separated policies whose own options (min=, max=) also follow commas:
-    `fixed:16,learned:0,min=2` -> ['fixed:16', 'learned:0,min=2']."""
+    """Comma-separated policies whose own options (min=, max=, verify) also follow commas:
+    `fixed:16,learned:0,min=2,verify` -> ['fixed:16', 'learned:0,min=2,verify']."""
     policies: list[str] = []
     for part in split_list(text):
-        if "=" in part and policies:
+        if ("=" in part or part == "verify") and policies:
             policies[-1] += f",{part}"
         else:
             policies.append(part)

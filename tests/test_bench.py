@@ -406,8 +406,8 @@ def test_cli_bench_compare_doctor(bench_setup, tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    assert split_halts("fixed:16,learned:0,min=2,max=8, learned:1") == ["fixed:16", "learned:0,min=2,max=8",
-                                                                        "learned:1"]
+    assert split_halts("fixed:16,learned:0,min=2,max=8, learned:1,verify") == [
+        "fixed:16", "learned:0,min=2,max=8", "learned:1,verify"]
     monkeypatch.setattr(harness, "_default_factory", lambda: bench_setup.factory)
     app = typer.Typer()
     register(app)
