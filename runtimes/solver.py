@@ -77,7 +77,7 @@ class Solver:
         jobs = ViewJobs(self.codec, tokens, views, seed, puzzle_ids, advance)
         job = np.full(slots, -1)  # the job each slot holds
         k, pid = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
-        tok = np.zeros((slots, self.config.seq_len), np.int64)
+        tok = np.zeros((slots, jobs.puzzles.shape[1]), np.int64)
         check = self.codec.checker(tok) if policy.verify else None  # reads the slots' tokens as they change
         z_H, z_L = self.carry(slots)
         fresh_H, fresh_L = self.carry(1)

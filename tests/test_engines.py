@@ -43,8 +43,8 @@ def test_openvino_loop_graph_equals_host_loop(bundle, puzzles):
     """OpenVINO runs our ONNX Loop (converted to IR): answers and step counts identical to its step graph driven
     by the host loop, under the bundle's learned policy (rows halt at different steps) and fixed:16."""
     loop, step = open_solver(bundle, "openvino", "loop"), open_solver(bundle, "openvino", "step")
-    for halt in (step.halt, "fixed"):
-        a, b = loop.solve(puzzles, halt), step.solve(puzzles, halt)
+    for halt, x in ((step.halt, puzzles), ("fixed", puzzles[:6])):
+        a, b = loop.solve(x, halt), step.solve(x, halt)
         assert np.array_equal(a.steps, b.steps) and np.array_equal(a.tokens, b.tokens), halt
     assert len(set(step.solve(puzzles, step.halt).steps.tolist())) > 1
 

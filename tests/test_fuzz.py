@@ -110,12 +110,19 @@ options = st.lists(st.sampled_from(["--halt", "--batch", "--json", "--graph", "-
                                     "fixed", "learned:3", "0", "-1", "7", "", "--", "-", "x"]), max_size=4)
 
 
+# The CLI fuzzers run the whole command per input (~25 ms): the default suite runs a third of the inputs, the slow
+# set all of them (the counts RESULTS.md reports).
+def _examples(full: int) -> list:
+    return [pytest.param(full // 3, id="quick"), pytest.param(full, id="full", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("examples", _examples(2000))
 @pytest.mark.parametrize("task", ["sudoku", "maze"])
-def test_solve_input_parsing(fake_model, task):
+def test_solve_input_parsing(fake_model, task, examples):
     fake_model["codec"] = CODECS[task]
     text = sudoku_text if task == "sudoku" else maze_text
 
-    @FUZZ
+    @settings(FUZZ, max_examples=examples)
     @given(st.lists(st.one_of(text, anything), min_size=0, max_size=3), options)
     def check(puzzles, opts):
         code, err = _cli(["solve", *puzzles, *opts])
@@ -126,10 +133,11 @@ def test_solve_input_parsing(fake_model, task):
     check()
 
 
-def test_solve_stdin_bytes(fake_model):
+@pytest.mark.parametrize("examples", _examples(1000))
+def test_solve_stdin_bytes(fake_model, examples):
     fake_model["codec"] = SUDOKU
 
-    @settings(FUZZ, max_examples=1000)
+    @settings(FUZZ, max_examples=examples)
     @given(st.one_of(st.binary(max_size=200), sudoku_text.map(str.encode)))
     def check(data):
         code, err = _cli(["solve", "-", "--json"], stdin=data)

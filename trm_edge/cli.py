@@ -46,7 +46,8 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
                                                 help="Intra-op threads (default: the runtime's).")]
 DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
                                               "inference (default: the model's); models, and export.")]
-BatchOpt = Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per batch.")]
+BatchOpt = Annotated[int, typer.Option(min=1, max=65536, help="Rows solved together (a bundle's step graph "
+                                       "streams puzzles and their views through this many slots).")]
 
 
 def word_table(headers: list[str], rows: list[list[str]], title: str) -> Table:
