@@ -290,3 +290,24 @@ def test_ort_format_for_mobile(bundle, tmp_path):
     feeds = {"tokens": x, "puzzle_ids": np.zeros(2, np.int64), "z_H": z_H, "z_L": z_L}
     a, b = OrtAdapter(ort_file).run(feeds), solver.adapter.run(feeds)
     assert np.allclose(a["logits"], b["logits"], atol=1e-4)
+
+
+def test_export_at_another_depth_runs_that_depth(tmp_path, capsys):
+    """`export --depth H,L`: the bundle's graphs run H,L cycles per step (its manifest says so) and answer as the
+    reference does at that depth, not as the trained depth does."""
+    from test_cli import run
+
+    d = FIXTURES / "sudoku_mlp_fp32"
+    if not d.is_dir():
+        pytest.skip("fixtures missing")
+    code, _, _ = run(capsys, "export", str(d), "-o", str(tmp_path / "b"), "--graph", "step", "--depth", "1,1")
+    assert code == 0
+    solver = open_solver(tmp_path / "b", "ort", "step")
+    assert (solver.config.H_cycles, solver.config.L_cycles) == (1, 1)
+    shallow, _ = load_model(d, depth=(1, 1))
+    trained, _ = load_model(d)
+    puzzles = sample_puzzles(solver.codec, 6, seed=4)
+    pol = solver.policy("fixed:3")
+    got = solver.solve(puzzles, pol)
+    assert np.allclose(got.q_halt, _ref(shallow, puzzles, pol).q_halt, atol=1e-3)
+    assert not np.allclose(got.q_halt, _ref(trained, puzzles, pol).q_halt, atol=1e-3)
