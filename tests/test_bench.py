@@ -334,6 +334,31 @@ def test_depth_is_a_bench_axis(bench_setup, tmp_path):
         harness.run_bench([str(s.bundle), str(tmp_path / "nope")], solver_factory=factory, energy="none")
 
 
+def test_views_are_a_bench_axis(bench_setup):
+    """`--views`: the fake also answers each puzzle's views (the real draw, `views._frames`); it fails in a frame
+    whose token sum is 0 mod 4, so a puzzle is solved with K views iff one of its first K frames escapes that."""
+    from trm_edge.views import _frames
+
+    s = bench_setup
+    probe = s.factory(s.bundle, backend="ort", graph="step", precision="fp32", threads=None)
+    expect = {}
+    for p in s.puzzles:
+        frames = _frames(SUDOKU, p, 4, 0)
+        sol = probe.solutions[p.tobytes()]
+        for v in frames[1:]:
+            probe.solutions[v.forward(p).tobytes()] = v.forward(sol)
+        sums = [int(v.forward(p).sum()) % 4 for v in frames]
+        expect[p.tobytes()] = {1: sums[0] != 0, 4: any(x != 0 for x in sums)}
+
+    report = harness.run_bench(str(s.bundle), halts=["fixed"], data=str(s.data), n=12, warmup=0, energy="none",
+                               views=[1, 4], solver_factory=s.factory)  # its solvers share the answers just added
+    by_views = {r["views"]: r for r in report["runs"]}
+    for k in (1, 4):
+        assert by_views[k]["exact_accuracy"] == pytest.approx(np.mean([e[k] for e in expect.values()]))
+    assert by_views[4]["exact_accuracy"] > by_views[1]["exact_accuracy"]  # the data makes views matter
+    assert by_views[4]["mean_view_steps"] > by_views[1]["mean_view_steps"] == 4
+
+
 def test_pareto_labels_do_not_overlap():
     """A crowded plot (views x depth x halting): every run's number is placed where it covers no other label."""
     from trm_edge.benchmarks.report import _figure, place_labels
