@@ -110,10 +110,10 @@ options = st.lists(st.sampled_from(["--halt", "--batch", "--json", "--graph", "-
                                     "fixed", "learned:3", "0", "-1", "7", "", "--", "-", "x"]), max_size=4)
 
 
-# The CLI fuzzers run the whole command per input (~25 ms): the default suite runs a third of the inputs, the slow
+# The CLI fuzzers run the whole command per input (~25 ms): the default suite runs a sixth of the inputs, the slow
 # set all of them (the counts RESULTS.md reports).
 def _examples(full: int) -> list:
-    return [pytest.param(full // 3, id="quick"), pytest.param(full, id="full", marks=pytest.mark.slow)]
+    return [pytest.param(full // 6, id="quick"), pytest.param(full, id="full", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("examples", _examples(2000))
