@@ -107,3 +107,6 @@ def test_eval_votes_over_a_datasets_variants(arc_dataset, tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as e:  # a model with fewer puzzle embeddings than the dataset's identifiers
         main(["eval", str(small), "--data", str(root)])
     assert e.value.code == 2 and "puzzle embeddings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # views are the dataset's own variants
+        main(["eval", str(model_dir), "--data", str(root), "--views", "4"])
+    assert e.value.code == 2 and "variants it holds" in capsys.readouterr().err

@@ -221,6 +221,9 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, 
     runs = []
     for f in files:
         if (f / "test" / "dataset.json").is_file():
+            if set(views) != {1}:
+                raise TRMEdgeError(f"{f}: a dataset is evaluated on the variants it holds; --views applies to "
+                                   "puzzle files")
             runs += [eval_dataset(loaded, f, h, batch_size, advance) for h in halts or [None]]
             continue
         if not f.is_file():

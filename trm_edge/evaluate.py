@@ -11,6 +11,7 @@ import numpy as np
 
 from trm_edge.halting import Solution
 from trm_edge.tasks import Codec, Pair
+from trm_edge.tasks.arc import decode_grid, invert_variant, parse_variant
 
 SolveFn = Callable[[np.ndarray], Solution]
 
@@ -93,8 +94,6 @@ def arc_pass_at(names: Sequence[str], inputs: np.ndarray, labels: np.ndarray, pr
     frame, the de-augmented input says which test pair it answers, and the distinct answers of a pair are ranked
     by votes, ties by the mean sigmoid(q_halt). A pair passes at K when its true output is among the top K; a
     task scores the fraction of its pairs that pass, and pass@K averages over tasks."""
-    from trm_edge.tasks.arc import decode_grid, invert_variant, parse_variant
-
     pairs: dict[tuple[str, bytes], dict] = {}
     for name, x, y, p, q in zip(names, inputs, labels, preds, q_halt):
         task, k, colours = parse_variant(name)
