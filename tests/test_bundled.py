@@ -22,6 +22,7 @@ def _recorded() -> dict:
     return json.loads((DEFAULT_MODEL / "config.json").read_text())["meta"]["figures"]
 
 
+@pytest.mark.slow  # 55-80 s of torch solving: suite time (the device, views and int8 tests run the bundled model too)
 def test_default_model_accuracy_at_least_recorded():
     loaded = open_model(None)
     assert loaded.codec.name == "sudoku" and loaded.config.mlp_t
