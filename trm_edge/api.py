@@ -15,7 +15,7 @@ import numpy as np
 
 from trm_edge.bundle import MANIFEST
 from trm_edge.errors import TRMEdgeError
-from trm_edge.evaluate import arc_pass_at, evaluate, row_scores, score
+from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
 from trm_edge.views import solve_views, view_policy
@@ -55,12 +55,8 @@ class Loaded:
         it (a solved puzzle's slot goes to the next puzzle), else rounds of views over batches of puzzles."""
         if self.stream:
             return self.stream(puzzles, policy, slots=batch, views=views, advance=advance)
-        parts = []
-        for i in range(0, len(puzzles), batch):
-            parts.append(solve_views(self.solve, self.codec, puzzles[i:i + batch], policy, views))
-            if advance:
-                advance(len(parts[-1].steps))
-        return Solution.concat(parts)
+        return in_batches(lambda rows: solve_views(self.solve, self.codec, puzzles[rows], policy, views), len(puzzles),
+                          batch, advance)
 
 
 def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None, backend: str | None = None,
@@ -259,12 +255,7 @@ def eval_dataset(loaded: Loaded, root: Path, halt: str | None, batch_size: int,
     policy = _policy(loaded, halt, 1)
     inputs, labels = np.asarray(ds.inputs, np.int64), np.asarray(ds.labels, np.int64)
     t0 = time.perf_counter()
-    parts = []
-    for i in range(0, len(inputs), batch_size):
-        parts.append(loaded.solve(inputs[i:i + batch_size], policy, ids[i:i + batch_size]))
-        if advance:
-            advance(len(parts[-1].steps))
-    sol = Solution.concat(parts)
+    sol = in_batches(lambda rows: loaded.solve(inputs[rows], policy, ids[rows]), len(inputs), batch_size, advance)
     run = dict(score(loaded.codec, inputs, list(labels), sol), data=root.name, halt=str(policy), views=1,
                seconds=round(time.perf_counter() - t0, 2))
     if loaded.codec.name == "arc":

@@ -51,13 +51,19 @@ def evaluate(solve: SolveFn, codec: Codec, pairs: Sequence[Pair], batch_size: in
     """Solve every puzzle in batches and score it; returns the summary and the joined solutions."""
     puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
     labels = [lab for _, lab in pairs]
+    sol = in_batches(lambda rows: solve(puzzles[rows]), len(puzzles), batch_size, advance)
+    return score(codec, puzzles, labels, sol), sol
+
+
+def in_batches(solve: Callable[[slice], Solution], n: int, batch_size: int,
+               advance: Callable[[int], None] | None = None) -> Solution:
+    """`solve(rows)` over consecutive slices of n rows, joined; `advance(k)` after each."""
     parts = []
-    for i in range(0, len(puzzles), batch_size):
-        parts.append(solve(puzzles[i:i + batch_size]))
+    for i in range(0, n, batch_size):
+        parts.append(solve(slice(i, i + batch_size)))
         if advance:
             advance(len(parts[-1].steps))
-    sol = Solution.concat(parts)
-    return score(codec, puzzles, labels, sol), sol
+    return Solution.concat(parts)
 
 
 def score(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None], sol: Solution) -> dict:
