@@ -1,5 +1,6 @@
-"""int8 routes side by side with honest statistics: every quantized step graph of one or more bundles solves the same
-held-out puzzles as the reference bundle's fp32 graph, and each drop is a paired comparison with its 95% interval.
+"""int8 routes side by side with honest statistics: every quantized step graph of one or more bundles, on every
+engine they hold, solves the same held-out puzzles as the reference bundle's ORT fp32 graph, and each drop is a
+paired comparison with its 95% interval.
 
 `python -m trm_edge.benchmarks.int8_routes REFERENCE_BUNDLE [OTHER_BUNDLE ...] [-n 1000] [--halt fixed,learned:3]
 [--json]` — e.g. the bundled model exported with every route, and its QAT fine-tune exported with int8. The
@@ -17,7 +18,7 @@ from trm_edge.bundle import Bundle
 from trm_edge.evaluate import paired_drop
 from trm_edge.export.quantize import solved_rows
 from trm_edge.export.verify import sample_puzzles
-from trm_edge.runtimes import open_solver
+from trm_edge.runtimes import ENGINES, open_solver
 
 HELDOUT_SEED = 3  # sample_puzzles seeds 0-2 are the export's verification, calibration and guard sets
 
@@ -33,34 +34,47 @@ def measure(bundles: list[str], n: int, halts: list[str], threads: int = 2, slot
 
     base = {h: run(ref, h) for h in halts}
     rows = []
-    for path in bundles:
+    for path, backend, fmt, precision, quant in _routes(bundles):
         b = Bundle(path)
-        quant = b.manifest.get("quantization", {})
-        for precision in b.manifest["graphs"]["step"]["files"]:
-            if path == bundles[0] and precision == "fp32":
-                continue
-            solver = open_solver(path, "ort", "step", precision, threads)
-            for h in halts:
-                ok, tokens, steps, secs = run(solver, h)
-                ok32, tok32, steps32, _ = base[h]
-                q = quant.get(precision, {})
-                rows.append({"bundle": path, "precision": precision, "halt": h, "fp32_exact": float(ok32.mean()),
-                             "exact": float(ok.mean()), **paired_drop(ok32, ok),
-                             "answers_equal": float((tokens == tok32).all(1).mean()),
-                             "mean_steps": float(steps.mean()), "fp32_mean_steps": float(steps32.mean()),
-                             "file_mb": round(b.graph_file("step", precision).stat().st_size / 1e6, 3),
-                             "quantize_seconds": q.get("seconds"), "int8_matmuls": q.get("quantized_matmuls"),
-                             "solve_seconds": round(secs, 1)})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        solver = open_solver(path, backend, "step", precision, threads)
+        for h in halts:
+            ok, tokens, steps, secs = run(solver, h)
+            ok32, tok32, steps32, _ = base[h]
+            q = quant.get(precision, {})
+            rows.append({"bundle": path, "backend": backend, "precision": precision, "halt": h,
+                         "fp32_exact": float(ok32.mean()),
+                         "exact": float(ok.mean()), **paired_drop(ok32, ok),
+                         "answers_equal": float((tokens == tok32).all(1).mean()),
+                         "mean_steps": float(steps.mean()), "fp32_mean_steps": float(steps32.mean()),
+                         "file_mb": round(b.graph_bytes("step", precision, fmt) / 1e6, 3),
+                         "quantize_seconds": q.get("seconds"), "int8_matmuls": q.get("quantized_matmuls"),
+                         "solve_seconds": round(secs, 1)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
+def _routes(bundles: list[str]):
+    """(bundle, backend, format, precision, its quantization records) for every step graph of every engine the
+    bundles hold, the reference's fp32 graphs excepted (fp32 is one model on every engine: RESULTS.md)."""
+    for path in bundles:
+        b = Bundle(path)
+        for backend, (fmt, _, _) in ENGINES.items():
+            if fmt not in b.formats() or "step" not in b.formats()[fmt]:
+                continue
+            quant = b.manifest.get("quantization", {}) if fmt == "onnx" else \
+                b.manifest["formats"][fmt].get("quantization", {})
+            for precision in b.formats()[fmt]["step"]:
+                if not (path == bundles[0] and precision == "fp32"):
+                    yield path, backend, fmt, precision, quant
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| bundle | route | halt | exact (fp32) | drop pp [95% CI] | lost/gained | answers = fp32 | MB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| bundle | engine | route | halt | exact (fp32) | drop pp [95% CI] | lost/gained | answers = fp32 | MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["ci95_pp"]
-        lines.append(f"| {r['bundle']} | {r['precision']} | {r['halt']} | {r['exact']:.1%} ({r['fp32_exact']:.1%}) | "
+        lines.append(f"| {r['bundle']} | {r['backend']} | {r['precision']} | {r['halt']} | "
+                     f"{r['exact']:.1%} ({r['fp32_exact']:.1%}) | "
                      f"{r['drop_pp']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {r['lost']}/{r['gained']} | "
                      f"{r['answers_equal']:.1%} | {r['file_mb']:.2f} |")
     return "\n".join(lines)

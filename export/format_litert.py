@@ -1,19 +1,21 @@
 """LiteRT `.tflite` of the step graph, converted from the PyTorch module by Google's litert-torch (no TensorFlow),
-run and verified in LiteRT with XNNPACK; int8-dynamic (int8 weights, activations quantized per call) by
-ai-edge-quantizer.
+run and verified in LiteRT with XNNPACK; int8 by ai-edge-quantizer: int8-dynamic (int8 weights, activations
+quantized per call) and int8-static (the matmuls in int8 with calibrated ranges).
 
 Only the step graph: litert-torch has no lowering for while_loop, so the halting loop runs on the host. Shapes are
 static (the converter cannot lower our embedding with a dynamic batch): one signature per batch size, weights
-stored once (runtimes/litert.py splits a call into them). ai-edge-quantizer's static int8 needs calibration of
-every signature and stops on our embedding's reshape; it is not offered yet."""
+stored once (runtimes/litert.py splits a call into them). Static calibration must feed every signature (a tensor
+of an uncalibrated one stops the quantizer)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
@@ -22,7 +24,8 @@ from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, guard_figures, quiet
 from trm_edge.model import TRM, Batch, Carry
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
-MODES, MODES_NOTE = ("int8-dynamic",), "LiteRT int8 here is ai-edge-quantizer's dynamic range: ask for int8-dynamic"
+MODES = ("int8-dynamic", "int8-static")
+MODES_NOTE = "LiteRT int8 is ai-edge-quantizer's: ask for int8-dynamic (the accurate one) or int8-static"
 GRAPHS, GRAPHS_NOTE = ("step",), "litert-torch cannot lower a while_loop: LiteRT runs the step with the host loop"
 REQUIRES, EXTRA = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), "litert-export"
 DIR = "litert"
@@ -59,9 +62,9 @@ def write(ctx: Context, modes: tuple[str, ...]) -> dict:
     entry = {"engine": "litert", "graphs": graphs, "signatures": [f"b{b}" for b in batches],
              "session_init_ms": {"step": init_ms}, "convert_seconds": round(seconds, 2),
              "verification": ctx.verify({"step": solver}, "LiteRT")}
-    if "int8-dynamic" in modes:
-        entry["quantization"] = {"int8-dynamic": quantize(ctx, solver, out)}
-        graphs["step"]["int8-dynamic"] = f"{DIR}/step.int8-dynamic.tflite"
+    for mode in (m for m in MODES if m in modes):
+        entry.setdefault("quantization", {})[mode] = quantize(ctx, mode, solver, out, batches)
+        graphs["step"][mode] = f"{DIR}/step.{mode}.tflite"
     return entry
 
 
@@ -87,46 +90,91 @@ def convert(model: TRM, batches: tuple[int, ...], path: Path) -> None:
         raise TRMEdgeError(f"litert-torch could not convert this model ({failure}{'; ' + tail[0] if tail else ''})")
 
 
-# The guard's ladder, first rung first: each keeps more in float (module names as in the model); the last rung
-# stores int8 weights and computes in float (a smaller file at fp32's accuracy, not a faster one).
-LADDER = (("dynamic_wi8_afp32", DEFAULT_FLOAT_MODULES),
-          ("dynamic_wi8_afp32", (*DEFAULT_FLOAT_MODULES, "down_proj")),
-          ("weight_only_wi8_afp32", ()))
+# The guard's ladders, first rung first: each keeps more in float (module names as in the model); dynamic's last rung
+# stores int8 weights and computes in float (a smaller file at fp32's accuracy, not a faster one). Static quantizes
+# the matmuls only (FULLY_CONNECTED, BATCH_MATMUL; their outputs are int8 too, as XNNPACK's QS8 kernels need): a
+# recipe over every op would make the signatures' inputs and outputs int8 and round the residual stream.
+STATIC = "static_wi8_ai8_matmuls"
+LADDERS = {"int8-dynamic": (("dynamic_wi8_afp32", DEFAULT_FLOAT_MODULES),
+                            ("dynamic_wi8_afp32", (*DEFAULT_FLOAT_MODULES, "down_proj")),
+                            ("weight_only_wi8_afp32", ())),
+           "int8-static": ((STATIC, DEFAULT_FLOAT_MODULES), (STATIC, (*DEFAULT_FLOAT_MODULES, "down_proj")))}
+CALIB_CALLS = 8  # calibration calls per signature (ai-edge-quantizer keeps every tensor of a call: ~1-2 s each)
 
 
-def quantize(ctx: Context, solver32, out: Path) -> dict:
-    """ai-edge-quantizer dynamic-range int8 (weights int8 per channel, activations per call) under the guard: the
-    halting and answer heads stay float as in the ONNX int8; over budget, the ladder's next rung is tried."""
+def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, ...]) -> dict:
+    """ai-edge-quantizer int8 under the guard: the halting and answer heads stay float as in the ONNX int8; over
+    budget, the ladder's next rung is tried. Static ranges come from the all-steps carries the ONNX int8 uses."""
+    from ai_edge_quantizer import quantizer
+
     fp32, heldout, max_drop = ctx.heldout_fp32, ctx.heldout, ctx.options.quant.max_drop
-    dst, tries = out / "step.int8-dynamic.tflite", []
-    for name, keep in LADDER:
-        ctx.status(f"quantizing (litert int8-dynamic by ai-edge-quantizer: {name}, {len(keep)} module kinds float)")
+    dst, tries, ranges = out / f"step.{mode}.tflite", [], None
+    t0 = time.perf_counter()
+    for name, keep in LADDERS[mode]:
+        ctx.status(f"quantizing (litert {mode} by ai-edge-quantizer: {name}, {len(keep)} module kinds float)")
         with contextlib.redirect_stdout(sys.stderr), quiet_logging(), quiet_native_output():
-            from ai_edge_quantizer import quantizer, recipe
-
-            rules = getattr(recipe, name)()
-            if keep:  # the last matching rule wins; tensor names end in the module's attribute name
-                rules.append({"regex": f".*CastedLinear_({'|'.join(m.split('.')[-1] for m in keep)});.*",
-                              "operation": "*", "algorithm_key": recipe.AlgorithmName.NO_QUANTIZE.value})
-            quantizer.Quantizer(str(out / "step.tflite"), rules).quantize().export_model(str(dst), overwrite=True)
+            q = quantizer.Quantizer(str(out / "step.tflite"), recipe_rules(name, keep))
+            if name == STATIC and ranges is None:
+                ranges = q.calibrate(calibration_calls(ctx.calib_feeds, batches), num_threads=os.cpu_count() or 1)
+            q.quantize(ranges).export_model(str(dst), overwrite=True)
         solver8 = ctx.solver(LiteRtAdapter(dst))
         figs = guard_figures(fp32, solver8.solve(heldout, ctx.policy), heldout, ctx.codec)
         tries.append({"recipe": name, "float_modules": list(keep), **figs})
         if figs["exact_drop_pp"] <= max_drop:
             break
     else:
-        raise CheckFailed(f"litert int8-dynamic accuracy guard failed: exact-solve drop "
+        raise CheckFailed(f"litert {mode} accuracy guard failed: exact-solve drop "
                           f"{tries[0]['exact_drop_pp']:.2f} pp with the heads in float, still "
-                          f"{figs['exact_drop_pp']:.2f} pp with int8 weights only; budget {max_drop:g} pp (fp32 "
+                          f"{figs['exact_drop_pp']:.2f} pp with {_last_rung(mode)}; budget {max_drop:g} pp (fp32 "
                           f"{figs['fp32_exact']:.1%}); no bundle written")
-    speed, warnings = speed_check("int8-dynamic", solver32, solver8, ctx.probe_feed,
+    seconds = round(time.perf_counter() - t0, 1)
+    speed, warnings = speed_check(mode, solver32, solver8, ctx.probe_feed,
                                   f"{name}, {', '.join(keep) or 'nothing'} in float", "litert ")
-    return {"mode": "int8-dynamic", "format": f"TFLite, ai-edge-quantizer {name}",
-            "activations": "float" if name.startswith("weight_only") else "int8 per call",
+    static = name == STATIC
+    return {"mode": mode, "format": f"TFLite, ai-edge-quantizer {name}",
+            "activations": "int8, calibrated per tensor (min/max)" if static else
+            "float" if name.startswith("weight_only") else "int8 per call",
             "weights": "int8 per-channel", "graphs": ["step"], "float_modules": list(keep),
-            "calibration": {"method": "none: ranges per call"}, "heldout_puzzles": len(heldout),
-            "policy": str(ctx.policy), "max_drop_pp": max_drop, "guard": tries[-1], "attempts": tries, "speed": speed,
-            "warnings": warnings}
+            "calibration": {"method": "min/max", "calls_per_signature": CALIB_CALLS,
+                            "puzzles": len(ctx.calib_puzzles)} if static else {"method": "none: ranges per call"},
+            "heldout_puzzles": len(heldout), "policy": str(ctx.policy), "max_drop_pp": max_drop,
+            "guard": tries[-1], "attempts": tries, "seconds": seconds, "speed": speed, "warnings": warnings}
+
+
+def _last_rung(mode: str) -> str:
+    return "int8 weights only" if mode == "int8-dynamic" else "the down projections also in float"
+
+
+def recipe_rules(name: str, keep: tuple[str, ...], activation_bits: int = 8) -> list:
+    """16-bit activations ("A16W8": benchmarks/litert_a16w8.py) hold the accuracy, but XNNPACK has no such kernels."""
+    from ai_edge_quantizer import recipe, recipe_manager
+
+    if name == STATIC:
+        rm = recipe_manager.RecipeManager()
+        for op in (recipe.TFLOperationName.FULLY_CONNECTED, recipe.TFLOperationName.BATCH_MATMUL):
+            rm.add_static_config(regex=".*", operation_name=op, activation_num_bits=activation_bits, weight_num_bits=8,
+                                 algorithm_key=recipe.AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+        rules = rm.get_quantization_recipe()
+    else:
+        rules = getattr(recipe, name)()
+    if keep:  # the last matching rule wins; tensor names end in the module's attribute name
+        rules.append({"regex": f".*CastedLinear_({'|'.join(m.split('.')[-1] for m in keep)});.*",
+                      "operation": "*", "algorithm_key": recipe.AlgorithmName.NO_QUANTIZE.value})
+    return rules
+
+
+def calibration_calls(feeds: list[dict], batches: tuple[int, ...]) -> dict[str, list[dict]]:
+    """The recorded carries (every step of every calibration puzzle) as calls of each batch signature, spread
+    evenly over the steps; LiteRT's integer inputs are int32."""
+    rows = {k: np.concatenate([f[k] for f in feeds]) for k in ("tokens", "puzzle_ids", "z_H", "z_L")}
+    rows["tokens"], rows["puzzle_ids"] = rows["tokens"].astype(np.int32), rows["puzzle_ids"].astype(np.int32)
+    n = len(rows["tokens"])
+    data = {}
+    for b in batches:
+        starts = np.linspace(0, max(n - b, 0), CALIB_CALLS).astype(int)
+        take = [np.arange(s, s + b) % n for s in starts]  # fewer rows than b: wrap around
+        data[f"b{b}"] = [{k: v[i] for k, v in rows.items()} for i in take]
+    return data
 
 
 def versions() -> dict:

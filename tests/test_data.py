@@ -74,6 +74,21 @@ def test_singles_only_filter(singles):
         assert sg.count_solutions(p) == 1
 
 
+def test_training_pool_hard_buckets_need_search(tmp_path):
+    """A training bucket [lo, hi, n, "hard"] holds only puzzles that singles cannot finish; the pool is cached."""
+    from trm_edge.training import sources
+
+    buckets = [[30, 40, 3], [24, 29, 3, "hard"]]
+    puzzles, solutions = sources.sudoku_pool(buckets, seed=4, cache=tmp_path / "pool.npz")
+    assert [sources.bucket_name(b) for b in buckets] == ["givens_30-40", "givens_24-29-hard"]
+    assert [(sg.solve_singles(p) == 0).any() for p in puzzles[3:]] == [True] * 3
+    assert all(sg.count_solutions(p) == 1 and ((p == 0) | (p == s)).all() for p, s in zip(puzzles, solutions))
+    again, _ = sources.sudoku_pool([[17, 17, 1, "hard"]], seed=4, cache=tmp_path / "pool.npz")
+    assert (again == puzzles).all()  # the cache, not a new draw
+    with pytest.raises(TRMEdgeError, match=r"a sudoku bucket is \[lo, hi, n\] or \[lo, hi, n, \"hard\"\]"):
+        sources.bucket_spec([24, 29, 3, "easy"])
+
+
 def test_generation_is_reproducible_and_splits_into_chunks():
     a = sg.generate(6, (30, 40), seed=11)
     b = sg.generate(6, (30, 40), seed=11)

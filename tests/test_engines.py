@@ -172,14 +172,16 @@ def test_quantize_for_one_format_is_checked_before_any_work(tmp_path):
     modes, notes = offered(ExportOptions(("step", "loop"), formats=("openvino", "litert"),
                                          quant=QuantOptions(("int8", "litert:int8-dynamic"))))
     assert modes == {"onnx": ("int8",), "openvino": ("int8",), "litert": ("int8-dynamic",)}
-    assert notes == ["litert: int8 is not offered (LiteRT int8 here is ai-edge-quantizer's dynamic range: ask for "
-                     "int8-dynamic)", "litert: no loop graph (litert-torch cannot lower a while_loop: LiteRT runs the "
-                     "step with the host loop)"]
+    assert notes == ["litert: int8 is not offered (LiteRT int8 is ai-edge-quantizer's: ask for int8-dynamic (the "
+                     "accurate one) or int8-static)", "litert: no loop graph (litert-torch cannot lower a while_loop: "
+                     "LiteRT runs the step with the host loop)"]
 
 
 @pytest.mark.parametrize("fmt,mode,match", [
     pytest.param("litert", "int8-dynamic", r"litert int8-dynamic accuracy guard failed: .* with the heads in float, "
                  r"still .* with int8 weights only; budget -1 pp", marks=pytest.mark.slow),  # 31 s: suite time
+    pytest.param("litert", "int8-static", r"litert int8-static accuracy guard failed: .* with the heads in float, "
+                 r"still .* with the down projections also in float; budget -1 pp", marks=pytest.mark.slow),
     ("openvino", "int8", r"openvino int8 accuracy guard failed: exact-solve drop .* after NNCF's accuracy control; "
                          r"budget -1 pp")])
 def test_engine_int8_guard_fails_with_the_numbers_and_leaves_nothing(tmp_path, fmt, mode, match):
@@ -196,3 +198,38 @@ def test_engine_int8_guard_fails_with_the_numbers_and_leaves_nothing(tmp_path, f
             ("step",), formats=(fmt,), verify_n=4,
             quant=QuantOptions((f"{fmt}:{mode}",), calib=2, heldout=4, max_drop=-1.0)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_litert_static_int8_quantizes_the_matmuls_and_stays_close(tmp_path):
+    """A tiny model's LiteRT int8-static: the projections run in int8 (int8 weights and activations), the heads
+    stay float, the I/O stays float, and one step stays near the fp32 graph's on the same inputs. Min/max ranges
+    and int8 matmul outputs make it coarse (relative error ~0.6 on this random model, int8-dynamic's ~0.12); the
+    bounds catch a broken calibration (zero or missing ranges give an error of 1 and unrelated answers)."""
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+    from conftest import tiny_config
+
+    from trm_edge.export import ExportOptions, QuantOptions, export_bundle
+    from trm_edge.export.verify import sample_puzzles
+    from trm_edge.model import TRM
+
+    torch.manual_seed(0)
+    model = TRM(tiny_config(halt_max_steps=3)).eval()
+    path = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
+        ("step",), formats=("litert",), verify_n=8, batch=8,
+        quant=QuantOptions(("litert:int8-static",), calib=8, heldout=8, max_drop=100.0)))
+    q = Bundle(path).manifest["formats"]["litert"]["quantization"]["int8-static"]
+    assert q["calibration"]["method"] == "min/max" and q["float_modules"] == ["model.q_head", "model.lm_head"]
+    details = Interpreter(str(path / "litert" / "step.int8-static.tflite")).get_tensor_details()
+    int8 = [d for d in details if d["dtype"] == np.int8]
+    weights = [d for d in int8 if d["name"].startswith("arith.constant")]
+    assert len(weights) == 8 and len(int8) > 2 * len(weights)  # gate_up + down of both mixers, 2 layers; activations
+    assert all(d["dtype"] == np.float32 for d in details if "head" in d["name"] and len(d["shape"]) == 2)
+    fp32, static = (open_solver(path, "litert", "step", p) for p in ("fp32", "int8-static"))
+    x = sample_puzzles(fp32.codec, 8, seed=5)
+    z_H, z_L = fp32.carry(len(x))
+    feeds = {"tokens": x, "puzzle_ids": np.zeros(len(x), np.int64), "z_H": z_H, "z_L": z_L}
+    a, b = fp32.adapter.run(feeds), static.adapter.run(feeds)
+    assert b["z_H_out"].dtype == np.float32
+    err = np.linalg.norm(a["z_H_out"] - b["z_H_out"]) / np.linalg.norm(a["z_H_out"])
+    assert 0 < err < 0.8 and (a["pred"] == b["pred"]).mean() > 0.3, err

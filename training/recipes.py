@@ -42,9 +42,10 @@ RECIPES = {"sudoku": SUDOKU_DEFAULT}
 def heldout_sudoku(seed: int, n: int, buckets) -> dict[str, list]:
     """Held-out puzzles per givens bucket, from a seed the training pool never uses."""
     out = {}
-    for k, (lo, hi, _) in enumerate(buckets):
-        p, s = sources.sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k)
-        out[f"givens_{lo}-{hi}"] = list(zip(sources.sudoku_gen.to_tokens(p).astype(np.int64),
+    for k, b in enumerate(buckets):
+        lo, hi, _, singles_only = sources.bucket_spec(b)
+        p, s = sources.sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k, singles_only=singles_only)
+        out[sources.bucket_name(b)] = list(zip(sources.sudoku_gen.to_tokens(p).astype(np.int64),
                                             sources.sudoku_gen.to_tokens(s).astype(np.int64)))
     return out
 
@@ -63,7 +64,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
     codec = get_codec(cfg.task)
     if cfg.task != "sudoku":
         raise TRMEdgeError(f"train: the trainer's data sources cover sudoku only so far, not {cfg.task!r}")
-    puzzles, solutions = sources.sudoku_pool([tuple(b) for b in d["buckets"]], d["pool_seed"],
+    puzzles, solutions = sources.sudoku_pool(d["buckets"], d["pool_seed"],
                                              out / "data" / "pool.npz", progress=progress)
     stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
     heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"])

@@ -3,22 +3,40 @@ resumption and every DDP rank see exactly the batches a single uninterrupted run
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
+from trm_edge.errors import TRMEdgeError
 from trm_edge.training import sudoku_gen
 from trm_edge.training.trainer import IGNORE, Stream
 
 
-def sudoku_pool(buckets: list[tuple[int, int, int]], seed: int, cache: Path | None = None, progress=None
+def bucket_spec(bucket) -> tuple[int, int, int, bool | None]:
+    """(lo, hi, n) or (lo, hi, n, "hard") -> (lo, hi, n, singles_only): "hard" keeps only puzzles that naked and
+    hidden singles cannot finish, the ones that need search (where a model fails, and what top95 is made of)."""
+    lo, hi, n, *rest = bucket
+    if rest not in ([], ["hard"]):
+        raise TRMEdgeError(f"a sudoku bucket is [lo, hi, n] or [lo, hi, n, \"hard\"], got {list(bucket)!r}")
+    return lo, hi, n, (False if rest else None)
+
+
+def bucket_name(bucket) -> str:
+    lo, hi, _, singles_only = bucket_spec(bucket)
+    return f"givens_{lo}-{hi}" + ("-hard" if singles_only is False else "")
+
+
+def sudoku_pool(buckets: list, seed: int, cache: Path | None = None, progress=None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Base puzzles with unique solutions, `n` per (lo, hi, n) givens bucket, cached as .npz."""
+    """Base puzzles with unique solutions, `n` per givens bucket (see bucket_spec), cached as .npz; large buckets
+    are generated on every core (hard ones take 0.03-0.3 s a puzzle)."""
     if cache is not None and cache.is_file():
         z = np.load(cache)
         return z["puzzles"], z["solutions"]
-    parts = [sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k, progress=progress)
-             for k, (lo, hi, n) in enumerate(buckets)]
+    parts = [sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k, singles_only=singles_only,
+                                 workers=(os.cpu_count() or 1) if n >= 1000 else 1, progress=progress)
+             for k, (lo, hi, n, singles_only) in enumerate(map(bucket_spec, buckets))]
     puzzles, solutions = np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
