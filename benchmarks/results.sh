@@ -110,6 +110,18 @@ for b in 1 64; do
     -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) --out "$OUT/bench-routes-qat-b$b" \
     --json > /dev/null
 done
+# the same on LiteRT: int8-dynamic and int8-static unguarded, paired against the ORT fp32 on the same 1,000 puzzles;
+# 16-bit activations (A16W8, measured only); speed side by side with ORT fp32 at batch 1 and 64
+trm-edge export -o "$OUT/routes-litert" --format litert --graph step --quantize litert:int8-dynamic,litert:int8-static \
+  --max-drop 100 --json > "$OUT/export-routes-litert.json"
+python -m trm_edge.benchmarks.int8_routes "$OUT/routes-litert" -n 1000 --halt learned:3,fixed --json \
+  > "$OUT/int8-routes-litert.json"
+python -m trm_edge.benchmarks.litert_a16w8 "$OUT/routes-litert" -n 1000 > "$OUT/litert-a16w8.json"
+for b in 1 64; do
+  trm-edge bench "$OUT/routes-litert" --backend ort,litert --precision fp32,int8-dynamic,int8-static --graph step \
+    --halt fixed:16 --data builtin -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) \
+    --out "$OUT/bench-routes-litert-b$b" --json > /dev/null
+done
 # the official Sudoku-MLP size (from the "official size" block above): every route, batch 1
 trm-edge export "$OUT/official-mlp" -o "$OUT/routes-official" --graph step \
   --quantize int8-static,int8-dynamic,int8-weights,int4-weights --calib 16 --heldout 32 --max-drop 100 \

@@ -111,10 +111,12 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
     dst, tries, ranges = out / f"step.{mode}.tflite", [], None
     t0 = time.perf_counter()
     for name, keep in LADDERS[mode]:
-        ctx.status(f"quantizing (litert {mode} by ai-edge-quantizer: {name}, {len(keep)} module kinds float)")
+        calibrate = name == STATIC and ranges is None
+        ctx.status(f"calibrating litert int8-static on {CALIB_CALLS} calls of each batch signature" if calibrate else
+                   f"quantizing (litert {mode} by ai-edge-quantizer: {name}, {len(keep)} module kinds float)")
         with contextlib.redirect_stdout(sys.stderr), quiet_logging(), quiet_native_output():
             q = quantizer.Quantizer(str(out / "step.tflite"), recipe_rules(name, keep))
-            if name == STATIC and ranges is None:
+            if calibrate:
                 ranges = q.calibrate(calibration_calls(ctx.calib_feeds, batches), num_threads=os.cpu_count() or 1)
             q.quantize(ranges).export_model(str(dst), overwrite=True)
         solver8 = ctx.solver(LiteRtAdapter(dst))
