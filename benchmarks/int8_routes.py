@@ -34,9 +34,8 @@ def measure(bundles: list[str], n: int, halts: list[str], threads: int = 2, slot
 
     base = {h: run(ref, h) for h in halts}
     rows = []
-    for path, backend, fmt, precision, quant in _routes(bundles):
-        b = Bundle(path)
-        solver = open_solver(path, backend, "step", precision, threads)
+    for path, b, backend, fmt, precision, quant in _routes(bundles):
+        solver = open_solver(b, backend, "step", precision, threads)
         for h in halts:
             ok, tokens, steps, secs = run(solver, h)
             ok32, tok32, steps32, _ = base[h]
@@ -54,8 +53,8 @@ def measure(bundles: list[str], n: int, halts: list[str], threads: int = 2, slot
 
 
 def _routes(bundles: list[str]):
-    """(bundle, backend, format, precision, its quantization records) for every step graph of every engine the
-    bundles hold, the reference's fp32 graphs excepted (fp32 is one model on every engine: RESULTS.md)."""
+    """(path, its opened bundle, backend, format, precision, its quantization records) for every step graph of
+    every engine the bundles hold, the reference's fp32 graphs excepted (fp32 is one model on every engine)."""
     for path in bundles:
         b = Bundle(path)
         for backend, (fmt, _, _) in ENGINES.items():
@@ -65,7 +64,7 @@ def _routes(bundles: list[str]):
                 b.manifest["formats"][fmt].get("quantization", {})
             for precision in b.formats()[fmt]["step"]:
                 if not (path == bundles[0] and precision == "fp32"):
-                    yield path, backend, fmt, precision, quant
+                    yield path, b, backend, fmt, precision, quant
 
 
 def table(rows: list[dict]) -> str:

@@ -7,7 +7,7 @@ check means something. Shapes, FLOPs and hence timings are unchanged."""
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import torch
 
@@ -19,10 +19,13 @@ SUDOKU_MLP = TRMConfig(vocab_size=11, seq_len=81, hidden_size=512, num_heads=8, 
                        mlp_t=True, pos_encodings="none", forward_dtype="float32")
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", help="the model directory to write (refused if it holds something not ours)")
+    a = ap.parse_args()
     torch.manual_seed(0)
     model = TRM(SUDOKU_MLP)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("down_proj.weight"):
                 p.mul_(0.1)
-    print(save(model, sys.argv[1], task="sudoku", note="random weights (down_proj x0.1), official Sudoku-MLP size"))
+    print(save(model, a.out, task="sudoku", note="random weights (down_proj x0.1), official Sudoku-MLP size"))

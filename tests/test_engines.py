@@ -165,16 +165,17 @@ def test_quantize_for_one_format_is_checked_before_any_work(tmp_path):
         QuantOptions(("tflite:int8",))
     with pytest.raises(TRMEdgeError, match="add openvino to --format"):
         ExportOptions(quant=QuantOptions(("openvino:int8",)))
-    with pytest.raises(TRMEdgeError, match="litert does not offer int8"):
+    with pytest.raises(TRMEdgeError, match="openvino does not offer int8-dynamic"):
         export_bundle(None, {}, tmp_path / "b",
-                      ExportOptions(formats=("litert",), quant=QuantOptions(("litert:int8",))))
+                      ExportOptions(formats=("openvino",), quant=QuantOptions(("openvino:int8-dynamic",))))
     assert not (tmp_path / "b").exists()
     modes, notes = offered(ExportOptions(("step", "loop"), formats=("openvino", "litert"),
-                                         quant=QuantOptions(("int8", "litert:int8-dynamic"))))
-    assert modes == {"onnx": ("int8",), "openvino": ("int8",), "litert": ("int8-dynamic",)}
-    assert notes == ["litert: int8 is not offered (LiteRT int8 is ai-edge-quantizer's: ask for int8-dynamic (the "
-                     "accurate one) or int8-static)", "litert: no loop graph (litert-torch cannot lower a while_loop: "
-                     "LiteRT runs the step with the host loop)"]
+                                         quant=QuantOptions(("int8", "int8-weights", "litert:int8-dynamic"))))
+    assert modes == {"onnx": ("int8", "int8-weights"), "openvino": ("int8",), "litert": ("int8", "int8-dynamic")}
+    assert notes == ["openvino: int8-weights is not offered (NNCF quantizes with calibrated static ranges: ask for "
+                     "int8)", "litert: int8-weights is not offered (LiteRT int8 is ai-edge-quantizer's: int8 (= "
+                     "int8-dynamic, the accurate one) or int8-static)", "litert: no loop graph (litert-torch cannot "
+                     "lower a while_loop: LiteRT runs the step with the host loop)"]
 
 
 @pytest.mark.parametrize("fmt,mode,match", [

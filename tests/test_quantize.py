@@ -162,3 +162,24 @@ def test_weight_only_routes_put_every_matmul_but_the_heads_in_nbits(bundled_step
         got = OrtAdapter(dst).run(feed)
         err = np.linalg.norm(got["logits"] - ref["logits"]) / np.linalg.norm(ref["logits"])
         assert 0 < err < tol, f"{mode}: relative logits error {err:.4f}"
+
+
+def test_int8_routes_pairs_every_route_against_the_reference(tiny_model, tmp_path):
+    """The routes benchmark: one row per quantized step graph and halting rule, its statistics consistent with the
+    paired counts; a second bundle's fp32 graph, the same model, gives the reference's answers (drop 0)."""
+    from trm_edge.benchmarks.int8_routes import measure
+
+    path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
+        ("step",), quant=QuantOptions(("int8-dynamic",), calib=4, heldout=8, max_drop=100.0)))
+    same = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "c", ExportOptions(("step",)))
+    rows = measure([str(path), str(same)], 24, ["fixed", "learned:0"], threads=1, slots=8)
+    assert [(r["bundle"], r["precision"], r["halt"]) for r in rows] == [
+        (str(path), "int8-dynamic", "fixed"), (str(path), "int8-dynamic", "learned:0"),
+        (str(same), "fp32", "fixed"), (str(same), "fp32", "learned:0")]
+    for r in rows:
+        assert r["n"] == 24 and r["drop_pp"] == pytest.approx(100 * (r["fp32_exact"] - r["exact"]))
+        assert r["drop_pp"] == pytest.approx(100 * (r["lost"] - r["gained"]) / 24)
+        assert r["ci95_pp"][0] <= r["drop_pp"] <= r["ci95_pp"][1] and r["file_mb"] > 0
+    for r in rows[2:]:
+        assert (r["lost"], r["gained"], r["answers_equal"]) == (0, 0, 1.0)
+        assert r["mean_steps"] == r["fp32_mean_steps"]

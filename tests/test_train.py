@@ -85,8 +85,9 @@ def _train_cmd(cfg_file, out, nproc=1):
     base = [sys.executable, "-m", "trm_edge", "train", "--config", str(cfg_file), "-o", str(out)]
     if nproc == 1:
         return base
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-            str(29500 + os.getpid() % 1000), "-m", "trm_edge", *base[3:]]
+    # --standalone: torchrun picks a free port (a fixed one collided with another test's listener once)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "trm_edge", *base[3:]]
 
 
 def test_two_gloo_processes_match_one(tmp_path):
