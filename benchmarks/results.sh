@@ -129,8 +129,18 @@ trm-edge export "$OUT/official-mlp" -o "$OUT/routes-official" --graph step \
 trm-edge bench "$OUT/routes-official" --backend ort --precision fp32,int8-static,int8-dynamic,int8-weights,int4-weights \
   --graph step --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 --out "$OUT/bench-routes-official" \
   --json > /dev/null
-# the main job with int8 (default route), timed
+# ONNX's default int8 route (8-bit weights) on the bundled model, timed
 ( time trm-edge export -o "$OUT/main-int8" --quantize int8 --json > "$OUT/export-main-int8.json" ) 2> "$OUT/main-int8.time"
+# LiteRT int8 under the default guard (1 pp on 512 held-out) beside the ONNX forms, timed: what the guard ships,
+# paired against ORT fp32 on 1,000 held-out puzzles, and its speed beside ORT fp32 at batch 1 and 64
+( time trm-edge export -o "$OUT/main" --format onnx,litert --quantize litert:int8 --json > "$OUT/export-main.json" ) \
+  2> "$OUT/main.time"
+python -m trm_edge.benchmarks.int8_routes "$OUT/main" -n 1000 --halt learned:3,fixed --json > "$OUT/int8-routes-main.json"
+for b in 1 64; do
+  trm-edge bench "$OUT/main" --backend ort,litert --precision fp32,int8 --graph step --halt fixed:16 --data builtin \
+    -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) --out "$OUT/bench-main-b$b" \
+    --json > /dev/null
+done
 
 # engines: one export in every format (ONNX, OpenVINO IR, LiteRT), each engine x precision x form side by side,
 # batch 1 and 64, 2 threads; the bundled model, then the official Sudoku-MLP size
