@@ -26,7 +26,8 @@ from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
 MODES = ("int8", "int8-dynamic", "int8-static")
 MODES_NOTE = "LiteRT int8 is ai-edge-quantizer's: int8 (= int8-dynamic, the accurate one) or int8-static"
-# int8: the route that holds accuracy and pays on XNNPACK (-0.1 pp at 2.6x ORT fp32 per solve: RESULTS.md)
+# int8: the route that holds accuracy (-0.2 pp as guarded) and pays on XNNPACK where the CPU has VNNI (2.4x ORT fp32
+# per solve; 0.9x on AVX2 only: RESULTS.md)
 ROUTES = {"int8": "int8-dynamic"}
 GRAPHS, GRAPHS_NOTE = ("step",), "litert-torch cannot lower a while_loop: LiteRT runs the step with the host loop"
 REQUIRES, EXTRA = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), "litert-export"
