@@ -97,13 +97,13 @@ done
 # under the default guard; paired accuracy against the bundled fp32 on 1,000 held-out puzzles with 95% intervals;
 # speed side by side at batch 1 and 64; the per-op profile in RESULTS came from ORT's profiler (40 steps, batch 1)
 trm-edge finetune --qat -o "$OUT/qat" --steps 600
-trm-edge export -o "$OUT/routes" --graph step --quantize int8-static,int8-dynamic,int8-weights,int4-weights \
+trm-edge export -o "$OUT/routes" --graph step --quantize int8-static,int8-dynamic,int8-rows,int8-weights,int4-weights \
   --max-drop 100 --json > "$OUT/export-routes.json"
 trm-edge export "$OUT/qat/model" -o "$OUT/routes-qat" --graph step --quantize int8 --json > "$OUT/export-routes-qat.json"
 python -m trm_edge.benchmarks.int8_routes "$OUT/routes" "$OUT/routes-qat" -n 1000 --halt learned:3,fixed --json \
   > "$OUT/int8-routes.json"
 for b in 1 64; do
-  trm-edge bench "$OUT/routes" --backend ort --precision fp32,int8-static,int8-dynamic,int8-weights,int4-weights \
+  trm-edge bench "$OUT/routes" --backend ort --precision fp32,int8-static,int8-dynamic,int8-rows,int8-weights,int4-weights \
     --graph step --halt fixed:16 --data builtin -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) \
     --out "$OUT/bench-routes-b$b" --json > /dev/null
   trm-edge bench "$OUT/routes-qat" --backend ort --precision fp32,int8 --graph step --halt fixed:16 --data builtin \
@@ -124,12 +124,12 @@ for b in 1 64; do
 done
 # the official Sudoku-MLP size (from the "official size" block above): every route, batch 1
 trm-edge export "$OUT/official-mlp" -o "$OUT/routes-official" --graph step \
-  --quantize int8-static,int8-dynamic,int8-weights,int4-weights --calib 16 --heldout 32 --max-drop 100 \
+  --quantize int8-static,int8-dynamic,int8-rows,int8-weights,int4-weights --calib 16 --heldout 32 --max-drop 100 \
   --json > "$OUT/export-routes-official.json"
-trm-edge bench "$OUT/routes-official" --backend ort --precision fp32,int8-static,int8-dynamic,int8-weights,int4-weights \
+trm-edge bench "$OUT/routes-official" --backend ort --precision fp32,int8-static,int8-dynamic,int8-rows,int8-weights,int4-weights \
   --graph step --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 --out "$OUT/bench-routes-official" \
   --json > /dev/null
-# ONNX's default int8 route (8-bit weights) on the bundled model, timed
+# ONNX's default int8 route (int8-rows) on the bundled model, timed
 ( time trm-edge export -o "$OUT/main-int8" --quantize int8 --json > "$OUT/export-main-int8.json" ) 2> "$OUT/main-int8.time"
 # LiteRT int8 under the default guard (1 pp on 512 held-out) beside the ONNX forms, timed: what the guard ships,
 # paired against ORT fp32 on 1,000 held-out puzzles, and its speed beside ORT fp32 at batch 1 and 64

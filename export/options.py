@@ -9,7 +9,7 @@ from trm_edge.spec import GRAPHS
 
 DEFAULT_OPSET, MAX_OPSET = 18, 24  # 19-24 export and verify too (tried with torch 2.13, ORT 1.2x)
 # int8: the best route the model allows (export.quantize.route_of); the others by name
-MODES = ("int8", "int8-static", "int8-dynamic", "int8-weights", "int4-weights")
+MODES = ("int8", "int8-static", "int8-dynamic", "int8-rows", "int8-weights", "int4-weights")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,11 @@ CALIB_CHUNK_BYTES = 2 << 30
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 WEIGHT_BITS = {"int8-weights": 8, "int4-weights": 4}  # MatMulNBits routes: weights only, activations per block
 WEIGHT_BLOCK = 32
+ROW_EPS = 1e-30  # a row of zeros keeps a finite scale (127 / ROW_EPS is far from float32's overflow)
+# int8-rows' weights in [-63, 63]: x86 without VNNI multiplies u8 x s8 with 16-bit saturating pair sums
+# (vpmaddubsw), which 255 * 127 * 2 overflows and 255 * 63 * 2 does not (onnxruntime#12088); VNNI and ARM need no
+# margin, but a bundle runs where it is copied
+ROW_WEIGHT_MAX = 63
 SCHEMES = {  # what each route's graph holds, for the manifest
     "int8-static": {"format": "QDQ, float MatMul outputs", "activations": "uint8 per tensor",
                     "weights": "int8 per output channel"},
@@ -46,6 +51,8 @@ SCHEMES = {  # what each route's graph holds, for the manifest
                      "weights": "int8 per output channel"},
     **{m: {"format": "MatMulNBits, accuracy level 4", "activations": f"int8 per block of {WEIGHT_BLOCK}, per call",
            "weights": f"int{b} per block of {WEIGHT_BLOCK}"} for m, b in WEIGHT_BITS.items()},
+    "int8-rows": {"format": "MatMulIntegerToFloat", "activations": "int8 per row (token), per call",
+                  "weights": "int8 per output channel, in [-63, 63]"},
 }
 
 
@@ -122,12 +129,12 @@ def site_overrides(model: onnx.ModelProto, sites: dict[str, list]) -> dict[str, 
 
 def route_of(mode: str, learned: bool) -> str:
     """`int8` is the best route the model allows, measured (benchmarks/RESULTS.md): static with ranges learned by
-    `finetune --qat` (within 0.5 pp of that model's fp32, 1.5x at batch 64); without them, int8 weights (MatMulNBits),
-    the one route that holds accuracy untrained (calibrated static ranges lose 1-2 pp on the bundled model), smaller
-    but not faster at that size."""
+    `finetune --qat` (within 0.5 pp of that model's fp32, 1.5x at batch 64); without them, int8 rows (activation
+    scales per token at run time), which holds accuracy untrained like 8-bit weights (MatMulNBits) but runs faster
+    than fp32 where those run slower (calibrated static and per-tensor dynamic ranges lose 1-7 pp)."""
     if mode != "int8":
         return mode
-    return "int8-static" if learned else "int8-weights"
+    return "int8-static" if learned else "int8-rows"
 
 
 def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: list[str],
@@ -139,6 +146,9 @@ def quantize_step(src: Path, dst: Path, mode: str, feeds: list[dict], exclude: l
 
     if mode in WEIGHT_BITS:
         _quantize_weights(src, dst, WEIGHT_BITS[mode], exclude)
+        return
+    if mode == "int8-rows":
+        _quantize_rows(src, dst, exclude)
         return
     if mode == "int8-dynamic":  # it first rewrites each Gemm as a MatMul named '<gemm>_MatMul': exclude that too
         with quiet_logging():  # "consider pre-processing": shape inference adds nothing to our typed graphs
@@ -183,6 +193,66 @@ def _quantize_weights(src: Path, dst: Path, bits: int, exclude: list[str]) -> No
     with quiet_logging():
         q.process()
     onnx.save(q.model.model, str(dst))
+
+
+def _quantize_rows(src: Path, dst: Path, exclude: list[str]) -> None:
+    """Every MatMul with a constant weight in int8, its activations scaled per row (one token's features) at run
+    time: one outlier token no longer coarsens every other token's rounding, which is what costs ORT's per-tensor
+    dynamic route 4-7 pp (LiteRT's per-row dynamic int8 holds accuracy). ORT's integer MatMuls take one activation
+    zero point, so each row is scaled to [-127, 127] in float, offset by 128 into uint8 (x86's fast u8 x s8) and
+    the row's scale applied to the float output: y = (q - 128) @ Wq * (w_scale / 127) * row_max. MatMuls reading
+    the same activation share its quantization."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    consts = {"rows/axes": np.array([-1], np.int64), "rows/eps": np.float32(ROW_EPS), "rows/127": np.float32(127),
+              "rows/one": np.float32(1), "rows/zp": np.uint8(128)}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    quantized: dict[str, str] = {}
+    nodes: list = []
+    for n in graph.node:
+        w = weights.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
+        if w is None or n.name in exclude or len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
+            nodes.append(n)
+            continue
+        x, meta = n.input[0], list(n.metadata_props)
+        if x not in quantized:  # |row| max (two reductions, no |x| tensor), the row scaled to +-127, rounded around 128
+            p = f"{x}/rows"
+            quantized[x] = p
+            reduce = [helper.make_node(op, [x, "rows/axes"], [f"{p}/{op}"], keepdims=1) if opset >= 18 else
+                      helper.make_node(op, [x], [f"{p}/{op}"], axes=[-1]) for op in ("ReduceMax", "ReduceMin")]
+            row = [*reduce, helper.make_node("Neg", [f"{p}/ReduceMin"], [f"{p}/neg"]),
+                   helper.make_node("Max", [f"{p}/ReduceMax", f"{p}/neg", "rows/eps"], [f"{p}/scale"]),
+                   helper.make_node("Div", ["rows/127", f"{p}/scale"], [f"{p}/inv"]),
+                   helper.make_node("Mul", [x, f"{p}/inv"], [f"{p}/scaled"]),
+                   helper.make_node("QuantizeLinear", [f"{p}/scaled", "rows/one", "rows/zp"], [f"{p}/q"])]
+            for node in row:  # unique names: the loop graph prefixes them into its body
+                node.name = node.output[0]
+            nodes += row
+        p = quantized[x]
+        if w.name + "/rows" not in consts:
+            wf = numpy_helper.to_array(w)
+            scale = np.maximum(np.abs(wf).max(0), ROW_EPS) / ROW_WEIGHT_MAX
+            consts[w.name + "/rows"] = np.clip(np.round(wf / scale), -ROW_WEIGHT_MAX, ROW_WEIGHT_MAX).astype(np.int8)
+            consts[w.name + "/rows_scale"] = (scale / 127).astype(np.float32)
+        mm = helper.make_node("MatMulIntegerToFloat", [f"{p}/q", w.name + "/rows", "rows/one", w.name + "/rows_scale",
+                                                       "rows/zp"], [f"{n.output[0]}/rows"], name=n.name + "/rows",
+                              domain="com.microsoft")
+        out = helper.make_node("Mul", [f"{n.output[0]}/rows", f"{p}/scale"], [n.output[0]], name=n.name + "/rows_out")
+        for node in (mm, out):
+            node.metadata_props.extend(meta)
+        nodes += [mm, out]
+    used = {i for node in nodes for i in node.input}
+    new_inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items() if k in used]
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.node[:], graph.initializer[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(kept + new_inits)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(dst))
 
 
 @contextlib.contextmanager
@@ -300,7 +370,7 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
     if route == "int8-static" and not learned and len(exclude) > len(default_float):
         warnings.append(f"int8: calibrated ranges lost {tries[0]['exact_drop_pp']:.2f} pp, so the guard kept "
                         f"{len(exclude)} of {len(mm)} MatMuls float; `trm-edge finetune MODEL --qat` learns ranges "
-                        "that hold (export its model), and --quantize int8-weights holds accuracy without training")
+                        "that hold (export its model), and --quantize int8-rows holds accuracy without training")
     by_name = {n.name: n for n in mm}
     return {
         "mode": mode, "route": route, **SCHEMES[route],
@@ -349,5 +419,5 @@ def _count_quantized(path: Path) -> int:
     or a rounded activation that it shares with quantized consumers; that is not counted)."""
     nodes = onnx.load(str(path)).graph.node
     dq = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(n.op_type in ("MatMulInteger", "MatMulNBits") or
+    return sum(n.op_type in ("MatMulInteger", "MatMulIntegerToFloat", "MatMulNBits") or
                (n.op_type == "MatMul" and all(i in dq for i in n.input[:2])) for n in nodes)

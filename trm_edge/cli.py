@@ -41,7 +41,8 @@ BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: 
                                                 "or torch.")]
 GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32 or an int8 mode the bundle has "
-                                           "for that backend (int8, int8-dynamic, int8-weights, int4-weights).")]
+                                           "for that backend (int8, int8-static, int8-dynamic, int8-rows, "
+                                           "int8-weights, int4-weights).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
                                                 help="Intra-op threads (default: the runtime's).")]
 DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
@@ -175,10 +176,11 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            = None,
            puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
            = None,
-           quantize: Annotated[str | None, typer.Option(help="int8 (static; ranges learned by `finetune --qat` when "
-                                                  "the model has them), int8-dynamic, int8-weights, int4-weights "
-                                                  "(MatMulNBits), comma-separated, for every format offering it, or "
-                                                  "for one as FORMAT:MODE (litert:int8-dynamic).")]
+           quantize: Annotated[str | None, typer.Option(help="int8 (the best route: static with ranges learned by "
+                                                  "`finetune --qat`, else int8-rows), int8-static, int8-dynamic, "
+                                                  "int8-rows, int8-weights, int4-weights, comma-separated, for "
+                                                  "every format offering it, or for one as FORMAT:MODE "
+                                                  "(litert:int8-dynamic).")]
            = None,
            calib: Annotated[int, typer.Option(help="Calibration puzzles (carries from every step).")] = 32,
            max_drop: Annotated[float, typer.Option(min=0, max=100, help="Exact-solve drop budget, percentage points.")]
