@@ -149,14 +149,14 @@ trm-edge export -o "$OUT/engines-bundle" --format onnx,openvino,litert --graph s
 trm-edge bench "$OUT/engines-bundle" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic \
   --graph step,loop,unrolled --halt learned:3 --data builtin -n 128 --batch 1 --threads 2 \
   --out "$OUT/bench-engines" --json > /dev/null
-trm-edge bench "$OUT/engines-bundle" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step \
+trm-edge bench "$OUT/engines-bundle" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step,loop \
   --halt learned:3 --data builtin -n 256 --batch 64 --threads 2 --out "$OUT/bench-engines-b64" --json > /dev/null
 trm-edge export "$OUT/official-mlp" -o "$OUT/engines-official" --format onnx,openvino,litert --graph step,loop \
   --quantize int8-dynamic,openvino:int8 --calib 16 --heldout 32 --max-drop 100 --json > "$OUT/export-engines-official.json"
 trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic \
   --graph step,loop --halt fixed:16 --data builtin -n 6 --batch 1 --threads 2 --warmup 1 \
   --out "$OUT/bench-engines-official" --json > /dev/null
-trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step \
+trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step,loop \
   --halt fixed:16 --data builtin -n 64 --batch 64 --threads 2 --warmup 0 --out "$OUT/bench-engines-official-b64" \
   --json > /dev/null
 
