@@ -209,7 +209,6 @@ def _quantize_rows(src: Path, dst: Path, exclude: list[str]) -> None:
     weights = {t.name: t for t in graph.initializer}
     consts = {"rows/axes": np.array([-1], np.int64), "rows/eps": np.float32(ROW_EPS), "rows/127": np.float32(127),
               "rows/one": np.float32(1), "rows/zp": np.uint8(128)}
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     quantized: dict[str, str] = {}
     nodes: list = []
     for n in graph.node:
@@ -221,8 +220,8 @@ def _quantize_rows(src: Path, dst: Path, exclude: list[str]) -> None:
         if x not in quantized:  # |row| max (two reductions, no |x| tensor), the row scaled to +-127, rounded around 128
             p = f"{x}/rows"
             quantized[x] = p
-            reduce = [helper.make_node(op, [x, "rows/axes"], [f"{p}/{op}"], keepdims=1) if opset >= 18 else
-                      helper.make_node(op, [x], [f"{p}/{op}"], axes=[-1]) for op in ("ReduceMax", "ReduceMin")]
+            reduce = [helper.make_node(op, [x, "rows/axes"], [f"{p}/{op}"], keepdims=1)  # opset >= 18: axes input
+                      for op in ("ReduceMax", "ReduceMin")]
             row = [*reduce, helper.make_node("Neg", [f"{p}/ReduceMin"], [f"{p}/neg"]),
                    helper.make_node("Max", [f"{p}/ReduceMax", f"{p}/neg", "rows/eps"], [f"{p}/scale"]),
                    helper.make_node("Div", ["rows/127", f"{p}/scale"], [f"{p}/inv"]),

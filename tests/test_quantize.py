@@ -140,17 +140,22 @@ def test_int8_is_the_best_route_the_model_allows(tiny_model, tmp_path):
     assert q["quantized_matmuls"] == q["matmuls"] - 2
 
 
-def test_weight_only_routes_put_every_matmul_but_the_heads_in_nbits(bundled_step_bundle, tmp_path):
-    """int8-weights / int4-weights on the bundled model's step: MatMulNBits everywhere but the heads, and close
-    to fp32 on a fixed input (a trained model: a random one amplifies any rounding through the recursion)."""
-    src = bundled_step_bundle / "step.onnx"
+def _bundled_step_case(bundle):
+    """The bundled model's step graph, its MatMuls, the two heads, the carry of step 4 for 8 puzzles (a trained
+    model: a random one amplifies any rounding through the recursion) and fp32's outputs on it."""
+    src = bundle / "step.onnx"
     matmuls = quantize.matmul_nodes(onnx.load(str(src)))
     heads = [n.name for n in matmuls if quantize.module_of(n) in quantize.DEFAULT_FLOAT_MODULES]
-    fp32 = open_solver(bundled_step_bundle, "ort", "step")
-    tokens = sample_puzzles(fp32.codec, 8, seed=5)
-    feed = quantize.calibration_feeds(fp32, tokens, steps=4, batch=8)[-1]  # the carry of step 4
+    fp32 = open_solver(bundle, "ort", "step")
+    feed = quantize.calibration_feeds(fp32, sample_puzzles(fp32.codec, 8, seed=5), steps=4, batch=8)[-1]
     feed.pop("step")
-    ref = fp32.adapter.run(feed)
+    return src, matmuls, heads, feed, fp32.adapter.run(feed)
+
+
+def test_weight_only_routes_put_every_matmul_but_the_heads_in_nbits(bundled_step_bundle, tmp_path):
+    """int8-weights / int4-weights on the bundled model's step: MatMulNBits everywhere but the heads, and close
+    to fp32 on a fixed input."""
+    src, matmuls, heads, feed, ref = _bundled_step_case(bundled_step_bundle)
     # relative error of the step's logits, measured 0.0048 and 0.036 (ORT 1.32, x86)
     for mode, tol in (("int8-weights", 0.02), ("int4-weights", 0.15)):
         dst = tmp_path / f"{mode}.onnx"
@@ -168,19 +173,13 @@ def test_weight_only_routes_put_every_matmul_but_the_heads_in_nbits(bundled_step
 def test_row_route_scales_each_token_and_beats_the_per_tensor_route(bundled_step_bundle, tmp_path):
     """int8-rows on the bundled model's step: every MatMul but the heads integer, and the step's logits far closer
     to fp32 than ORT's per-tensor dynamic int8 on the same input (what the per-row scale is for)."""
-    src = bundled_step_bundle / "step.onnx"
-    matmuls = quantize.matmul_nodes(onnx.load(str(src)))
-    heads = [n.name for n in matmuls if quantize.module_of(n) in quantize.DEFAULT_FLOAT_MODULES]
-    fp32 = open_solver(bundled_step_bundle, "ort", "step")
-    feed = quantize.calibration_feeds(fp32, sample_puzzles(fp32.codec, 8, seed=5), steps=4, batch=8)[-1]
-    feed.pop("step")
-    ref = fp32.adapter.run(feed)["logits"]
+    src, matmuls, heads, feed, ref = _bundled_step_case(bundled_step_bundle)
     err = {}
     for mode in ("int8-rows", "int8-dynamic"):
         dst = tmp_path / f"{mode}.onnx"
         quantize.quantize_step(src, dst, mode, [], heads)
         got = OrtAdapter(dst).run(feed)["logits"]
-        err[mode] = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+        err[mode] = np.linalg.norm(got - ref["logits"]) / np.linalg.norm(ref["logits"])
     nodes = onnx.load(str(tmp_path / "int8-rows.onnx")).graph.node
     assert sum(n.op_type == "MatMulIntegerToFloat" for n in nodes) == len(matmuls) - 2
     assert quantize._count_quantized(tmp_path / "int8-rows.onnx") == len(matmuls) - 2
