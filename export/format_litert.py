@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.export.formats import Context
-from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, guard_figures, quiet_logging, speed_check
+from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, judge, quiet_logging, speed_check
 from trm_edge.model import TRM, Batch, Carry
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
@@ -110,7 +111,7 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
     budget, the ladder's next rung is tried. Static ranges come from the all-steps carries the ONNX int8 uses."""
     from ai_edge_quantizer import quantizer
 
-    fp32, heldout, max_drop = ctx.heldout_fp32, ctx.heldout, ctx.options.quant.max_drop
+    max_drop = ctx.options.quant.max_drop
     dst, tries, ranges = out / f"step.{mode}.tflite", [], None
     t0 = time.perf_counter()
     route = ROUTES.get(mode, mode)
@@ -124,9 +125,9 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
                 ranges = q.calibrate(calibration_calls(ctx.calib_feeds, batches), num_threads=os.cpu_count() or 1)
             q.quantize(ranges).export_model(str(dst), overwrite=True)
         solver8 = ctx.solver(LiteRtAdapter(dst))
-        figs = guard_figures(fp32, solver8.solve(heldout, ctx.policy), heldout, ctx.codec)
+        figs = judge(ctx, partial(solver8.solve, halt=ctx.policy), f"litert {mode} ({name})")
         tries.append({"recipe": name, "float_modules": list(keep), **figs})
-        if figs["exact_drop_pp"] <= max_drop:
+        if figs["passed"]:
             break
     else:
         raise CheckFailed(f"litert {mode} accuracy guard failed: exact-solve drop "
@@ -143,7 +144,7 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
             "weights": "int8 per-channel", "graphs": ["step"], "float_modules": list(keep),
             "calibration": {"method": "min/max", "calls_per_signature": CALIB_CALLS,
                             "puzzles": len(ctx.calib_puzzles)} if static else {"method": "none: ranges per call"},
-            "heldout_puzzles": len(heldout), "policy": str(ctx.policy), "max_drop_pp": max_drop,
+            "heldout_puzzles": figs["n"], "policy": str(ctx.policy), "max_drop_pp": max_drop,
             "guard": tries[-1], "attempts": tries, "seconds": seconds, "speed": speed, "warnings": warnings}
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sys
 import time
+from functools import partial
 
 import onnx
 
@@ -23,6 +24,7 @@ from trm_edge.export.quantize import (
     DEFAULT_FLOAT_MODULES,
     calibration_summary,
     guard_figures,
+    judge,
     matmul_nodes,
     module_of,
     speed_check,
@@ -68,7 +70,7 @@ def quantize(ctx: Context, solver32, out) -> dict:
 
     max_drop, heldout, policy = ctx.options.quant.max_drop, ctx.heldout, ctx.policy
     feeds = ctx.calib_feeds
-    fp32 = ctx.heldout_fp32
+    fp32 = ctx.heldout_fp32(0)
     mm = matmul_nodes(onnx.load(str(ctx.tmp / "step.onnx"), load_external_data=False))
     default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
 
@@ -94,11 +96,11 @@ def quantize(ctx: Context, solver32, out) -> dict:
         nncf_log.setLevel(level)
     ov.save_model(q, str(out / "step.int8.xml"), compress_to_fp16=False)
     solver8 = ctx.solver(OpenVinoAdapter(out / "step.int8.xml"))
-    figs = guard_figures(fp32, solver8.solve(heldout, policy), heldout, ctx.codec)
+    figs = judge(ctx, partial(solver8.solve, halt=policy), "openvino int8")
     ops = [op for op in q.get_ordered_ops() if op.get_type_name() == "MatMul"]
     # a MatMul runs in int8 when its activation comes through a FakeQuantize (its weight is then int8 too)
     n_int8 = sum(op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in ops)
-    if figs["exact_drop_pp"] > max_drop:
+    if not figs["passed"]:
         raise CheckFailed(f"openvino int8 accuracy guard failed: exact-solve drop {figs['exact_drop_pp']:.2f} pp after "
                           f"NNCF's accuracy control; budget {max_drop:g} pp (fp32 {figs['fp32_exact']:.1%}); no bundle "
                           "written")
@@ -107,7 +109,7 @@ def quantize(ctx: Context, solver32, out) -> dict:
     return {"mode": "int8", "format": "OpenVINO IR with FakeQuantize (NNCF, TRANSFORMER preset)",
             "activations": "int8/uint8 per-tensor", "weights": "int8 per-channel", "graphs": ["step"],
             "calibration": dict(calibration_summary(ctx), method="NNCF min-max, accuracy-controlled"),
-            "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
+            "heldout_puzzles": figs["n"], "policy": str(policy), "max_drop_pp": max_drop,
             "float_nodes": [{"node": m.name, "module": module_of(m)} for m in mm if m.name in default_float],
             "quantized_matmuls": n_int8, "matmuls": len(ops), "guard": figs, "speed": speed, "warnings": warnings}
 

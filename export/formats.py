@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trm_edge.export.options import ExportOptions
+from trm_edge.export.verify import GENERATED
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.model import TRM
 from trm_edge.runtimes.base import Adapter
@@ -48,6 +49,8 @@ class Context:
     policies: list[HaltPolicy] = field(default_factory=list)  # verified under each
     int8_sites: dict | None = None  # activation ranges learned by QAT (trm_edge.int8), for static int8
     onnx_solvers: dict[str, Solver] = field(default_factory=dict)  # set by the ONNX format: fp32, by graph form
+    _draws: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _fp32: dict[int, Solution] = field(default_factory=dict, repr=False)
 
     def solver(self, adapter: Adapter, graph: str = "step", init_ms: float = 0.0) -> Solver:
         return Solver(adapter, graph, self.model.config, self.codec, self.init, init_ms,
@@ -66,9 +69,19 @@ class Context:
     def calib_puzzles(self) -> np.ndarray:
         return self._sample(self.options.quant.calib, 1)
 
-    @cached_property
+    @property
     def heldout(self) -> np.ndarray:
-        return self._sample(self.options.quant.heldout, 2)
+        """The first held-out draw: what NNCF's accuracy control solves and the speed checks time."""
+        return self.heldout_draw(0)
+
+    def heldout_draw(self, k: int) -> np.ndarray | None:
+        """The k-th draw of held-out puzzles (each `--heldout` puzzles, its own seed), or None where the task
+        cannot generate more (ARC's tasks are a fixed set): the guard draws more when a decision is close."""
+        if k not in self._draws:
+            if k and self.codec.name not in GENERATED:
+                return None
+            self._draws[k] = self._sample(self.options.quant.heldout, 2 if k == 0 else 100 + k)
+        return self._draws[k]
 
     @cached_property
     def calib_feeds(self) -> list[dict]:
@@ -79,10 +92,12 @@ class Context:
                     f"{len(self.calib_puzzles)} puzzles")
         return calibration_feeds(self.onnx_solvers["step"], self.calib_puzzles, self.model.config.halt_max_steps)
 
-    @cached_property
-    def heldout_fp32(self) -> Solution:
-        """The verified fp32 answers on the held-out puzzles under the bundle's policy: what int8 is judged by."""
-        return self.onnx_solvers["step"].solve_stream(self.heldout, self.policy)
+    def heldout_fp32(self, k: int) -> Solution:
+        """The verified fp32 answers on held-out draw k under the bundle's policy: what int8 is judged by (solved
+        once per export, whichever format asks first)."""
+        if k not in self._fp32:
+            self._fp32[k] = self.onnx_solvers["step"].solve_stream(self.heldout_draw(k), self.policy)
+        return self._fp32[k]
 
     @cached_property
     def probe_feed(self) -> dict[str, np.ndarray]:
@@ -90,8 +105,16 @@ class Context:
         z_H, z_L = self.onnx_solvers["step"].carry(1)
         return {"tokens": self.heldout[:1], "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
 
+    @cached_property
+    def reference_steps(self) -> list[tuple]:
+        """The PyTorch reference's steps on the verification puzzles, once for every engine and policy."""
+        from trm_edge.export.verify import reference_steps
+
+        return reference_steps(self.model, self.verify_puzzles, self.policies)
+
     def verify(self, solvers: dict[str, Solver], engine: str) -> dict:
         from trm_edge.export.verify import verify
 
         self.status(f"verifying {engine} against the PyTorch reference")
-        return dict(verify(self.model, solvers, self.verify_puzzles, self.policies, engine), passed=True)
+        return dict(verify(self.model, solvers, self.verify_puzzles, self.policies, engine, self.reference_steps),
+                    passed=True)

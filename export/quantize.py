@@ -15,6 +15,8 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,7 @@ ROW_EPS = 1e-30  # a row of zeros keeps a finite scale (127 / ROW_EPS is far fro
 # (vpmaddubsw), which 255 * 127 * 2 overflows and 255 * 63 * 2 does not (onnxruntime#12088); VNNI and ARM need no
 # margin, but a bundle runs where it is copied
 ROW_WEIGHT_MAX = 63
+GUARD_DRAWS = 4  # a close call may solve up to 4 held-out draws (2,048 puzzles by default)
 SCHEMES = {  # what each route's graph holds, for the manifest
     "int8-static": {"format": "QDQ, float MatMul outputs", "activations": "uint8 per tensor",
                     "weights": "int8 per output channel"},
@@ -304,6 +307,32 @@ def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarr
         return row_scores(codec, puzzles, list(fp32_tokens), sol)[0]
 
 
+def judge(ctx: Context, solve: Callable[[np.ndarray], Solution], what: str) -> dict:
+    """The guard's figures for one int8 candidate (`solve`: held-out puzzles -> its answers), beside fp32 on the
+    first held-out draw and, while the drop's 95% interval straddles the budget, on further draws (at most
+    GUARD_DRAWS in all): a close call then rests on more puzzles instead of one draw's noise (one graph measured
+    +1.17 pp on 512 puzzles and +0.3 on 1,000). `passed`: the drop fits the budget, by the interval when it clears
+    the budget on one side, else by the point estimate on every puzzle drawn."""
+    budget = ctx.options.quant.max_drop
+    puzzles, fp32, got = [], [], []
+    for k in range(GUARD_DRAWS):
+        if (draw := ctx.heldout_draw(k)) is None:
+            break
+        n = sum(map(len, puzzles)) + len(draw)
+        ctx.status(f"{what}: solving {n} held-out puzzles beside fp32" + (" (a close call: more puzzles)" if k else ""))
+        puzzles.append(draw)
+        fp32.append(ctx.heldout_fp32(k))
+        got.append(solve(draw))
+        figs = guard_figures(Solution.concat(fp32), Solution.concat(got), np.concatenate(puzzles), ctx.codec)
+        lo, hi = figs["drop_ci95_pp"]
+        if hi <= budget or lo > budget:
+            figs["decided_by"] = "the 95% interval"
+            break
+    else:
+        figs["decided_by"] = "the point estimate (the interval straddles the budget)"
+    return dict(figs, passed=figs["exact_drop_pp"] <= budget)
+
+
 def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> dict:
     """exact-solve rate by the task's rules (ARC: against the fp32 answers), token agreement, mean steps."""
     ex32, ex8 = (solved_rows(codec, puzzles, s, fp32.tokens) for s in (fp32, q))
@@ -332,7 +361,6 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
     # only calibrated static int8 needs the recorded carries to quantize (learned ranges replace the calibrated
     # ones, and one feed satisfies the calibrator); the sensitivity ranking, if the guard needs it, reads them
     feeds = ctx.calib_feeds if route == "int8-static" and not learned else [dict(ctx.probe_feed, step=1)]
-    fp32, heldout = ctx.heldout_fp32, ctx.heldout
     exclude, ranked, tries = list(default_float), None, []
     scratch = tmp / ".quant"
     scratch.mkdir()
@@ -342,10 +370,9 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
             ctx.status(f"{what}: quantizing")
             quantize_step(src, dst, route, feeds, exclude, scratch / "calib.json", overrides)
             solver8 = ctx.solver(OrtAdapter(dst))
-            ctx.status(f"{what}: solving {len(heldout)} held-out puzzles beside fp32")
-            figs = guard_figures(fp32, solver8.solve_stream(heldout, policy), heldout, ctx.codec)
+            figs = judge(ctx, partial(solver8.solve_stream, halt=policy), what)
             tries.append({"float_nodes": len(exclude), **figs})
-            if figs["exact_drop_pp"] <= max_drop and len(exclude) < len(mm):
+            if figs["passed"] and len(exclude) < len(mm):
                 break
             if ranked is None:
                 ctx.status(f"{mode}: drop {figs['exact_drop_pp']:.2f} pp over the {max_drop:g} pp budget; ranking "
@@ -357,7 +384,7 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
                 raise CheckFailed(f"int8 accuracy guard failed: exact-solve drop {tries[0]['exact_drop_pp']:.2f} pp "
                                   f"with the default float nodes, still {last['exact_drop_pp']:.2f} pp with "
                                   f"{last['float_nodes']} of {len(mm)} MatMuls in float; budget {max_drop:g} pp "
-                                  f"(fp32 {figs['fp32_exact']:.1%} on {len(heldout)} held-out puzzles); no bundle "
+                                  f"(fp32 {figs['fp32_exact']:.1%} on {figs['n']} held-out puzzles); no bundle "
                                   "written")
             take = max(1, len(exclude) // 2)
             exclude += ranked[:take]
@@ -376,7 +403,7 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
         "calibration": {"method": f"learned by QAT ({len(overrides)} call sites)"} if overrides else
         dict(calibration_summary(ctx), method=f"percentile {CALIB_PERCENTILE}") if route == "int8-static" else
         {"method": "none: activation ranges at run time"},
-        "heldout_puzzles": len(heldout), "policy": str(policy), "max_drop_pp": max_drop,
+        "heldout_puzzles": tries[-1]["n"], "policy": str(policy), "max_drop_pp": max_drop,
         "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
         "quantized_matmuls": n_int8, "matmuls": len(mm),
         "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from trm_edge.errors import CheckFailed
-from trm_edge.halting import HaltPolicy
+from trm_edge.halting import HaltPolicy, Solution, halting_loop
 from trm_edge.model import TRM, Batch
 from trm_edge.runtimes.base import Adapter
 from trm_edge.runtimes.solver import Solver
@@ -27,6 +27,9 @@ MIN_TOKENS_IDENTICAL, MIN_STEPS_IDENTICAL = 0.995, 0.95
 # reference as well as the reference agrees with itself, within these margins (16 puzzles: one is 6% of the steps);
 # the per-step check (the graph fed the reference's carry) still holds it to TOL_STEP1 / TOL_ANY.
 CHAOS_TOKEN_MARGIN, CHAOS_STEP_MARGIN = 0.05, 0.125
+
+
+GENERATED = ("sudoku", "maze")  # tasks whose puzzles are generated: each seed gives new ones (ARC's are a fixed set)
 
 
 def sample_puzzles(codec: Codec, n: int, seed: int = 0) -> np.ndarray:
@@ -48,20 +51,48 @@ def sample_puzzles(codec: Codec, n: int, seed: int = 0) -> np.ndarray:
     return np.stack([encode_grid(t.test[0][0]) for t in list(tasks)[:n]]).astype(np.int64)
 
 
-def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies: list[HaltPolicy],
-           engine: str = "ONNX Runtime") -> dict:
-    """Compare each graph, run by `engine`, with the reference; raise CheckFailed with the numbers on any
-    mismatch."""
+def reference_steps(model: TRM, puzzles: np.ndarray, policies: list[HaltPolicy]) -> list[tuple]:
+    """The reference's supervision steps from the initial state (the model's maximum, or the longest policy's):
+    per step its input carry and what the halting loop reads (`TRM.halting_step`). Rows are independent, so every
+    policy's reference solve replays from this one pass (`replay`), for every engine."""
     model = model.eval()
+    batch = Batch(torch.from_numpy(puzzles), torch.zeros(len(puzzles), dtype=torch.int64))
+    carry, steps = model.initial_carry(len(puzzles)), []
+    with torch.inference_mode():
+        for _ in range(max(model.config.halt_max_steps, *(p.max_steps for p in policies))):
+            z_in = {"z_H": carry.z_H.float().numpy(), "z_L": carry.z_L.float().numpy()}
+            carry, *outputs = model.halting_step(carry, batch)
+            steps.append((z_in, *outputs))
+    return steps
+
+
+def replay(steps: list[tuple], policy: HaltPolicy) -> Solution:
+    """The reference's solve under `policy`, from its recorded steps."""
+    recorded = iter(steps)
+
+    def step(_):
+        _, _, tokens, q, ok = next(recorded)
+        return None, tokens, q, ok
+
+    return halting_loop(step, None, policy)
+
+
+def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies: list[HaltPolicy],
+           engine: str = "ONNX Runtime", reference: list[tuple] | None = None) -> dict:
+    """Compare each graph, run by `engine`, with the reference (`reference`: its `reference_steps` on these
+    puzzles, computed here if not given); raise CheckFailed with the numbers on any mismatch."""
+    model = model.eval()
+    reference = reference or reference_steps(model, puzzles, policies)
     ids = np.zeros(len(puzzles), np.int64)
     report: dict = {"puzzles": len(puzzles), "tolerance": {
         "logits_step1": TOL_STEP1, "logits_any_step": TOL_ANY, "tokens_identical": MIN_TOKENS_IDENTICAL,
         "steps_identical": MIN_STEPS_IDENTICAL}}
     if "step" in solvers:
-        report["step"] = _per_step(model, solvers["step"].adapter, puzzles, ids, engine)
+        report["step"] = _per_step(reference[:model.config.halt_max_steps], solvers["step"].adapter, puzzles, ids,
+                                   engine)
     batch = Batch(torch.from_numpy(puzzles), torch.from_numpy(ids))
     for pol in policies:
-        ref, own = model.solve(batch, pol), None
+        ref, own = replay(reference, pol), None
         for form, solver in solvers.items():
             got = solver.solve(puzzles, pol)
             entry = {"answers_identical": float((got.tokens == ref.tokens).all(-1).mean()),
@@ -115,19 +146,14 @@ def _judge_by_self_agreement(own: dict, entry: dict, what: str, report: dict) ->
                       "no bundle written")
 
 
-def _per_step(model: TRM, adapter: Adapter, puzzles: np.ndarray, ids: np.ndarray, engine: str) -> dict:
+def _per_step(reference: list[tuple], adapter: Adapter, puzzles: np.ndarray, ids: np.ndarray, engine: str) -> dict:
     """The graph's own error at each step: the engine gets the reference's carry as input. (Fed its own carry, the
     error compounds through the recursion: on a random 5M model, 1e-4 at step 1 grows to O(1) by step 16,
     a property of the model's dynamics, not of the graph; the end-to-end answers are checked separately.)"""
-    batch = Batch(torch.from_numpy(puzzles), torch.from_numpy(ids))
-    carry = model.initial_carry(len(puzzles))
     errs = []
-    with torch.inference_mode():
-        for _ in range(model.config.halt_max_steps):
-            o = adapter.run({"tokens": puzzles, "puzzle_ids": ids, "z_H": carry.z_H.float().numpy(),
-                             "z_L": carry.z_L.float().numpy()})
-            carry, logits, _ = model.step(carry, batch)
-            errs.append(float(np.abs(o["logits"] - logits.float().numpy()).max()))
+    for z_in, logits, *_ in reference:
+        o = adapter.run({"tokens": puzzles, "puzzle_ids": ids, **z_in})
+        errs.append(float(np.abs(o["logits"] - logits).max()))
     res = {"max_abs_logit_error_per_step": errs}
     if errs[0] > TOL_STEP1 or max(errs) > TOL_ANY:
         raise CheckFailed(f"verification failed: {engine} step graph logits differ from the reference by "

@@ -326,3 +326,25 @@ def test_export_at_another_depth_runs_that_depth(tmp_path, capsys):
     got = solver.solve(puzzles, pol)
     assert np.allclose(got.q_halt, _ref(shallow, puzzles, pol).q_halt, atol=1e-3)
     assert not np.allclose(got.q_halt, _ref(trained, puzzles, pol).q_halt, atol=1e-3)
+
+
+def test_replayed_reference_equals_the_references_own_solves():
+    """Verification solves the reference once and replays each policy from its steps: that must be model.solve."""
+    from trm_edge.export.verify import reference_steps, replay
+    from trm_edge.tasks import get_codec
+
+    model = _chaotic_model()
+    with torch.no_grad():  # an input-dependent halting head, so rows halt at different steps
+        model.q_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+        model.q_head.bias.zero_()
+    puzzles = sample_puzzles(get_codec("sudoku"), 12, seed=4)
+    steps = reference_steps(model, puzzles, [HaltPolicy.parse("fixed", 16)])
+    q = np.quantile([s[3] for s in steps], [0.3, 0.6])  # thresholds that a random model's q_halt crosses
+    policies = [HaltPolicy.parse(p, 16) for p in ("fixed", "fixed:5", f"learned:{q[1]:.6f}",
+                                                  f"learned:{q[0]:.6f},min=2,max=9")]
+    batch = Batch(torch.from_numpy(puzzles), torch.zeros(len(puzzles), dtype=torch.int64))
+    for pol in policies:
+        want, got = model.solve(batch, pol), replay(steps, pol)
+        assert len(set(want.steps)) > 1 or pol.kind == "fixed"
+        for f in ("tokens", "steps", "q_halt", "fault"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f"{pol} {f}")

@@ -207,3 +207,41 @@ def test_int8_routes_pairs_every_route_against_the_reference(tiny_model, tmp_pat
     for r in rows[2:]:
         assert (r["lost"], r["gained"], r["answers_equal"]) == (0, 0, 1.0)
         assert r["mean_steps"] == r["fp32_mean_steps"]
+
+
+@pytest.mark.parametrize("lost_per_draw, draws, decided, passed", [
+    ((0,), 1, "interval", True),  # nothing lost: the interval clears the 1 pp budget at once
+    ((51,), 1, "interval", False),  # 10% lost: refused at once
+    ((7, 0, 0), 3, "interval", True),  # one unlucky draw (1.37 pp) is outvoted by more puzzles, not refused
+    ((5, 5, 5, 5), 4, "point estimate", True),  # 0.98 pp all along: a close call, decided on every puzzle drawn
+    ((6, 6, 6, 6), 4, "point estimate", False),  # 1.17 pp all along
+])
+def test_guard_draws_more_puzzles_only_for_a_close_call(lost_per_draw, draws, decided, passed):
+    """judge: the drop's interval decides when it clears the budget; a close call solves more held-out draws."""
+    from types import SimpleNamespace
+
+    from trm_edge.export.quantize import GUARD_DRAWS, judge
+    from trm_edge.halting import Solution
+    from trm_edge.tasks import get_codec
+    from trm_edge.training.sudoku_gen import generate, to_tokens
+
+    puzzle, solution = (to_tokens(g).astype(np.int64) for g in generate(1, seed=5))
+    n, solved = 512, []
+
+    def answers(tokens):
+        return Solution(tokens, np.ones(len(tokens), np.int64), np.zeros(len(tokens), np.float32))
+
+    def solve(draw):  # the candidate: misses the first `lost` puzzles of the k-th draw
+        k = len(solved)
+        solved.append(k)
+        tokens = np.repeat(solution, len(draw), 0)
+        tokens[:lost_per_draw[k] if k < len(lost_per_draw) else 0] = puzzle
+        return answers(tokens)
+
+    ctx = SimpleNamespace(options=SimpleNamespace(quant=SimpleNamespace(max_drop=1.0)), codec=get_codec("sudoku"),
+                          status=lambda _: None, heldout_draw=lambda k: np.repeat(puzzle, n, 0),
+                          heldout_fp32=lambda k: answers(np.repeat(solution, n, 0)))
+    figs = judge(ctx, solve, "test")
+    assert len(solved) == draws <= GUARD_DRAWS and figs["n"] == draws * n
+    assert decided in figs["decided_by"] and figs["passed"] is passed
+    assert figs["lost"] == sum(lost_per_draw[:draws])

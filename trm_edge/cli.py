@@ -220,8 +220,9 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     for name, q in summary["quantization"].items():
         g = q["guard"]
         share = f"{q['quantized_matmuls']} of {q['matmuls']} MatMuls in int8; " if "matmuls" in q else ""
-        out.print(f"{name}: exact {g['int8_exact']:.1%} vs fp32 {g['fp32_exact']:.1%} "
-                  f"(drop {g['exact_drop_pp']:.2f} pp, "
+        lo, hi = g["drop_ci95_pp"]
+        out.print(f"{name}: exact {g['int8_exact']:.1%} vs fp32 {g['fp32_exact']:.1%} on {g['n']} held-out puzzles "
+                  f"(drop {g['exact_drop_pp']:.2f} pp, 95% interval [{lo:g}, {hi:g}], "
                   f"budget {q['max_drop_pp']:g}), answers agree {g['answer_agreement']:.1%}, mean steps "
                   f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; {share}"
                   f"step {q['speed']['speedup']:.2f}x fp32's speed at batch 1")

@@ -12,6 +12,7 @@ import contextlib
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,11 +108,17 @@ class TRM(nn.Module):
         policy = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
 
         def step(carry: Carry):
-            carry, logits, q = self.step(carry, batch)
-            arrays = [t.float().numpy() for t in (carry.z_H, carry.z_L, logits, q)]
-            return carry, logits.argmax(-1).numpy(), arrays[3], finite_rows(*arrays)
+            carry, _, tokens, q, ok = self.halting_step(carry, batch)
+            return carry, tokens, q, ok
 
         return halting_loop(step, self.initial_carry(batch.tokens.shape[0]), policy, check)
+
+    def halting_step(self, carry: Carry, batch: Batch) -> tuple[Carry, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One supervision step as the halting loop reads it: (carry, logits, predicted tokens, q_halt, finite
+        rows), the arrays in numpy."""
+        carry, logits, q = self.step(carry, batch)
+        arrays = [t.float().numpy() for t in (carry.z_H, carry.z_L, logits, q)]
+        return carry, arrays[2], logits.argmax(-1).numpy(), arrays[3], finite_rows(*arrays)
 
 
 # ---------------------------------------------------------------------------------------------------
