@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trm_edge.export.options import ExportOptions
-from trm_edge.export.verify import GENERATED
+from trm_edge.export.verify import GENERATED, sample_puzzles
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.model import TRM
 from trm_edge.runtimes.base import Adapter
@@ -57,8 +57,6 @@ class Context:
                       self.n_unrolled if graph == "unrolled" else None)
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        from trm_edge.export.verify import sample_puzzles
-
         return sample_puzzles(self.codec, n, seed=seed)
 
     @cached_property
