@@ -50,7 +50,7 @@ def measure(bundle: str, calib: int, heldout: int, threads: int = 2, per_module:
                 s = Solver(OrtAdapter(dst, threads), "step", fp32.config, fp32.codec,
                            {"H_init": fp32.H_init, "L_init": fp32.L_init})
                 figs = {p: guard_figures(ref, s.solve(x, p), x, fp32.codec) for p, ref in refs.items()}
-                rows.append({"mode": mode, "float": label, "step_ms_b1": step_ms(s, feeds[0]),
+                rows.append({"mode": mode, "float": label, "step_ms_b1": step_ms([s], feeds[0])[0],
                              **{f"{p}/{k}": round(v, 4) for p, f in figs.items() for k, v in f.items()
                                 if k in ("int8_exact", "fp32_exact", "answer_agreement", "int8_mean_steps",
                                          "fp32_mean_steps")}})

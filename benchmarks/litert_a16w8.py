@@ -43,7 +43,7 @@ def measure(bundle: str, n: int, halt: str, calib: int = 32, threads: int = 2) -
         s32, s16 = (s.solve_stream(puzzles, halt, slots=64) for s in (fp32, a16))
         z_H, z_L = fp32.carry(1)
         feed = {"tokens": puzzles[:1], "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
-        ms = {"fp32": step_ms(fp32, feed), "a16w8": step_ms(a16, feed)}
+        ms = dict(zip(("fp32", "a16w8"), step_ms([fp32, a16], feed)))
         mb = dst.stat().st_size / 1e6
     ok32, ok16 = (solved_rows(fp32.codec, puzzles, s, s32.tokens) for s in (s32, s16))
     return {"n": n, "halt": halt, "fp32_exact": float(ok32.mean()), "a16w8_exact": float(ok16.mean()),

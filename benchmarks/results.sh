@@ -131,6 +131,11 @@ trm-edge bench "$OUT/routes-official" --backend ort --precision fp32,int8-static
   --json > /dev/null
 # ONNX's default int8 route (int8-rows) on the bundled model, timed
 ( time trm-edge export -o "$OUT/main-int8" --quantize int8 --json > "$OUT/export-main-int8.json" ) 2> "$OUT/main-int8.time"
+for b in 1 64; do  # what the main job ships, int8 beside fp32 on this CPU
+  trm-edge bench "$OUT/main-int8" --backend ort --precision fp32,int8 --graph step --halt fixed:16 --data builtin \
+    -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) --energy none \
+    --out "$OUT/bench-main-int8-b$b" --json > /dev/null
+done
 # LiteRT int8 under the default guard (1 pp on 512 held-out) beside the ONNX forms, timed: what the guard ships,
 # paired against ORT fp32 on 1,000 held-out puzzles, and its speed beside ORT fp32 at batch 1 and 64
 ( time trm-edge export -o "$OUT/main" --format onnx,litert --quantize litert:int8 --json > "$OUT/export-main.json" ) \

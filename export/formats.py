@@ -73,12 +73,14 @@ class Context:
         return self.heldout_draw(0)
 
     def heldout_draw(self, k: int) -> np.ndarray | None:
-        """The k-th draw of held-out puzzles (each `--heldout` puzzles, its own seed), or None where the task
-        cannot generate more (ARC's tasks are a fixed set): the guard draws more when a decision is close."""
+        """The k-th draw of held-out puzzles, each its own seed: `--heldout` puzzles, then half as many a draw
+        (the guard draws more while a decision is close, and stops as soon as it is not), or None where the task
+        cannot generate more (ARC's tasks are a fixed set)."""
         if k not in self._draws:
             if k and self.codec.name not in GENERATED:
                 return None
-            self._draws[k] = self._sample(self.options.quant.heldout, 2 if k == 0 else 100 + k)
+            n = self.options.quant.heldout
+            self._draws[k] = self._sample(n if k == 0 else max(1, n // 2), 2 if k == 0 else 100 + k)
         return self._draws[k]
 
     @cached_property

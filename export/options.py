@@ -16,9 +16,10 @@ MODES = ("int8", "int8-static", "int8-dynamic", "int8-rows", "int8-weights", "in
 class QuantOptions:
     """int8 requests: `modes` from MODES, each for every format that offers it, or for one format as
     `format:mode` (e.g. litert:int8-dynamic); puzzles for calibration (carries from every step) and for the
-    held-out guard (one draw; a close call draws up to export.quantize.GUARD_DRAWS of them); the guard's
-    exact-solve budget in percentage points. 512 held-out puzzles make one puzzle 0.2 pp, and two draws of the same
-    graph differ by about 1 pp: hence the paired interval and the extra draws (both in the manifest)."""
+    held-out guard (one draw; a close call draws half as many again, up to export.quantize.GUARD_PUZZLES times as
+    many in all); the guard's exact-solve budget in percentage points. 512 held-out puzzles make one puzzle 0.2 pp,
+    and two draws of the same graph differ by about 1 pp: hence the paired interval and the extra draws (both in
+    the manifest)."""
     modes: tuple[str, ...] = ()
     calib: int = 32
     heldout: int = 512

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import partial
 
 import numpy as np
 import onnx
@@ -99,8 +100,7 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
 
 def test_int8_slower_than_fp32_is_reported(tiny_model, tmp_path, monkeypatch):
     """The side-by-side speed check warns when int8 does not pay (timings faked: fp32 first, then int8)."""
-    times = iter([1.0, 2.0])
-    monkeypatch.setattr(quantize, "step_ms", lambda solver, feed: next(times))
+    monkeypatch.setattr(quantize, "step_ms", lambda solvers, feed: [1.0, 2.0][:len(solvers)])
     path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
         ("step",), quant=QuantOptions(("int8-dynamic",), calib=4, heldout=8, max_drop=100.0)))
     q = json.loads((path / "manifest.json").read_text())["quantization"]["int8-dynamic"]
@@ -212,15 +212,17 @@ def test_int8_routes_pairs_every_route_against_the_reference(tiny_model, tmp_pat
 @pytest.mark.parametrize("lost_per_draw, draws, decided, passed", [
     ((0,), 1, "interval", True),  # nothing lost: the interval clears the 1 pp budget at once
     ((51,), 1, "interval", False),  # 10% lost: refused at once
-    ((7, 0, 0), 3, "interval", True),  # one unlucky draw (1.37 pp) is outvoted by more puzzles, not refused
-    ((5, 5, 5, 5), 4, "point estimate", True),  # 0.98 pp all along: a close call, decided on every puzzle drawn
-    ((6, 6, 6, 6), 4, "point estimate", False),  # 1.17 pp all along
+    ((7, 0, 0, 0), 4, "interval", True),  # one unlucky draw (1.37 pp) is outvoted by more puzzles, not refused
+    ((5, 2, 3, 2, 3, 2, 3), 7, "point estimate", True),  # 0.98 pp all along: a close call, decided on 2,048
+    ((6, 3, 3, 3, 3, 3, 3), 7, "point estimate", False),  # 1.17 pp all along
 ])
 def test_guard_draws_more_puzzles_only_for_a_close_call(lost_per_draw, draws, decided, passed):
-    """judge: the drop's interval decides when it clears the budget; a close call solves more held-out draws."""
+    """judge: the drop's interval decides when it clears the budget; a close call solves more held-out draws, half
+    the first draw's size each (Context.heldout_draw), up to GUARD_PUZZLES times the first draw in all."""
     from types import SimpleNamespace
 
-    from trm_edge.export.quantize import GUARD_DRAWS, judge
+    from trm_edge.export.formats import Context
+    from trm_edge.export.quantize import GUARD_PUZZLES, judge
     from trm_edge.halting import Solution
     from trm_edge.tasks import get_codec
     from trm_edge.training.sudoku_gen import generate, to_tokens
@@ -238,10 +240,13 @@ def test_guard_draws_more_puzzles_only_for_a_close_call(lost_per_draw, draws, de
         tokens[:lost_per_draw[k] if k < len(lost_per_draw) else 0] = puzzle
         return answers(tokens)
 
-    ctx = SimpleNamespace(options=SimpleNamespace(quant=SimpleNamespace(max_drop=1.0)), codec=get_codec("sudoku"),
-                          status=lambda _: None, heldout_draw=lambda k: np.repeat(puzzle, n, 0),
-                          heldout_fp32=lambda k: answers(np.repeat(solution, n, 0)))
+    codec, quant = get_codec("sudoku"), SimpleNamespace(max_drop=1.0, heldout=n)
+    sampler = SimpleNamespace(_draws={}, codec=codec, options=SimpleNamespace(quant=quant),
+                              _sample=lambda size, seed: np.repeat(puzzle, size, 0))
+    ctx = SimpleNamespace(options=SimpleNamespace(quant=quant), codec=codec, status=lambda _: None,
+                          heldout_draw=partial(Context.heldout_draw, sampler),
+                          heldout_fp32=lambda k: answers(np.repeat(solution, n if k == 0 else n // 2, 0)))
     figs = judge(ctx, solve, "test")
-    assert len(solved) == draws <= GUARD_DRAWS and figs["n"] == draws * n
+    assert len(solved) == draws and figs["n"] == n + (draws - 1) * (n // 2) <= GUARD_PUZZLES * n
     assert decided in figs["decided_by"] and figs["passed"] is passed
     assert figs["lost"] == sum(lost_per_draw[:draws])

@@ -186,7 +186,8 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            max_drop: Annotated[float, typer.Option(min=0, max=100, help="Exact-solve drop budget, percentage points.")]
            = 1.0,
            heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard (a close call "
-                                                      "draws up to 4 times as many).")] = 512,
+                                                      "draws half as many more at a time, up to 4 times as many).")]
+           = 512,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
     quantize under an accuracy guard, and write a bundle (all or nothing)."""
