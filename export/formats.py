@@ -92,11 +92,11 @@ class Context:
                     f"{len(self.calib_puzzles)} puzzles")
         return calibration_feeds(self.onnx_solvers["step"], self.calib_puzzles, self.model.config.halt_max_steps)
 
-    def heldout_fp32(self, k: int) -> Solution:
+    def heldout_fp32(self, k: int, advance: Callable[[int], None] | None = None) -> Solution:
         """The verified fp32 answers on held-out draw k under the bundle's policy: what int8 is judged by (solved
-        once per export, whichever format asks first)."""
+        once per export, whichever format asks first; `advance(n)` as puzzles finish)."""
         if k not in self._fp32:
-            self._fp32[k] = self.onnx_solvers["step"].solve_stream(self.heldout_draw(k), self.policy)
+            self._fp32[k] = self.onnx_solvers["step"].solve_stream(self.heldout_draw(k), self.policy, advance=advance)
         return self._fp32[k]
 
     @cached_property

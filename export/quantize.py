@@ -308,13 +308,13 @@ def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarr
         return row_scores(codec, puzzles, list(fp32_tokens), sol)[0]
 
 
-def judge(ctx: Context, solve: Callable[[np.ndarray], Solution], what: str) -> dict:
-    """The guard's figures for one int8 candidate (`solve`: held-out puzzles -> its answers), beside fp32 on the
-    first held-out draw and, while the drop's 95% interval straddles the budget, on further (half-size) draws, up
-    to GUARD_PUZZLES times the first: a close call then rests on more puzzles instead of one draw's noise (one
-    graph measured +1.17 pp on 512 puzzles and +0.3 on 1,000), and half-size draws stop it as soon as the interval
-    clears. `passed`: the drop fits the budget, by the interval when it clears the budget on one side, else by the
-    point estimate on every puzzle drawn."""
+def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
+    """The guard's figures for one int8 candidate (`solve(puzzles, advance=...)`: its answers, `advance(n)` as
+    puzzles finish), beside fp32 on the first held-out draw and, while the drop's 95% interval straddles the budget, on
+    further (half-size) draws, up to GUARD_PUZZLES times the first: a close call then rests on more puzzles instead
+    of one draw's noise (one graph measured +1.17 pp on 512 puzzles and +0.3 on 1,000), and half-size draws stop it
+    as soon as the interval clears. `passed`: the drop fits the budget, by the interval when it clears the budget
+    on one side, else by the point estimate on every puzzle drawn."""
     budget = ctx.options.quant.max_drop
     puzzles, fp32, got = [], [], []
     decided = "the point estimate (the interval straddles the budget)"
@@ -322,10 +322,10 @@ def judge(ctx: Context, solve: Callable[[np.ndarray], Solution], what: str) -> d
         if (draw := ctx.heldout_draw(k)) is None:
             break
         n = sum(map(len, puzzles)) + len(draw)
-        ctx.status(f"{what}: solving {n} held-out puzzles beside fp32" + (" (a close call: more puzzles)" if k else ""))
+        tail = f"{len(draw)} more held-out (close call, {n} in all)" if k else f"{len(draw)} held-out"
         puzzles.append(draw)
-        fp32.append(ctx.heldout_fp32(k))
-        got.append(solve(draw))
+        fp32.append(ctx.heldout_fp32(k, _counting(ctx.status, f"{what}: fp32", tail)))
+        got.append(solve(draw, advance=_counting(ctx.status, f"{what}: int8", tail)))
         figs = guard_figures(Solution.concat(fp32), Solution.concat(got), np.concatenate(puzzles), ctx.codec)
         lo, hi = figs["drop_ci95_pp"]
         if hi <= budget or lo > budget:
@@ -334,6 +334,19 @@ def judge(ctx: Context, solve: Callable[[np.ndarray], Solution], what: str) -> d
         if n >= GUARD_PUZZLES * len(puzzles[0]):
             break
     return dict(figs, decided_by=decided, passed=figs["exact_drop_pp"] <= budget)
+
+
+def _counting(status: Callable[[str], None], head: str, tail: str) -> Callable[[int], None]:
+    """`advance(n)` for a solve of minutes: the status line counts the puzzles done ("HEAD 300/TAIL")."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        status(f"{head} {done}/{tail}")
+
+    advance(0)
+    return advance
 
 
 def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> dict:

@@ -47,22 +47,26 @@ class Solver:
         ok = finite_rows(o["z_H_out"], o["z_L_out"], o["q_halt"], o["logits"])
         return o["z_H_out"], o["z_L_out"], o["pred"], o["q_halt"], ok
 
-    def solve(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", puzzle_ids: np.ndarray | None = None
-              ) -> Solution:
-        """One batch: every row starts together; the batch ends when its last row halts."""
+    def solve(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", puzzle_ids: np.ndarray | None = None,
+              advance: Callable[[int], None] | None = None) -> Solution:
+        """One batch: every row starts together; the batch ends when its last row halts (then `advance(rows)`, as
+        `solve_stream` reports puzzles finishing)."""
         policy = self.policy(halt)
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         pids = np.zeros(len(tokens), np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
         if self.graph != "step":
             o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, **policy.graph_inputs()})
-            return Solution(o["pred"], o["steps"], o["q_halt"], o["fault"])
+            sol = Solution(o["pred"], o["steps"], o["q_halt"], o["fault"])
+        else:
+            def step(carry):
+                z_H, z_L, pred, q, ok = self.step(tokens, pids, *carry)
+                return (z_H, z_L), pred, q, ok
 
-        def step(carry):
-            z_H, z_L, pred, q, ok = self.step(tokens, pids, *carry)
-            return (z_H, z_L), pred, q, ok
-
-        check = self.codec.checker(tokens) if policy.verify else None
-        return halting_loop(step, self.carry(len(tokens)), policy, check)
+            check = self.codec.checker(tokens) if policy.verify else None
+            sol = halting_loop(step, self.carry(len(tokens)), policy, check)
+        if advance:
+            advance(len(tokens))
+        return sol
 
     def solve_stream(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", slots: int = 64,
                      puzzle_ids: np.ndarray | None = None, views: int = 1, seed: int = 0,

@@ -233,20 +233,25 @@ def test_guard_draws_more_puzzles_only_for_a_close_call(lost_per_draw, draws, de
     def answers(tokens):
         return Solution(tokens, np.ones(len(tokens), np.int64), np.zeros(len(tokens), np.float32))
 
-    def solve(draw):  # the candidate: misses the first `lost` puzzles of the k-th draw
+    def solve(draw, advance):  # the candidate: misses the first `lost` puzzles of the k-th draw
         k = len(solved)
         solved.append(k)
         tokens = np.repeat(solution, len(draw), 0)
         tokens[:lost_per_draw[k] if k < len(lost_per_draw) else 0] = puzzle
+        advance(len(draw))
         return answers(tokens)
 
     codec, quant = get_codec("sudoku"), SimpleNamespace(max_drop=1.0, heldout=n)
     sampler = SimpleNamespace(_draws={}, codec=codec, options=SimpleNamespace(quant=quant),
                               _sample=lambda size, seed: np.repeat(puzzle, size, 0))
-    ctx = SimpleNamespace(options=SimpleNamespace(quant=quant), codec=codec, status=lambda _: None,
+    shown = []
+    ctx = SimpleNamespace(options=SimpleNamespace(quant=quant), codec=codec, status=shown.append,
                           heldout_draw=partial(Context.heldout_draw, sampler),
-                          heldout_fp32=lambda k: answers(np.repeat(solution, n if k == 0 else n // 2, 0)))
+                          heldout_fp32=lambda k, advance: answers(np.repeat(solution, n if k == 0 else n // 2, 0)))
     figs = judge(ctx, solve, "test")
     assert len(solved) == draws and figs["n"] == n + (draws - 1) * (n // 2) <= GUARD_PUZZLES * n
+    # the status line counts the candidate's puzzles as they finish, per draw
+    assert "test: int8 512/512 held-out" in shown
+    assert draws == 1 or f"test: int8 256/256 more held-out (close call, {figs['n']} in all)" in shown
     assert decided in figs["decided_by"] and figs["passed"] is passed
     assert figs["lost"] == sum(lost_per_draw[:draws])
