@@ -21,7 +21,7 @@ import torch
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.export.formats import Context
-from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, judge, quiet_logging, speed_check
+from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, guard_record, judge, quiet_logging, speed_check
 from trm_edge.model import TRM, Batch, Carry
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
@@ -144,8 +144,7 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
             "weights": "int8 per-channel", "graphs": ["step"], "float_modules": list(keep),
             "calibration": {"method": "min/max", "calls_per_signature": CALIB_CALLS,
                             "puzzles": len(ctx.calib_puzzles)} if static else {"method": "none: ranges per call"},
-            "heldout_puzzles": figs["n"], "policy": str(ctx.policy), "max_drop_pp": max_drop,
-            "guard": tries[-1], "attempts": tries, "seconds": seconds, "speed": speed, "warnings": warnings}
+            **guard_record(ctx, tries, speed, warnings), "seconds": seconds}
 
 
 def _last_rung(mode: str) -> str:

@@ -24,6 +24,7 @@ from trm_edge.export.quantize import (
     DEFAULT_FLOAT_MODULES,
     calibration_summary,
     guard_figures,
+    guard_record,
     judge,
     matmul_nodes,
     module_of,
@@ -109,9 +110,8 @@ def quantize(ctx: Context, solver32, out) -> dict:
     return {"mode": "int8", "format": "OpenVINO IR with FakeQuantize (NNCF, TRANSFORMER preset)",
             "activations": "int8/uint8 per-tensor", "weights": "int8 per-channel", "graphs": ["step"],
             "calibration": dict(calibration_summary(ctx), method="NNCF min-max, accuracy-controlled"),
-            "heldout_puzzles": figs["n"], "policy": str(policy), "max_drop_pp": max_drop,
             "float_nodes": [{"node": m.name, "module": module_of(m)} for m in mm if m.name in default_float],
-            "quantized_matmuls": n_int8, "matmuls": len(ops), "guard": figs, "speed": speed, "warnings": warnings}
+            "quantized_matmuls": n_int8, "matmuls": len(ops), **guard_record(ctx, [figs], speed, warnings)}
 
 
 def versions() -> dict:

@@ -419,12 +419,17 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
         "calibration": {"method": f"learned by QAT ({len(overrides)} call sites)"} if overrides else
         dict(calibration_summary(ctx), method=f"percentile {CALIB_PERCENTILE}") if route == "int8-static" else
         {"method": "none: activation ranges at run time"},
-        "heldout_puzzles": tries[-1]["n"], "policy": str(policy), "max_drop_pp": max_drop,
         "float_nodes": [{"node": n, "module": module_of(by_name[n])} for n in exclude],
-        "quantized_matmuls": n_int8, "matmuls": len(mm),
-        "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings,
+        "quantized_matmuls": n_int8, "matmuls": len(mm), **guard_record(ctx, tries, speed, warnings),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def guard_record(ctx: Context, tries: list[dict], speed: dict, warnings: list[str]) -> dict:
+    """The manifest keys every format's int8 section shares: the guard's last attempt (what shipped) and every
+    attempt, on how many held-out puzzles, under which policy and budget, and the side-by-side speed check."""
+    return {"heldout_puzzles": tries[-1]["n"], "policy": str(ctx.policy), "max_drop_pp": ctx.options.quant.max_drop,
+            "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings}
 
 
 def speed_check(mode: str, solver32: Solver, solver8: Solver, feed: dict, what: str, engine: str = ""
