@@ -450,7 +450,7 @@ def calibration_summary(ctx: Context) -> dict:
             "carries": len(feeds), "steps_covered": sorted({f["step"] for f in feeds})}
 
 
-def step_ms(solvers: list[Solver], feed: dict, blocks: int = 8, runs: int = 4, settle: int = 2) -> list[float]:
+def step_ms(solvers: list[Solver], feed: dict, blocks: int = 5, runs: int = 4, settle: int = 2) -> list[float]:
     """Median time of one step at batch 1 for each solver, measured in alternating blocks so that a shared
     machine's drift falls on all of them alike (here fp32's step took 26 ms in one block and 44 in another a second
     later; timed one after the other, two exports of the same graphs measured int8 at 1.03x and 1.26x fp32 where

@@ -175,4 +175,6 @@ def test_continuous_batching_runs_the_views_the_rounds_run(bundled_step_bundle):
     assert np.array_equal(stream.view_steps[first], stream.steps[first])
     assert sum(finished) == len(puzzles)
     one = solver.solve_stream(puzzles, "learned:3", slots=4)  # one view: the plain stream, view 0 throughout
-    assert np.array_equal(one.tokens, solver.solve(puzzles, "learned:3").tokens) and not one.view.any()
+    batch = []  # one batch reports its rows once, when its last row halts
+    assert np.array_equal(one.tokens, solver.solve(puzzles, "learned:3", advance=batch.append).tokens)
+    assert not one.view.any() and batch == [len(puzzles)]
