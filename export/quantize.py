@@ -458,12 +458,13 @@ def step_ms(solvers: list[Solver], feed: dict, blocks: int = 5, runs: int = 4, s
     for about two runs after a switch. A side-by-side check, not a benchmark: see `trm-edge bench`."""
     row = {k: v[:1] for k, v in feed.items()}
     times = [[] for _ in solvers]
-    for _ in range(blocks):
+    for b in range(blocks):
+        skip = settle if b == 0 or len(solvers) > 1 else 0  # one solver alone never switches after its first block
         for t, solver in zip(times, solvers):
-            for i in range(settle + runs):
+            for i in range(skip + runs):
                 t0 = time.perf_counter()
                 solver.adapter.run(row)
-                if i >= settle:
+                if i >= skip:
                     t.append(time.perf_counter() - t0)
     return [round(1000 * float(np.median(t)), 3) for t in times]
 

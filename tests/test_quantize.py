@@ -108,6 +108,21 @@ def test_int8_slower_than_fp32_is_reported(tiny_model, tmp_path, monkeypatch):
     assert q["warnings"] and "2.0x SLOWER than fp32" in q["warnings"][0]
 
 
+def test_step_ms_alternates_blocks_and_settles_only_after_a_switch():
+    """Two solvers take turns block by block, each block's first runs untimed; one solver alone settles once."""
+    calls = []
+
+    def solver(name):
+        return type("S", (), {"adapter": type("A", (), {"run": lambda self, feed: calls.append(name)})()})()
+
+    a, b = solver("a"), solver("b")
+    assert len(quantize.step_ms([a, b], {"x": np.zeros(2)}, blocks=2, runs=2, settle=1)) == 2
+    assert "".join(calls) == "aaabbbaaabbb"
+    calls.clear()
+    quantize.step_ms([a], {"x": np.zeros(2)}, blocks=3, runs=2, settle=1)
+    assert "".join(calls) == "a" * 7
+
+
 def test_cli_int8_export_keeps_json_stdout_clean(tiny_model, tmp_path, capsys):
     """ORT's calibrator prints progress; `--json` output must stay parseable."""
     from test_cli import run
