@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trm_edge.export.options import ExportOptions
+from trm_edge.export.options import GUARD_PUZZLES, ExportOptions
 from trm_edge.export.verify import GENERATED, sample_puzzles
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.model import TRM
@@ -74,13 +74,13 @@ class Context:
 
     def heldout_draw(self, k: int) -> np.ndarray | None:
         """The k-th draw of held-out puzzles, each its own seed: `--heldout` puzzles, then half as many a draw
-        (the guard draws more while a decision is close, and stops as soon as it is not), or None where the task
-        cannot generate more (ARC's tasks are a fixed set)."""
+        (the guard draws more while a decision is close, and stops as soon as it is not), or None once GUARD_PUZZLES
+        times the first draw are drawn or where the task cannot generate more (ARC's tasks are a fixed set)."""
         if k not in self._draws:
-            if k and self.codec.name not in GENERATED:
+            n, half = self.options.quant.heldout, max(1, self.options.quant.heldout // 2)
+            if k and (self.codec.name not in GENERATED or n + (k - 1) * half >= GUARD_PUZZLES * n):
                 return None
-            n = self.options.quant.heldout
-            self._draws[k] = self._sample(n if k == 0 else max(1, n // 2), 2 if k == 0 else 100 + k)
+            self._draws[k] = self._sample(n if k == 0 else half, 2 if k == 0 else 100 + k)
         return self._draws[k]
 
     @cached_property

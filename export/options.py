@@ -10,13 +10,14 @@ from trm_edge.spec import GRAPHS
 DEFAULT_OPSET, MAX_OPSET = 18, 24  # 19-24 export and verify too (tried with torch 2.13, ORT 1.2x)
 # int8: the best route the model allows (export.quantize.route_of); the others by name
 MODES = ("int8", "int8-static", "int8-dynamic", "int8-rows", "int8-weights", "int4-weights")
+GUARD_PUZZLES = 4  # a close call may solve up to 4x --heldout puzzles (2,048 by default), half a draw at a time
 
 
 @dataclass(frozen=True)
 class QuantOptions:
     """int8 requests: `modes` from MODES, each for every format that offers it, or for one format as
     `format:mode` (e.g. litert:int8-dynamic); puzzles for calibration (carries from every step) and for the
-    held-out guard (one draw; a close call draws half as many again, up to export.quantize.GUARD_PUZZLES times as
+    held-out guard (one draw; a close call draws half as many again, up to GUARD_PUZZLES times as
     many in all); the guard's exact-solve budget in percentage points. 512 held-out puzzles make one puzzle 0.2 pp,
     and two draws of the same graph differ by about 1 pp: hence the paired interval and the extra draws (both in
     the manifest)."""

@@ -47,7 +47,6 @@ ROW_EPS = 1e-30  # a row of zeros keeps a finite scale (127 / ROW_EPS is far fro
 # (vpmaddubsw), which 255 * 127 * 2 overflows and 255 * 63 * 2 does not (onnxruntime#12088); VNNI and ARM need no
 # margin, but a bundle runs where it is copied
 ROW_WEIGHT_MAX = 63
-GUARD_PUZZLES = 4  # a close call may solve up to 4x --heldout puzzles (2,048 by default), half a draw at a time
 SCHEMES = {  # what each route's graph holds, for the manifest
     "int8-static": {"format": "QDQ, float MatMul outputs", "activations": "uint8 per tensor",
                     "weights": "int8 per output channel"},
@@ -311,7 +310,7 @@ def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarr
 def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
     """The guard's figures for one int8 candidate (`solve(puzzles, advance=...)`: its answers, `advance(n)` as
     puzzles finish), beside fp32 on the first held-out draw and, while the drop's 95% interval straddles the budget, on
-    further (half-size) draws, up to GUARD_PUZZLES times the first: a close call then rests on more puzzles instead
+    further (half-size) draws while Context.heldout_draw gives them: a close call then rests on more puzzles instead
     of one draw's noise (one graph measured +1.17 pp on 512 puzzles and +0.3 on 1,000), and half-size draws stop it
     as soon as the interval clears. `passed`: the drop fits the budget, by the interval when it clears the budget
     on one side, else by the point estimate on every puzzle drawn."""
@@ -330,8 +329,6 @@ def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
         lo, hi = figs["drop_ci95_pp"]
         if hi <= budget or lo > budget:
             decided = "the 95% interval"
-            break
-        if n >= GUARD_PUZZLES * len(puzzles[0]):
             break
     return dict(figs, decided_by=decided, passed=figs["exact_drop_pp"] <= budget)
 

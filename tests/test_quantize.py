@@ -233,11 +233,12 @@ def test_int8_routes_pairs_every_route_against_the_reference(tiny_model, tmp_pat
 ])
 def test_guard_draws_more_puzzles_only_for_a_close_call(lost_per_draw, draws, decided, passed):
     """judge: the drop's interval decides when it clears the budget; a close call solves more held-out draws, half
-    the first draw's size each (Context.heldout_draw), up to GUARD_PUZZLES times the first draw in all."""
+    the first draw's size each, up to GUARD_PUZZLES times the first draw in all (both Context.heldout_draw)."""
     from types import SimpleNamespace
 
     from trm_edge.export.formats import Context
-    from trm_edge.export.quantize import GUARD_PUZZLES, judge
+    from trm_edge.export.options import GUARD_PUZZLES
+    from trm_edge.export.quantize import judge
     from trm_edge.halting import Solution
     from trm_edge.tasks import get_codec
     from trm_edge.training.sudoku_gen import generate, to_tokens
