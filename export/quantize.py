@@ -451,8 +451,9 @@ def step_ms(solvers: list[Solver], feed: dict, blocks: int = 5, runs: int = 4, s
     """Median time of one step at batch 1 for each solver, measured in alternating blocks so that a shared
     machine's drift falls on all of them alike (here fp32's step took 26 ms in one block and 44 in another a second
     later; timed one after the other, two exports of the same graphs measured int8 at 1.03x and 1.26x fp32 where
-    the bench gave 0.82x). Each block's first `settle` runs are not timed: the other session's threads still spin
-    for about two runs after a switch. A side-by-side check, not a benchmark: see `trm-edge bench`."""
+    the bench gave 0.82x). Each block's first `settle` runs are not timed (a lone solver's first block only): the
+    other session's threads still spin for about two runs after a switch. A side-by-side check, not a benchmark:
+    see `trm-edge bench`."""
     row = {k: v[:1] for k, v in feed.items()}
     times = [[] for _ in solvers]
     for b in range(blocks):
