@@ -130,3 +130,25 @@ def test_resume_after_kill(tmp_path, sig):
     assert meta["trained_steps"] == done + 3
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "resumed" and r["step"] == done for r in lines)
+
+
+def test_wise_ft_blend_is_the_weighted_mean_of_the_two_models(tmp_path):
+    """benchmarks/wise_ft.py blend: every float tensor is (1-alpha)*base + alpha*tuned; the blend loads as a model
+    of the same architecture and says what it was blended from."""
+    from trm_edge.benchmarks.wise_ft import blend
+    from trm_edge.checkpoint import save
+    from trm_edge.model import TRM
+
+    cfg = tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16)
+    torch.manual_seed(0)
+    base = save(TRM(cfg), tmp_path / "base", task="sudoku", recommended_halt="learned:3")
+    torch.manual_seed(1)
+    tuned = save(TRM(cfg), tmp_path / "tuned", task="sudoku")
+    (a, _), (b, _) = load(base), load(tuned)
+    out, meta = load(blend(str(tuned), 0.25, str(tmp_path / "mix"), base=str(base)))
+    assert out.config == cfg and meta["blend"]["alpha"] == 0.25 and meta["recommended_halt"] == "learned:3"
+    sa, sb, so = a.state_dict(), b.state_dict(), out.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    for k in so:
+        want = 0.75 * sa[k] + 0.25 * sb[k] if so[k].is_floating_point() else sa[k]
+        assert torch.allclose(so[k], want) and so[k].dtype == sa[k].dtype
