@@ -24,6 +24,8 @@ def blend(tuned: str, alpha: float, out: str, base: str | None = None) -> Path:
 
     start, meta = load_model(base)
     end, tuned_meta = load_model(tuned)
+    if start.config != end.config:
+        raise SystemExit(f"blend: {tuned} is not a fine-tune of {base or 'the bundled model'} (other architecture)")
     a, b = start.state_dict(), end.state_dict()
     with torch.no_grad():
         start.load_state_dict({k: (1 - alpha) * a[k] + alpha * b[k] if a[k].is_floating_point() else a[k] for k in a})
@@ -32,17 +34,19 @@ def blend(tuned: str, alpha: float, out: str, base: str | None = None) -> Path:
                 recommended_halt=meta.get("recommended_halt"))
 
 
-def draws(bundle: str, data: str, views: int, seeds: list[int]) -> list[dict]:
+def draws(bundle: str, data: str, views: int, seeds: list[int], halt: str = "learned:3") -> list[dict]:
     from trm_edge.runtimes import open_solver
-    from trm_edge.tasks import SUDOKU, read_puzzles
+    from trm_edge.tasks import read_puzzles
+    from trm_edge.views import view_policy
 
-    x = np.stack([p for p, _ in read_puzzles(SUDOKU, data)])
     solver = open_solver(bundle, "ort", "step")
+    x = np.stack([p for p, _ in read_puzzles(solver.codec, data)])
+    policy = view_policy(solver.policy(halt), views)  # what `trm-edge solve --views` runs
     rows = []
     for seed in seeds:
         t0 = time.perf_counter()
-        sol = solver.solve_stream(x, solver.policy("learned:3,max=6,verify"), views=views, seed=seed)
-        solved = [bool(SUDOKU.check(p, t)) for p, t in zip(x, sol.tokens)]
+        sol = solver.solve_stream(x, policy, views=views, seed=seed)
+        solved = [bool(solver.codec.check(p, t)) for p, t in zip(x, sol.tokens)]
         rows.append({"seed": seed, "views": views, "solved": float(np.mean(solved)), "per_puzzle": solved,
                      "mean_view_steps": float(sol.view_steps.mean()),
                      "s_per_puzzle": (time.perf_counter() - t0) / len(x)})

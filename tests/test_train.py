@@ -152,3 +152,7 @@ def test_wise_ft_blend_is_the_weighted_mean_of_the_two_models(tmp_path):
     for k in so:
         want = 0.75 * sa[k] + 0.25 * sb[k] if so[k].is_floating_point() else sa[k]
         assert torch.allclose(so[k], want) and so[k].dtype == sa[k].dtype
+    other = save(TRM(tiny_config(hidden_size=32)), tmp_path / "other", task="sudoku")
+    with pytest.raises(SystemExit, match="is not a fine-tune of"):
+        blend(str(other), 0.5, str(tmp_path / "bad"), base=str(base))
+    assert not (tmp_path / "bad").exists()
