@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +34,10 @@ def blend(tuned: str, alpha: float, out: str, base: str | None = None) -> Path:
 
 
 def draws(bundle: str, data: str, views: int, seeds: list[int], halt: str = "learned:3") -> list[dict]:
-    from trm_edge.runtimes import open_solver
-    from trm_edge.tasks import read_puzzles
-    from trm_edge.views import view_policy
+    from trm_edge.benchmarks.candidate import solve_line
 
-    solver = open_solver(bundle, "ort", "step")
-    x = np.stack([p for p, _ in read_puzzles(solver.codec, data)])
-    policy = view_policy(solver.policy(halt), views)  # what `trm-edge solve --views` runs
-    rows = []
-    for seed in seeds:
-        t0 = time.perf_counter()
-        sol = solver.solve_stream(x, policy, views=views, seed=seed)
-        solved = [bool(solver.codec.check(p, t)) for p, t in zip(x, sol.tokens)]
-        rows.append({"seed": seed, "views": views, "solved": float(np.mean(solved)), "per_puzzle": solved,
-                     "mean_view_steps": float(sol.view_steps.mean()),
-                     "s_per_puzzle": (time.perf_counter() - t0) / len(x)})
-    return rows
+    return [{"seed": seed, "views": views, "solved": float(np.mean(line["per_puzzle"])), **line}
+            for seed in seeds for line in [solve_line(bundle, data, views, seed, halt, None)]]
 
 
 if __name__ == "__main__":

@@ -588,3 +588,39 @@ def test_terminal_table_fits_80_columns_and_tells_forms_apart(bench_setup):
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
     words = text.split()  # every row names its graph form and its whole policy, however the cells wrap
     assert words.count("step") == words.count("loop") == words.count("min=2") == 4 and "learned:0" in words
+
+
+def _line(name, base, cand):
+    return {"name": name, "base": base, "candidate": cand}
+
+
+def test_candidate_verdict_is_the_rule_fixed_in_advance():
+    """Ship only if better on 24-29 givens with one view and not worse on any line, the top95 64-view seeds pooled
+    (a candidate better in one draw and worse over all of them is refused)."""
+    from trm_edge.benchmarks.candidate import verdict
+
+    same, up = [True, False, True, False], [True, True, True, False]
+    one = ["sudoku-givens24-29.txt, 1 view", "sudoku-givens30-40.txt, 1 view", "top95, 16 views"]
+    good = [_line(one[0], same, up), _line(one[1], same, same), _line(one[2], same, same),
+            _line("top95, 64 views, seed 0", same, same), _line("top95, 64 views, seed 1", same, up)]
+    res = verdict(good)
+    assert res["ship"] and [j["name"] for j in res["judged"]][-1] == "top95, 64 views, seeds pooled"
+    assert res["judged"][0]["gain_pp"] == 25.0 and res["judged"][-1]["n"] == 8
+    worse = good[:3] + [_line("top95, 64 views, seed 0", up, [False] * 4), _line("top95, 64 views, seed 1", same, up)]
+    res = verdict(worse)
+    assert not res["ship"] and res["why"] == "worse on top95, 64 views, seeds pooled"
+    res = verdict([_line(one[0], same, same)] + good[1:])
+    assert not res["ship"] and res["why"].startswith("not better on sudoku-givens24-29")
+
+
+def test_candidate_against_itself_gains_nothing_and_does_not_ship(bundled_step_bundle):
+    from conftest import TOP95
+
+    from trm_edge.benchmarks.candidate import judge
+
+    if not TOP95.is_file():
+        pytest.skip("top95 missing")
+    res = judge(str(bundled_step_bundle), str(TOP95), base=str(bundled_step_bundle), seeds=(0,), limit=2)
+    assert [ln["base"] for ln in res["lines"]] == [ln["candidate"] for ln in res["lines"]]
+    assert len(res["lines"]) == 4 and all(j["gain_pp"] == 0 and j["n"] == 2 for j in res["judged"])
+    assert not res["ship"] and res["why"].startswith("not better")

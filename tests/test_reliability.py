@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_config
 
 from trm_edge import atomic
@@ -554,6 +555,11 @@ def _bad_inputs(tmp_path):
         (["train", "-o", str(tmp_path / "run"), "--steps", "0"], "Invalid value for '--steps'"),
         (["train", "-o", str(tmp_path / "run"), "--config", str(tmp_path / "dir")], "not a training config"),
         (["train", "-o", str(tmp_path / "run"), "--config", str(tmp_path / "binary")], "not a training config"),
+        (["train", "-o", str(tmp_path / "run"), "--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda"),
+        (["train", "-o", str(tmp_path / "run"), "--steps", "5", "--minutes", "1"], "give --steps or --minutes"),
+        (["train", "-o", str(tmp_path / "run"), "--minutes", "0"], "Invalid value for '--minutes'"),
+        *([(["train", "-o", str(tmp_path / "run"), "--device", "cuda"], "this torch sees no GPU")]
+          if not torch.cuda.is_available() else []),
         (["data", "build", "chess", "-o", str(tmp_path / "d")], "unknown task 'chess'"),
         (["data", "build", "sudoku", "-o", str(tmp_path / "d"), "--knob", "n_train"], "expected KEY=VALUE"),
         (["compare", str(tmp_path / "dir"), "-o", str(tmp_path / "c")], str(tmp_path / "dir")),

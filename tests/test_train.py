@@ -13,11 +13,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 
 from trm_edge.checkpoint import load
+from trm_edge.errors import TRMEdgeError
 from trm_edge.training import sudoku_gen
-from trm_edge.training.recipes import torch_solver
+from trm_edge.training.recipes import heldout_sudoku, torch_solver
 from trm_edge.training.trainer import TrainConfig, stablemax_cross_entropy, train
 
 
@@ -79,6 +80,59 @@ def test_tiny_model_overfits_a_handful_of_puzzles(tmp_path):
     sol = torch_solver(model, "fixed")(x)
     assert (sol.tokens == y).all(), f"exact on the training puzzles: {(sol.tokens == y).all(1).mean():.0%}"
     assert meta["trained_steps"] == 400
+
+
+def test_a_time_budget_fits_the_run_length_and_a_resume_keeps_it(tmp_path):
+    """--minutes: the length is fitted from the pace of the warm-up's steps 20-40, written to the state, and a run
+    resumed with the budget again ends at that length instead of fitting a new one."""
+    logs = []
+    cfg = _cfg(steps=10**6, warmup_steps=50)  # the placeholder length must not matter
+    path = train(cfg, tmp_path, _fixed_stream(4)[2], log=logs.append, budget_s=1.0)
+    fit = next(r for r in logs if r.get("event") == "fitted")
+    assert fit["step"] == 40 and fit["steps"] == max(41, int(1.0 / fit["s_per_step"])) < 10**6
+    assert load(path)[1]["trained_steps"] == fit["steps"]
+    assert torch.load(tmp_path / "state" / "train.pt", weights_only=True)["fitted_steps"] == fit["steps"]
+    logs.clear()
+    train(cfg, tmp_path, _fixed_stream(4)[2], log=logs.append, budget_s=1.0)
+    assert [r.get("event") for r in logs] == ["resumed"] and load(path)[1]["trained_steps"] == fit["steps"]
+    with pytest.raises(TRMEdgeError, match="needs at least 40 warm-up steps"):
+        train(_cfg(), tmp_path / "short", _fixed_stream(4)[2], budget_s=1.0)
+
+
+def test_the_prepared_gpu_command_trains_and_hands_back_the_model(tmp_path):
+    """training/gpu_run.sh as the device tool runs it (here with DEVICE=cpu): the package laid out by hand, the data
+    prepared beforehand by --data-only, a time budget, and the model, its config and the logs under $OUT."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(_cfg(warmup_steps=50).to_dict()))
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    out.mkdir()
+    prep = subprocess.run([sys.executable, "-m", "trm_edge", "train", "--config", str(cfg), "-o", str(run_dir),
+                           "--data-only"], capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0 and (run_dir / "data" / "heldout.npz").is_file(), prep.stderr[-1500:]
+    res = subprocess.run(["bash", str(REPO / "training" / "gpu_run.sh"), "0.02", str(run_dir), str(cfg)], cwd=REPO,
+                         env=dict(os.environ, DEVICE="cpu", OUT=str(out)), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-1500:]
+    assert {"model.safetensors", "config.json", "metrics.jsonl", "train.log"} <= {p.name for p in out.iterdir()}
+    events = [json.loads(line).get("event") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "fitted" in events and "eval" in events and "resumed" not in events
+
+
+def test_bf16_autocast_with_a_carry_bank_trains(tmp_path):
+    """The large recipe's path (bf16 matmuls, a bank larger than the batch) on the CPU's autocast."""
+    logs = []
+    path = train(_cfg(steps=6, carry_bank=8, autocast_bf16=True), tmp_path, _fixed_stream(4)[2], log=logs.append)
+    assert np.isfinite(logs[-1]["lm_loss"]) and load(path)[1]["trained_steps"] == 6
+
+
+def test_heldout_puzzles_are_cached_in_the_run_directory(tmp_path):
+    buckets = [[30, 40, 50], [24, 29, 60]]
+    a = heldout_sudoku(4, 3, buckets, tmp_path / "heldout.npz")
+    assert (tmp_path / "heldout.npz").is_file() and list(a) == ["givens_30-40", "givens_24-29"]
+    p, s = sudoku_gen.generate(3, givens=(24, 29), seed=4001)  # bucket k: seed * 1000 + k, as the pool
+    assert all((x == sudoku_gen.to_tokens(q)).all() and (y == sudoku_gen.to_tokens(r)).all()
+               for (x, y), q, r in zip(a["givens_24-29"], p, s))
+    b = heldout_sudoku(4, 3, buckets, tmp_path / "heldout.npz")
+    assert all((x == u).all() for k in a for (x, _), (u, _) in zip(a[k], b[k]))
 
 
 def _train_cmd(cfg_file, out, nproc=1):

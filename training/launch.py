@@ -19,9 +19,25 @@ from trm_edge.training.trainer import TrainConfig
 FINETUNE = dict(steps=600, lr=1e-4, lr_min_ratio=0.1, warmup_steps=20, checkpoint_every=100)
 
 
+def train_device(name: str) -> torch.device:
+    """`auto` is the GPU where one is visible (under torchrun, this rank's), else the CPU."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise TRMEdgeError(f"train: device {name!r} is not one of auto, cpu, cuda")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TRMEdgeError("train: --device cuda, but this torch sees no GPU (torch.cuda.is_available() is False; "
+                           "a CPU wheel, or no driver): use --device cpu")
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(dev)
+    return dev
+
+
 def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False, echo=None,
-                 config: str | None = None) -> Path:
-    """Train the named recipe, or the TrainConfig JSON in `config` (e.g. a recipe's `recipe` field, edited)."""
+                 config: str | None = None, device: str = "auto", minutes: float | None = None,
+                 data_only: bool = False) -> Path:
+    """Train the named recipe, or the TrainConfig JSON in `config` (e.g. a recipe's `recipe` field, edited);
+    `minutes` fits the optimizer steps to that much training time (instead of `steps`)."""
     if config:
         try:
             cfg = TrainConfig.from_dict(json.loads(Path(config).read_text()))
@@ -31,13 +47,17 @@ def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bo
         cfg = RECIPES[task]
     else:
         raise TRMEdgeError(f"train: no recipe for task {task!r} (have: {', '.join(RECIPES)})")
+    if steps is not None and minutes is not None:
+        raise TRMEdgeError("train: give --steps or --minutes, not both")
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
+    dev = train_device(device)
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     try:
-        return run(cfg, out_dir, official=official, echo=echo if not distributed or dist.get_rank() == 0 else None)
+        return run(cfg, out_dir, official=official, echo=echo if not distributed or dist.get_rank() == 0 else None,
+                   device=dev, budget_s=None if minutes is None else 60 * minutes, data_only=data_only)
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -36,29 +36,43 @@ SUDOKU_DEFAULT = TrainConfig(
     data={"buckets": [[30, 40, 2000], [24, 29, 6000]], "pool_seed": 1, "eval_seed": 2, "eval_n": 100},
 )
 
-RECIPES = {"sudoku": SUDOKU_DEFAULT}
+# A larger model for a GPU (ten minutes of one H200: training/gpu_run.sh): hidden 256 and 4 inner cycles (1.48M
+# parameters, 2.1x the bundled model's; 5.7 GFLOP a supervision step, 4.2x), batch 1024 over a 16,384-puzzle bank
+# (the bundled recipe's ratio), bf16 matmuls: ~10 TFLOP an optimizer step, ~40 GB of GPU memory. Its pool is larger
+# and reaches below the bundled model's givens with puzzles that need search (top95 has 17-25 givens). Steps: a
+# placeholder for `--minutes`, which fits them. Not yet run: no GPU was lent when it was written (2026-12-04).
+SUDOKU_LARGE = dataclasses.replace(
+    SUDOKU_DEFAULT, model=dataclasses.replace(SUDOKU_DEFAULT.model, hidden_size=256, puzzle_emb_ndim=256, L_cycles=4),
+    steps=6_000, batch_size=1024, carry_bank=16_384, warmup_steps=200, eval_every=2_000, checkpoint_every=500,
+    autocast_bf16=True, seed=21,
+    data={"buckets": [[30, 40, 10_000], [24, 29, 60_000], [22, 26, 4_000, "hard"]], "pool_seed": 21,
+          "eval_seed": 22, "eval_n": 100})
+
+RECIPES = {"sudoku": SUDOKU_DEFAULT, "sudoku-large": SUDOKU_LARGE}
 
 
-def heldout_sudoku(seed: int, n: int, buckets) -> dict[str, list]:
-    """Held-out puzzles per givens bucket, from a seed the training pool never uses."""
-    out = {}
-    for k, b in enumerate(buckets):
-        lo, hi, _, singles_only = sources.bucket_spec(b)
-        p, s = sources.sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k, singles_only=singles_only)
-        out[sources.bucket_name(b)] = list(zip(sources.sudoku_gen.to_tokens(p).astype(np.int64),
-                                            sources.sudoku_gen.to_tokens(s).astype(np.int64)))
-    return out
+def heldout_sudoku(seed: int, n: int, buckets, cache: Path | None = None) -> dict[str, list]:
+    """`n` held-out puzzles per givens bucket, from a seed the training pool never uses (cached like the pool:
+    hard buckets take a while)."""
+    p, s = sources.sudoku_pool([[*b[:2], n, *b[3:]] for b in buckets], seed, cache)
+    p, s = (sources.sudoku_gen.to_tokens(a).astype(np.int64) for a in (p, s))
+    return {sources.bucket_name(b): list(zip(p[k * n:(k + 1) * n], s[k * n:(k + 1) * n]))
+            for k, b in enumerate(buckets)}
 
 
 def torch_solver(model: TRM, halt: str):
+    dev = model.H_init.device  # the trainer evaluates where it trains
+
     def solve(tokens: np.ndarray):
-        t = torch.from_numpy(tokens)
-        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), halt)
+        t = torch.from_numpy(tokens).to(dev)
+        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long, device=dev)), halt)
     return solve
 
 
-def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None, progress=None) -> Path:
-    """Build the data, train, evaluate periodically on held-out puzzles, write the model."""
+def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None, progress=None,
+        device: str = "cpu", budget_s: float | None = None, data_only: bool = False) -> Path:
+    """Build the data (cached in the run directory), train, evaluate periodically on held-out puzzles, write the
+    model. `data_only` stops after the data: a GPU's minutes then go to training alone."""
     out = claim_live(out_dir, "training run")
     d = cfg.data
     codec = get_codec(cfg.task)
@@ -67,7 +81,9 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
     puzzles, solutions = sources.sudoku_pool(d["buckets"], d["pool_seed"],
                                              out / "data" / "pool.npz", progress=progress)
     stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
-    heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"])
+    heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"], out / "data" / "heldout.npz")
+    if data_only:
+        return out / "data"
 
     def evaluate_model(model: TRM) -> dict:
         res = {}
@@ -79,7 +95,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
         return res
 
     log = jsonl_logger(out / "metrics.jsonl", echo)
-    return train(cfg, out, stream, evaluate_model, log=log, official=official)
+    return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device, budget_s=budget_s)
 
 
 def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:

@@ -34,6 +34,7 @@ from trm_edge.training import qat
 
 IGNORE = -100
 QAT_CALIB_PUZZLES = 32  # initial activation ranges: every step of this many training puzzles
+PACE_STEPS = 20  # a time budget: steps timed (after as many to warm up) to fit the run's length
 
 
 @dataclass(frozen=True)
@@ -163,28 +164,43 @@ Stream = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
           evaluate: Callable[[TRM], dict] | None = None, log: Callable[[dict], None] = print,
-          official: bool = False) -> Path:
-    """Train (resuming from `out_dir/state` if present) and write the EMA model to `out_dir/model`."""
+          official: bool = False, device: str | torch.device = "cpu", budget_s: float | None = None) -> Path:
+    """Train (resuming from `out_dir/state` if present) and write the EMA model to `out_dir/model`.
+
+    The model, its carry and the optimizer live on `device`; batches are drawn on the host and copied over, and the
+    halting decisions are made on the host. `budget_s`: the optimizer steps are fitted to this many seconds of
+    training, from the pace of the warm-up's first steps (the cosine schedule needs its length in advance, and the
+    warm-up does not depend on it); the number chosen is kept in the state, so a run resumed with a budget again
+    ends where it would have (resumed without one, it takes `cfg.steps`, as any resumed run)."""
     out = Path(out_dir)
+    dev = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
         raise TRMEdgeError(f"train: batch size {cfg.batch_size} is not divisible by the {world} processes")
+    if budget_s is not None and cfg.warmup_steps < 2 * PACE_STEPS:
+        raise TRMEdgeError(f"train: a time budget needs at least {2 * PACE_STEPS} warm-up steps to measure the pace "
+                           f"(the recipe has {cfg.warmup_steps})")
     local = cfg.batch_size // world
     torch.manual_seed(cfg.seed)
     model = TRM(cfg.model).train()
     inherited = _start_from(model, cfg, stream) if cfg.init else {}
+    model.to(dev)
     opt = _optimizer(cfg, model)
     ema = EMA(model, cfg.ema_rate)
-    step, rng = 0, np.random.default_rng(cfg.seed + 1)
+    step, rng, fitted = 0, np.random.default_rng(cfg.seed + 1), False
     state_dir = out / "state"
     if (state_dir / "train.pt").is_file():
-        ck = torch.load(state_dir / "train.pt", map_location="cpu", weights_only=True)
+        ck = torch.load(state_dir / "train.pt", map_location=dev, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         ema.shadow = ck["ema"]
         step, rng.bit_generator.state = ck["step"], ck["rng"]
+        if budget_s is not None and "fitted_steps" in ck:  # the same budget again: keep the length it chose
+            cfg, budget_s, fitted = dataclasses.replace(cfg, steps=ck["fitted_steps"]), None, True
         log({"event": "resumed", "step": step})
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    pace_from = step + PACE_STEPS  # with a budget: the steps timed follow as many that warm up
+    ddp_ids = [dev.index] if dev.type == "cuda" else None
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ddp_ids) if world > 1 else model
     step_fn = torch.compile(net) if cfg.compile else net
     lo, hi = rank * local, (rank + 1) * local
     M = cfg.model.halt_max_steps
@@ -202,21 +218,33 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     labels = np.full_like(inputs, IGNORE)
     pids = np.zeros(bank, np.int64)
     t0, seen, skipped = time.time(), 0, 0
-    while step < cfg.steps:
+    while step < cfg.steps or budget_s is not None:
+        if budget_s is not None and step in (pace_from, pace_from + PACE_STEPS):
+            _sync(dev)
+            if step == pace_from:
+                paced = time.time()
+            else:
+                pace = (time.time() - paced) / PACE_STEPS
+                length = torch.tensor(max(step + 1, int(budget_s / pace)), device=dev)
+                if world > 1:  # every rank must stop at the same step: rank 0's pace decides
+                    dist.broadcast(length, 0)
+                cfg, fitted = dataclasses.replace(cfg, steps=int(length)), True
+                budget_s = None
+                log({"event": "fitted", "step": step, "s_per_step": round(pace, 4), "steps": cfg.steps})
         new_in, new_lab, new_pid = (a[lo:hi] for a in stream(step))
         sel = np.arange(bank) if bank == local else np.sort(pick.choice(bank, local, replace=False))
         fresh = halted[sel]
         rows = sel[fresh]
         inputs[rows], labels[rows], pids[rows], steps_done[rows] = new_in[fresh], new_lab[fresh], new_pid[fresh], 0
-        sub = model.reset_carry(Carry(carry.z_H[sel], carry.z_L[sel]), torch.from_numpy(fresh))
-        batch = Batch(torch.from_numpy(inputs[sel]), torch.from_numpy(pids[sel]))
+        idx = torch.from_numpy(sel).to(dev)
+        sub = model.reset_carry(Carry(carry.z_H[idx], carry.z_L[idx]), torch.from_numpy(fresh).to(dev))
+        batch = Batch(torch.from_numpy(inputs[sel]).to(dev), torch.from_numpy(pids[sel]).to(dev))
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step) * g["lr_scale"]
-        with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", torch.bfloat16,
-                            enabled=cfg.autocast_bf16):
+        with torch.autocast(dev.type, torch.bfloat16, enabled=cfg.autocast_bf16):
             sub, logits, q_halt = step_fn(sub, batch)
-        carry.z_H[sel], carry.z_L[sel] = sub.z_H, sub.z_L
-        lab = torch.from_numpy(labels[sel])
+        carry.z_H[idx], carry.z_L[idx] = sub.z_H.to(carry.z_H.dtype), sub.z_L.to(carry.z_L.dtype)  # bf16 under autocast
+        lab = torch.from_numpy(labels[sel]).to(dev)
         lm, qloss, correct = act_losses(logits, q_halt, lab, cfg.loss_type)
         loss = (lm + cfg.q_loss_weight * qloss) / local
         opt.zero_grad(set_to_none=True)
@@ -232,7 +260,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         seen += cfg.batch_size
 
         # halting (exploration draws are made for the global batch, so N ranks match 1)
-        q = q_halt.detach().float().numpy()
+        q = q_halt.detach().float().cpu().numpy()
         steps_done[sel] += 1
         explore = rng.random(cfg.batch_size)[lo:hi] < cfg.model.halt_exploration_prob
         min_steps = np.where(explore, rng.integers(min(2, M), M + 1, cfg.batch_size)[lo:hi], 0)
@@ -247,9 +275,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
                  "mean_halt_steps": round(float(steps_done[sel][done].mean()), 2) if done.any() else None,
                  "samples_per_s": round(seen / (time.time() - t0), 1)})
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            _save_state(state_dir, model, opt, ema, step, rng)
+            _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
         if rank == 0 and evaluate and (step % cfg.eval_every == 0 or step == cfg.steps):
-            log(dict(evaluate(ema.copy_to(model)), step=step, event="eval"))
+            log(dict(evaluate(ema.copy_to(model).to(dev)), step=step, event="eval"))
     if rank == 0:
         final, sites = ema.copy_to(model), {}
         if cfg.qat:
@@ -259,6 +287,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         if official:
             export_official(final, out / "official", step=step, task=cfg.task)
     return out / "model"
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def _finite_grads(model: TRM) -> bool:
@@ -311,10 +344,11 @@ def _optimizer(cfg: TrainConfig, model: TRM) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def _save_state(state_dir: Path, model, opt, ema: EMA, step: int, rng) -> None:
+def _save_state(state_dir: Path, model, opt, ema: EMA, step: int, rng, fitted_steps: int | None) -> None:
     def write(tmp: Path) -> None:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.shadow, "step": step,
-                    "rng": rng.bit_generator.state}, tmp / "train.pt")
+                    "rng": rng.bit_generator.state, **({"fitted_steps": fitted_steps} if fitted_steps else {})},
+                   tmp / "train.pt")
 
     atomic_dir(state_dir, write, "training state")
 

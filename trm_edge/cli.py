@@ -232,16 +232,22 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
 
 @app.command()
 def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")],
-          task: Annotated[str, typer.Option(help="Recipe: sudoku (the bundled model's).")] = "sudoku",
+          task: Annotated[str, typer.Option(help="Recipe: sudoku (the bundled model's) or sudoku-large (for a "
+                                            "GPU).")] = "sudoku",
           steps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's optimizer steps.")] = None,
+          minutes: Annotated[float | None, typer.Option(min=0.01, help="Fit the optimizer steps to this much "
+                                                        "training time (measured in the warm-up).")] = None,
+          device: Annotated[str, typer.Option(help="auto (a GPU if torch sees one), cpu or cuda.")] = "auto",
           config: Annotated[str | None, typer.Option(help="A TrainConfig JSON instead of a named recipe.")] = None,
-          official: Annotated[bool, typer.Option(help="Also write the official checkpoint format.")] = False) -> None:
+          official: Annotated[bool, typer.Option(help="Also write the official checkpoint format.")] = False,
+          data_only: Annotated[bool, typer.Option("--data-only", help="Build and cache the run's data, then stop "
+                                                  "(prepare a GPU run on a CPU machine).")] = False) -> None:
     """Train a TRM with a named recipe (CPU or GPU; under torchrun, DDP)."""
     from trm_edge.training.launch import train_recipe
 
-    path = train_recipe(task, out_dir, steps=steps, official=official, config=config,
-                        echo=lambda r: err.print(r, highlight=False))
-    out.print(f"model written to {path}")
+    path = train_recipe(task, out_dir, steps=steps, official=official, config=config, device=device, minutes=minutes,
+                        data_only=data_only, echo=lambda r: err.print(r, highlight=False))
+    out.print(f"data written to {path}; train with the same -o" if data_only else f"model written to {path}")
 
 
 @app.command()

@@ -117,8 +117,8 @@ class TRM(nn.Module):
         """One supervision step as the halting loop reads it: (carry, logits, predicted tokens, q_halt, finite
         rows), the arrays in numpy."""
         carry, logits, q = self.step(carry, batch)
-        arrays = [t.float().numpy() for t in (carry.z_H, carry.z_L, logits, q)]
-        return carry, arrays[2], logits.argmax(-1).numpy(), arrays[3], finite_rows(*arrays)
+        arrays = [t.float().cpu().numpy() for t in (carry.z_H, carry.z_L, logits, q)]
+        return carry, arrays[2], logits.argmax(-1).cpu().numpy(), arrays[3], finite_rows(*arrays)
 
 
 # ---------------------------------------------------------------------------------------------------
