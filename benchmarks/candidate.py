@@ -25,17 +25,17 @@ BUILTIN_ONE_VIEW = ("sudoku-givens24-29.txt", "sudoku-givens30-40.txt")
 DECIDES = "sudoku-givens24-29.txt, 1 view"  # the line the candidate must win
 
 
-def lines(top95: str, seeds: list[int]) -> list[tuple[str, str, int, int | None, str]]:
-    """(name, data file, views, view seed or None for one view, halting) of every line the rule reads."""
+def lines(top95: str, seeds: list[int]) -> list[tuple[str, str, int, int, str]]:
+    """(name, data file, views, view seed, halting) of every line the rule reads (one view: the puzzle itself)."""
     from trm_edge.api import builtin_data
 
     files = {p.name: str(p) for p in builtin_data("sudoku")}
-    one = [(f"{name}, 1 view", files[name], 1, None, "fixed:16") for name in BUILTIN_ONE_VIEW]
+    one = [(f"{name}, 1 view", files[name], 1, 0, "fixed:16") for name in BUILTIN_ONE_VIEW]
     return one + [("top95, 16 views", top95, 16, 0, "learned:3")] + [
         (f"top95, 64 views, seed {s}", top95, 64, s, "learned:3") for s in seeds]
 
 
-def solve_line(bundle: str, data: str, views: int, seed: int | None, halt: str, limit: int | None) -> dict:
+def solve_line(bundle: str, data: str, views: int, seed: int, halt: str, limit: int | None) -> dict:
     """Per-puzzle 'the rules accept the answer' flags, the view-steps spent and the time, through what `trm-edge
     solve --views` runs."""
     from trm_edge.runtimes import open_solver
@@ -45,7 +45,7 @@ def solve_line(bundle: str, data: str, views: int, seed: int | None, halt: str, 
     solver = open_solver(bundle, "ort", "step")
     x = np.stack([p for p, _ in read_puzzles(solver.codec, data)][:limit])
     t0 = time.perf_counter()
-    sol = solver.solve_stream(x, view_policy(solver.policy(halt), views), views=views, seed=seed or 0)
+    sol = solver.solve_stream(x, view_policy(solver.policy(halt), views), views=views, seed=seed)
     return {"per_puzzle": [bool(solver.codec.check(p, t)) for p, t in zip(x, sol.tokens)],
             "mean_view_steps": float(np.mean(sol.view_steps)), "s_per_puzzle": (time.perf_counter() - t0) / len(x)}
 
@@ -65,14 +65,16 @@ def verdict(rows: list[dict]) -> dict:
     for p in pooled.values():
         d = paired_drop(np.array(p["base"]), np.array(p["candidate"]))
         judged.append({"name": p["name"], "n": d["n"], "base": float(np.mean(p["base"])),
-                       "candidate": float(np.mean(p["candidate"])), "gain_pp": 100 * (d["gained"] - d["lost"]) / d["n"],
-                       "lost": d["lost"],
-                       "gained": d["gained"], "ci95_pp": [-d["ci95_pp"][1], -d["ci95_pp"][0]]})
+                       "candidate": float(np.mean(p["candidate"])), "lost": d["lost"], "gained": d["gained"],
+                       "gain_pp": 100 * (d["gained"] - d["lost"]) / d["n"],
+                       "ci95_pp": [-d["ci95_pp"][1], -d["ci95_pp"][0]]})
     worse = [j["name"] for j in judged if j["gain_pp"] < 0]
     better = any(j["name"] == DECIDES and j["gain_pp"] > 0 for j in judged)
-    why = (f"worse on {', '.join(worse)}" if worse else "" if better else f"not better on {DECIDES}")
-    return {"ship": not worse and better, "why": why or "not worse anywhere, better on 24-29 givens",
-            "judged": judged}
+    if worse:
+        why = f"worse on {', '.join(worse)}"
+    else:
+        why = "not worse anywhere, better on 24-29 givens" if better else f"not better on {DECIDES}"
+    return {"ship": not worse and better, "why": why, "judged": judged}
 
 
 def judge(candidate: str, top95: str, base: str | None = None, seeds: tuple[int, ...] = (0, 1, 2),

@@ -25,6 +25,8 @@ site=$(mktemp -d)
 cp -r trm_edge "$site/"
 for d in export runtimes benchmarks training; do cp -r "$d" "$site/trm_edge/$d"; done
 export PYTHONPATH="$site" PYTHONUNBUFFERED=1
+[ -f "$run/data/pool.npz" ] || echo "gpu_run: $run/data/pool.npz is missing, so the pool is built here, on device" \
+  "time; run 'trm-edge train ... -o $run --data-only' on the CPU machine first and carry $run" >&2
 if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; fi
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 python3 -m trm_edge train "${recipe[@]}" -o "$run" --device "${DEVICE:-cuda}" --minutes "$minutes" 2>&1 \
