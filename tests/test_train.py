@@ -158,6 +158,19 @@ def test_two_gloo_processes_match_one(tmp_path):
         assert torch.allclose(v, b.state_dict()[k], atol=1e-5), k
 
 
+def test_two_gloo_processes_under_a_time_budget_stop_together(tmp_path):
+    """Each rank measures its own pace; rank 0's length is broadcast, or the rank that would run longer waits forever
+    in an all-reduce the other never joins."""
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(_cfg(warmup_steps=50).to_dict()))
+    res = subprocess.run([*_train_cmd(cfg_file, tmp_path / "two", 2), "--minutes", "0.02"], capture_output=True,
+                         text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert res.returncode == 0, res.stderr[-1500:]
+    fit = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    steps = next(r["steps"] for r in fit if r.get("event") == "fitted")
+    assert load(tmp_path / "two" / "model")[1]["trained_steps"] == steps
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_resume_after_kill(tmp_path, sig):
     cfg_file = tmp_path / "cfg.json"
