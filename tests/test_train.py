@@ -166,9 +166,11 @@ def test_two_gloo_processes_under_a_time_budget_stop_together(tmp_path):
     res = subprocess.run([*_train_cmd(cfg_file, tmp_path / "two", 2), "--minutes", "0.02"], capture_output=True,
                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     assert res.returncode == 0, res.stderr[-1500:]
-    fit = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    steps = next(r["steps"] for r in fit if r.get("event") == "fitted")
-    assert load(tmp_path / "two" / "model")[1]["trained_steps"] == steps
+    fit = [r for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+           if (r := json.loads(line)).get("event") == "fitted"]
+    assert len(fit) == 1, "one metrics log for the run, written by rank 0 alone"
+    assert load(tmp_path / "two" / "model")[1]["trained_steps"] == fit[0]["steps"]
+    assert sorted(p.name for p in (tmp_path / "two" / "data").iterdir()) == ["heldout.npz", "pool.npz"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from trm_edge.atomic import claim_live
 from trm_edge.config import TRMConfig
@@ -78,10 +79,15 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
     codec = get_codec(cfg.task)
     if cfg.task != "sudoku":
         raise TRMEdgeError(f"train: the trainer's data sources cover sudoku only so far, not {cfg.task!r}")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank:  # under DDP rank 0 builds and caches the data; the others then read it (one writer, cores not shared)
+        dist.barrier()
     puzzles, solutions = sources.sudoku_pool(d["buckets"], d["pool_seed"],
                                              out / "data" / "pool.npz", progress=progress)
     stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
     heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"], out / "data" / "heldout.npz")
+    if dist.is_initialized() and not rank:
+        dist.barrier()
     if data_only:
         return out / "data"
 
@@ -94,7 +100,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
                 res[f"{name}/{halt}/mean_steps"] = round(summary["mean_steps"], 2)
         return res
 
-    log = jsonl_logger(out / "metrics.jsonl", echo)
+    log = jsonl_logger(out / "metrics.jsonl", echo) if not rank else (lambda rec: None)  # one log, not one a rank
     return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device, budget_s=budget_s)
 
 

@@ -4,6 +4,7 @@ resumption and every DDP rank see exactly the batches a single uninterrupted run
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,13 @@ def sudoku_pool(buckets: list, seed: int, cache: Path | None = None, progress=No
     puzzles, solutions = np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, puzzles=puzzles, solutions=solutions)
-        tmp.rename(cache)
+        tmp = cache.with_name(f".{cache.stem}-{os.getpid()}-{secrets.token_hex(4)}.npz")  # this writer's own
+        try:
+            np.savez(tmp, puzzles=puzzles, solutions=solutions)
+            os.replace(tmp, cache)
+        except BaseException:  # Ctrl-C or a full disk: no half-written file left behind
+            tmp.unlink(missing_ok=True)
+            raise
     return puzzles, solutions
 
 
