@@ -10,6 +10,13 @@ SHARED = Path(os.environ.get("TRM_EDGE_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "official"
 TOP95 = SHARED / "data" / "sudoku" / "top95.txt"
 OFFICIAL = ["sudoku_mlp_fp32", "maze_att_fp32"]
+# The longest files (export and conversion to every engine): run first, so the parallel workers end together
+LONGEST_FIRST = ("test_export.py", "test_engines.py", "test_quantize.py")
+
+
+def pytest_collection_modifyitems(items):
+    order = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: each file keeps its own order
 
 
 @pytest.fixture(params=OFFICIAL)
