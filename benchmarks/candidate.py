@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,8 +125,14 @@ if __name__ == "__main__":
     ap.add_argument("--limit", type=int, help="first N puzzles of each file (a quick look; not for the verdict)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    res = judge(a.candidate, a.top95, a.base, tuple(int(s) for s in a.seeds.split(",")), a.limit,
-                progress=None if a.json else lambda r: print(f"{r['name']}: {np.mean(r['base']):.1%} -> "
-                                                             f"{np.mean(r['candidate']):.1%}", flush=True))
+    from trm_edge.errors import TRMEdgeError
+
+    try:
+        res = judge(a.candidate, a.top95, a.base, tuple(int(s) for s in a.seeds.split(",")), a.limit,
+                    progress=None if a.json else lambda r: print(f"{r['name']}: {np.mean(r['base']):.1%} -> "
+                                                                 f"{np.mean(r['candidate']):.1%}", flush=True))
+    except TRMEdgeError as e:  # bad input: one line and exit 2, as on the CLI (exit 1 here means "do not ship")
+        print(f"candidate: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     print(json.dumps(res)) if a.json else _table(res)
     raise SystemExit(0 if res["ship"] else 1)

@@ -624,3 +624,11 @@ def test_candidate_against_itself_gains_nothing_and_does_not_ship(bundled_step_b
     assert [ln["base"] for ln in res["lines"]] == [ln["candidate"] for ln in res["lines"]]
     assert len(res["lines"]) == 4 and all(j["gain_pp"] == 0 and j["n"] == 2 for j in res["judged"])
     assert not res["ship"] and res["why"].startswith("not better")
+
+
+def test_candidate_on_a_missing_bundle_is_one_line_and_exit_2(tmp_path):
+    """Exit 1 means "do not ship", so bad input must not end there (nor in a traceback)."""
+    nope = str(tmp_path / "nope")
+    res = subprocess.run([sys.executable, "-m", "trm_edge.benchmarks.candidate", nope, str(tmp_path / "top95.txt"),
+                          "--base", nope], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a trm-edge bundle" in res.stderr, res.stderr
