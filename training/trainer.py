@@ -230,7 +230,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
                     dist.broadcast(length, 0)
                 cfg, fitted = dataclasses.replace(cfg, steps=int(length)), True
                 budget_s = None
-                log({"event": "fitted", "step": step, "s_per_step": round(pace, 4), "steps": cfg.steps})
+                log({"event": "fitted", "step": step, "s_per_step": pace, "steps": cfg.steps})
         new_in, new_lab, new_pid = (a[lo:hi] for a in stream(step))
         sel = np.arange(bank) if bank == local else np.sort(pick.choice(bank, local, replace=False))
         fresh = halted[sel]
