@@ -18,7 +18,7 @@ from conftest import REPO, tiny_config
 from trm_edge.checkpoint import load
 from trm_edge.errors import TRMEdgeError
 from trm_edge.training import sudoku_gen
-from trm_edge.training.recipes import heldout_sudoku, torch_solver
+from trm_edge.training.recipes import heldout_sudoku, run, torch_solver
 from trm_edge.training.trainer import TrainConfig, stablemax_cross_entropy, train
 
 
@@ -97,6 +97,24 @@ def test_a_time_budget_fits_the_run_length_and_a_resume_keeps_it(tmp_path):
     assert [r.get("event") for r in logs] == ["resumed"] and load(path)[1]["trained_steps"] == fit["steps"]
     with pytest.raises(TRMEdgeError, match="needs at least 40 warm-up steps"):
         train(_cfg(), tmp_path / "short", _fixed_stream(4)[2], budget_s=1.0)
+
+
+def test_a_damaged_data_cache_is_rebuilt_and_an_unwritable_run_is_one_error(tmp_path):
+    """The run dir's data cache, damaged outside trm-edge, is rebuilt the same; a write that fails (here: `data` is a
+    file, as a full disk or a read-only mount would fail it) is a TRMEdgeError naming the path, not a traceback."""
+    data = run(_cfg(), tmp_path, data_only=True)
+    with np.load(data / "pool.npz") as z:
+        pool = z["puzzles"]
+    (data / "pool.npz").write_bytes(b"not a zip")
+    run(_cfg(), tmp_path, data_only=True)
+    with np.load(data / "pool.npz") as z:
+        assert (z["puzzles"] == pool).all()
+    for f in data.iterdir():
+        f.unlink()
+    data.rmdir()
+    data.write_text("in the way")
+    with pytest.raises(TRMEdgeError, match=f"{data}: .*writing {tmp_path}"):
+        run(_cfg(), tmp_path, data_only=True)
 
 
 def test_the_prepared_gpu_command_trains_and_hands_back_the_model(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from trm_edge.atomic import claim_live
+from trm_edge.atomic import claim_live, os_errors
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
@@ -75,33 +75,34 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
     """Build the data (cached in the run directory), train, evaluate periodically on held-out puzzles, write the
     model. `data_only` stops after the data: a GPU's minutes then go to training alone."""
     out = claim_live(out_dir, "training run")
-    d = cfg.data
-    codec = get_codec(cfg.task)
-    if cfg.task != "sudoku":
-        raise TRMEdgeError(f"train: the trainer's data sources cover sudoku only so far, not {cfg.task!r}")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank:  # under DDP rank 0 builds and caches the data; the others then read it (one writer, cores not shared)
-        dist.barrier()
-    puzzles, solutions = sources.sudoku_pool(d["buckets"], d["pool_seed"],
-                                             out / "data" / "pool.npz", progress=progress)
-    stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
-    heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"], out / "data" / "heldout.npz")
-    if dist.is_initialized() and not rank:
-        dist.barrier()
-    if data_only:
-        return out / "data"
+    with os_errors(out):  # a full disk or a read-only run dir: one line, whichever write meets it
+        d = cfg.data
+        codec = get_codec(cfg.task)
+        if cfg.task != "sudoku":
+            raise TRMEdgeError(f"train: the trainer's data sources cover sudoku only so far, not {cfg.task!r}")
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if rank:  # under DDP rank 0 builds and caches the data; the others then read it (one writer, cores not shared)
+            dist.barrier()
+        puzzles, solutions = sources.sudoku_pool(d["buckets"], d["pool_seed"],
+                                                 out / "data" / "pool.npz", progress=progress)
+        stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
+        heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"], out / "data" / "heldout.npz")
+        if dist.is_initialized() and not rank:
+            dist.barrier()
+        if data_only:
+            return out / "data"
 
-    def evaluate_model(model: TRM) -> dict:
-        res = {}
-        for name, pairs in heldout.items():
-            for halt in ("fixed:16", "learned:0"):
-                summary, _ = evaluate(torch_solver(model, halt), codec, pairs, batch_size=100)
-                res[f"{name}/{halt}/exact"] = round(summary["exact_accuracy"], 4)
-                res[f"{name}/{halt}/mean_steps"] = round(summary["mean_steps"], 2)
-        return res
+        def evaluate_model(model: TRM) -> dict:
+            res = {}
+            for name, pairs in heldout.items():
+                for halt in ("fixed:16", "learned:0"):
+                    summary, _ = evaluate(torch_solver(model, halt), codec, pairs, batch_size=100)
+                    res[f"{name}/{halt}/exact"] = round(summary["exact_accuracy"], 4)
+                    res[f"{name}/{halt}/mean_steps"] = round(summary["mean_steps"], 2)
+            return res
 
-    log = jsonl_logger(out / "metrics.jsonl", echo) if not rank else (lambda rec: None)  # one log, not one a rank
-    return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device, budget_s=budget_s)
+        log = jsonl_logger(out / "metrics.jsonl", echo) if not rank else (lambda rec: None)  # one log, not one a rank
+        return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device, budget_s=budget_s)
 
 
 def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:

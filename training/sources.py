@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,11 @@ def sudoku_pool(buckets: list, seed: int, cache: Path | None = None, progress=No
     """Base puzzles with unique solutions, `n` per givens bucket (see bucket_spec), cached as .npz; large buckets
     are generated on every core (hard ones take 0.03-0.3 s a puzzle)."""
     if cache is not None and cache.is_file():
-        z = np.load(cache)
-        return z["puzzles"], z["solutions"]
+        try:
+            with np.load(cache) as z:
+                return z["puzzles"], z["solutions"]
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged outside trm-edge: rebuilt below
+            pass
     parts = [sudoku_gen.generate(n, givens=(lo, hi), seed=seed * 1000 + k, singles_only=singles_only,
                                  workers=(os.cpu_count() or 1) if n >= 1000 else 1, progress=progress)
              for k, (lo, hi, n, singles_only) in enumerate(map(bucket_spec, buckets))]

@@ -40,7 +40,7 @@ def mark(path: Path, kind: str) -> None:
 
 
 @contextlib.contextmanager
-def _os_errors(out: Path):
+def os_errors(out: Path):
     """A full disk, a read-only mount or a missing permission is one line naming the path, not a traceback."""
     try:
         yield
@@ -52,7 +52,7 @@ def claim(path: str | os.PathLike, kind: str) -> Path:
     """Refuse (exit 2, one line, before any work) an output path that holds something we must not replace:
     a file, a non-empty folder without our marker, or one of our outputs of another kind."""
     out = Path(path)
-    with _os_errors(out):
+    with os_errors(out):
         if out.is_symlink() or (out.exists() and not out.is_dir()):
             raise TRMEdgeError(f"{out}: exists and is not a directory; choose another output path")
         if not out.exists():
@@ -73,7 +73,7 @@ def claim(path: str | os.PathLike, kind: str) -> Path:
 def claim_live(path: str | os.PathLike, kind: str) -> Path:
     """For outputs written in place over time (a training run, a dataset): claim, then create and mark."""
     out = claim(path, kind)
-    with _os_errors(out):
+    with os_errors(out):
         out.mkdir(parents=True, exist_ok=True)
         if read_marker(out) != kind:
             mark(out, kind)
@@ -157,13 +157,13 @@ def atomic_dir(out_dir: str | os.PathLike, write, kind: str) -> Path:
     """Run `write(tmp)` in a marked temporary sibling, then swap it into place: all or nothing, and only
     over a missing, empty or same-kind output."""
     out = claim(out_dir, kind)
-    with _os_errors(out):
+    with os_errors(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale(out)
         tmp = _sibling(out, "tmp")
         tmp.mkdir(0o700)  # private while being written; _umask_modes opens it as the umask allows
     try:
-        with _os_errors(out):
+        with os_errors(out):
             mark(tmp, kind)
             write(tmp)
             _umask_modes(tmp)
