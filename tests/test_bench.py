@@ -626,6 +626,26 @@ def test_candidate_against_itself_gains_nothing_and_does_not_ship(bundled_step_b
     assert not res["ship"] and res["why"].startswith("not better")
 
 
+def test_candidate_judging_ends_at_a_line_that_refuses_it_alone(monkeypatch):
+    """Worse on a one-view line: nothing later can make it ship, so the long top95 lines are not solved (unless asked
+    for); worse on one 64-view seed only is not decisive, since the seeds are pooled."""
+    from trm_edge.benchmarks import candidate
+
+    calls = []
+
+    def solve_line(bundle, data, views, seed, halt, limit):
+        calls.append((bundle, views, seed))
+        worse = bundle == "cand" and (views, seed) == worse_at
+        return {"per_puzzle": [not worse, True], "mean_view_steps": 1.0, "s_per_puzzle": 0.0}
+
+    monkeypatch.setattr(candidate, "solve_line", solve_line)
+    for worse_at, every, n_lines in [((1, 0), False, 1), ((1, 0), True, 5), ((64, 0), False, 5)]:
+        calls.clear()
+        res = candidate.judge("cand", "top95.txt", base="base", seeds=(0, 1), every_line=every)
+        assert len(res["lines"]) == n_lines and len(calls) == 2 * n_lines and not res["ship"], (worse_at, every)
+        assert res["why"].startswith("worse on " + ("sudoku-givens24-29" if worse_at == (1, 0) else "top95, 64"))
+
+
 def test_candidate_on_a_missing_bundle_is_one_line_and_exit_2(tmp_path):
     """Exit 1 means "do not ship", so bad input must not end there (nor in a traceback)."""
     nope = str(tmp_path / "nope")
