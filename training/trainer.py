@@ -55,7 +55,7 @@ class TrainConfig:
     loss_type: str = "stablemax"  # or "softmax"
     q_loss_weight: float = 0.5
     optimizer: str = "adamw"  # or "adam_atan2" (needs the adam-atan2-pytorch package)
-    autocast_bf16: bool = False  # pays on GPUs, and on CPUs with AVX-512 BF16 (1.65x a step here)
+    autocast_bf16: bool = False  # pays on GPUs, and on CPUs with AVX-512 BF16 (1.45-1.65x a step here)
     compile: bool = False
     eval_every: int = 500
     checkpoint_every: int = 250
