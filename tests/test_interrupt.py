@@ -181,7 +181,11 @@ def test_train_killed_at_20_points_resumes_each_time(tmp_path):
         proc.send_signal(sig)
         err = proc.communicate(timeout=120)[1]
         after = step()
-        assert after > before and after % every == 0, (before, after)
+        assert after > before, (before, after)
+        if sig == signal.SIGKILL:  # from the last checkpoint; a Ctrl-C saves the step it reached first
+            assert after % every == 0, (before, after)
+        else:
+            assert f"'event': 'interrupted', 'step': {after}," in err
         if before:
             assert f"'event': 'resumed', 'step': {before}" in err
         rows.append({"signal": signal.Signals(sig).name, "exit": proc.returncode, "checkpoint_step": after,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from trm_edge.atomic import claim_live, os_errors
+from trm_edge.atomic import claim_live, os_errors, stop_at_a_safe_point
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
@@ -102,7 +103,13 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
             return res
 
         log = jsonl_logger(out / "metrics.jsonl", echo) if not rank else (lambda rec: None)  # one log, not one a rank
-        return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device, budget_s=budget_s)
+        # one process saves its state when interrupted; under DDP the ranks would see a signal at different steps
+        # and wait on each other, so there a run resumes from its last checkpoint
+        safe = (nullcontext(lambda: False) if dist.is_initialized()
+                else stop_at_a_safe_point("the training state for the same command to resume"))
+        with safe as stop:
+            return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device,
+                         budget_s=budget_s, stop=stop)
 
 
 def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:

@@ -164,14 +164,16 @@ Stream = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
           evaluate: Callable[[TRM], dict] | None = None, log: Callable[[dict], None] = print,
-          official: bool = False, device: str | torch.device = "cpu", budget_s: float | None = None) -> Path:
+          official: bool = False, device: str | torch.device = "cpu", budget_s: float | None = None,
+          stop: Callable[[], bool] = lambda: False) -> Path:
     """Train (resuming from `out_dir/state` if present) and write the EMA model to `out_dir/model`.
 
     The model, its carry and the optimizer live on `device`; batches are drawn on the host and copied over, and the
     halting decisions are made on the host. `budget_s`: the optimizer steps are fitted to this many seconds of
     training, from the pace of the warm-up's first steps (the cosine schedule needs its length in advance, and the
     warm-up does not depend on it); the number chosen is kept in the state, so a run resumed with a budget again
-    ends where it would have (resumed without one, it takes `cfg.steps`, as any resumed run)."""
+    ends where it would have (resumed without one, it takes `cfg.steps`, as any resumed run). When `stop()` turns
+    true (an interruption, one process), the state is saved at the step reached and KeyboardInterrupt raised."""
     out = Path(out_dir)
     dev = torch.device(device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -219,6 +221,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     pids = np.zeros(bank, np.int64)
     t0, seen, skipped = time.time(), 0, 0
     while step < cfg.steps or budget_s is not None:
+        if stop():
+            _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
+            log({"event": "interrupted", "step": step})
+            raise KeyboardInterrupt
         if budget_s is not None and step in (pace_from, pace_from + PACE_STEPS):
             _sync(dev)
             if step == pace_from:

@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -151,6 +152,31 @@ def _signals_deferred():
             signal.signal(s, handler)
         for s in dict.fromkeys(got):
             signal.raise_signal(s)
+
+
+@contextlib.contextmanager
+def stop_at_a_safe_point(what: str):
+    """For a long job that can save its progress (training): the first SIGINT/SIGTERM only asks it to stop at its
+    next safe point (it polls the callable yielded), so an interruption costs no work; a second one stops at once,
+    through the handlers that were there before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    got: list[int] = []
+    saved: dict = {}
+
+    def ask(sig, frame) -> None:
+        got.append(sig)
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        print(f"trm-edge: stopping after this step to save {what} (again: stop at once)", file=sys.stderr)
+
+    saved.update({s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)})
+    try:
+        yield lambda: bool(got)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def atomic_dir(out_dir: str | os.PathLike, write, kind: str) -> Path:
