@@ -19,7 +19,7 @@ from trm_edge.checkpoint import load
 from trm_edge.errors import TRMEdgeError
 from trm_edge.training import sudoku_gen
 from trm_edge.training.recipes import heldout_sudoku, run, torch_solver
-from trm_edge.training.trainer import TrainConfig, stablemax_cross_entropy, train
+from trm_edge.training.trainer import PACE_STEPS, TrainConfig, stablemax_cross_entropy, train
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -97,6 +97,14 @@ def test_a_time_budget_fits_the_run_length_and_a_resume_keeps_it(tmp_path):
     assert [r.get("event") for r in logs] == ["resumed"] and load(path)[1]["trained_steps"] == fit["steps"]
     with pytest.raises(TRMEdgeError, match="needs at least 40 warm-up steps"):
         train(_cfg(), tmp_path / "short", _fixed_stream(4)[2], budget_s=1.0)
+    # time spent evaluating (or saving) among the timed steps is not a step's pace: a 2 s evaluation at step 30
+    # would otherwise add 0.1 s to each of the 20
+    logs.clear()
+    evals = []
+    train(_cfg(steps=10**6, warmup_steps=50, eval_every=30), tmp_path / "aside", _fixed_stream(4)[2],
+          lambda model: evals.append(time.sleep(0 if evals else 2.0)) or {}, log=logs.append, budget_s=1.0)
+    fit = next(r for r in logs if r.get("event") == "fitted")
+    assert evals and fit["s_per_step"] < 2.0 / PACE_STEPS
 
 
 def test_a_damaged_data_cache_is_rebuilt_and_an_unwritable_run_is_one_error(tmp_path):

@@ -220,6 +220,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     labels = np.full_like(inputs, IGNORE)
     pids = np.zeros(bank, np.int64)
     t0, seen, skipped = time.time(), 0, 0
+    aside = 0.0  # seconds spent saving and evaluating: not part of a step's pace
     while step < cfg.steps or budget_s is not None:
         if stop():
             _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
@@ -228,9 +229,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
         if budget_s is not None and step in (pace_from, pace_from + PACE_STEPS):
             _sync(dev)
             if step == pace_from:
-                paced = time.time()
+                paced = time.time() - aside
             else:
-                pace = (time.time() - paced) / PACE_STEPS
+                pace = (time.time() - aside - paced) / PACE_STEPS
                 length = torch.tensor(max(step + 1, int(budget_s / pace)), device=dev)
                 if world > 1:  # every rank must stop at the same step: rank 0's pace decides
                     dist.broadcast(length, 0)
@@ -280,10 +281,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
                  "q_acc": round(float(((q_all > 0) == (corr > 0)).mean()), 4),
                  "mean_halt_steps": round(float(steps_done[sel][done].mean()), 2) if done.any() else None,
                  "samples_per_s": round(seen / (time.time() - t0), 1)})
+        t_aside = time.time()
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
         if rank == 0 and evaluate and (step % cfg.eval_every == 0 or step == cfg.steps):
             log(dict(evaluate(ema.copy_to(model).to(dev)), step=step, event="eval"))
+        aside += time.time() - t_aside
     if rank == 0:
         final, sites = ema.copy_to(model), {}
         if cfg.qat:
