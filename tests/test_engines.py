@@ -51,10 +51,17 @@ def test_openvino_loop_graph_equals_host_loop(bundle, puzzles):
 
 @pytest.mark.parametrize("backend", ["openvino", "litert"])
 def test_engines_agree_with_ort_and_across_threads(bundle, puzzles, backend):
+    """Another engine reaches ORT's outcome: every row halts at the same step, the same puzzles are solved, with the
+    same answers. A wrong answer after 16 recursive steps may differ in a near-tie cell, since the recursion
+    amplifies rounding (the bundled model of 2026-12-04: 1-3 cells of 1-3 unsolved rows of 24); within an engine,
+    threads change nothing."""
     ort = open_solver(bundle, "ort", "step").solve(puzzles, "learned:3")
     solver = open_solver(bundle, backend, "step", threads=1)
     alone = solver.solve(puzzles, "learned:3")
-    assert np.array_equal(alone.tokens, ort.tokens) and np.array_equal(alone.steps, ort.steps)
+    solved = np.array([SUDOKU.check(p, t) for p, t in zip(puzzles, ort.tokens)], bool)
+    assert np.array_equal(alone.steps, ort.steps) and solved.any()
+    assert np.array_equal([SUDOKU.check(p, t) for p, t in zip(puzzles, alone.tokens)], solved)
+    assert np.array_equal(alone.tokens[solved], ort.tokens[solved]) and (alone.tokens != ort.tokens).mean() < 0.01
     rows = [puzzles[i:i + 3] for i in range(0, len(puzzles), 3)]
     with ThreadPoolExecutor(8) as pool:  # one solver, 8 threads at once
         parts = list(pool.map(lambda x: solver.solve(x, "learned:3"), rows))
