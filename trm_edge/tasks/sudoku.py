@@ -68,7 +68,7 @@ class SudokuCodec(Codec):
     name = "sudoku"
     vocab_size = 11
     seq_len = 81
-    default_views = 16  # 24-29 givens: 76% with one view, 100% with 16 (RESULTS.md, "Solve more")
+    default_views = 16  # 24-29 givens: 88% with one view, 100% with 16; top95: 25% / 73% (RESULTS.md, "Solve more")
 
     def parse(self, text: str) -> np.ndarray:
         digits = np.zeros(81, np.int64)
