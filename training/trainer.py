@@ -221,9 +221,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
     pids = np.zeros(bank, np.int64)
     t0, seen, skipped = time.time(), 0, 0
     aside = 0.0  # seconds spent saving and evaluating: not part of a step's pace
+
+    def checkpoint() -> None:
+        _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
+
     while step < cfg.steps or budget_s is not None:
         if stop():
-            _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
+            checkpoint()
             log({"event": "interrupted", "step": step})
             raise KeyboardInterrupt
         if budget_s is not None and step in (pace_from, pace_from + PACE_STEPS):
@@ -283,7 +287,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
                  "samples_per_s": round(seen / (time.time() - t0), 1)})
         t_aside = time.time()
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            _save_state(state_dir, model, opt, ema, step, rng, cfg.steps if fitted else None)
+            checkpoint()
         if rank == 0 and evaluate and (step % cfg.eval_every == 0 or step == cfg.steps):
             log(dict(evaluate(ema.copy_to(model).to(dev)), step=step, event="eval"))
         aside += time.time() - t_aside
