@@ -136,20 +136,35 @@ def _sibling(out: Path, tag: str) -> Path:
 
 
 @contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT/SIGTERM wait until the swap is done (a Ctrl-C between two renames would lose both copies): they
-    are recorded meanwhile and raised again, to their own handlers, once the swap is over."""
+def _interruptions(handler):
+    """`handler(sig, restore)` takes SIGINT/SIGTERM meanwhile (main thread only: elsewhere signals cannot be
+    handled); `restore()` puts back the handlers that were there before, as leaving does."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    got: list[int] = []
-    kinds = (signal.SIGINT, signal.SIGTERM)
-    saved = {s: signal.signal(s, lambda sig, frame: got.append(sig)) for s in kinds}
+    saved: dict = {}
+
+    def restore() -> None:
+        for s, previous in saved.items():
+            signal.signal(s, previous)
+
+    saved.update({s: signal.signal(s, lambda sig, frame: handler(sig, restore)) for s in (signal.SIGINT,
+                                                                                          signal.SIGTERM)})
     try:
         yield
     finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+        restore()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT/SIGTERM wait until the swap is done (a Ctrl-C between two renames would lose both copies): they
+    are recorded meanwhile and raised again, to their own handlers, once the swap is over."""
+    got: list[int] = []
+    try:
+        with _interruptions(lambda sig, restore: got.append(sig)):
+            yield
+    finally:
         for s in dict.fromkeys(got):
             signal.raise_signal(s)
 
@@ -159,24 +174,15 @@ def stop_at_a_safe_point(what: str):
     """For a long job that can save its progress (training): the first SIGINT/SIGTERM only asks it to stop at its
     next safe point (it polls the callable yielded), so an interruption costs no work; a second one stops at once,
     through the handlers that were there before."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
     got: list[int] = []
-    saved: dict = {}
 
-    def ask(sig, frame) -> None:
+    def ask(sig, restore) -> None:
         got.append(sig)
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+        restore()
         print(f"trm-edge: stopping after this step to save {what} (again: stop at once)", file=sys.stderr)
 
-    saved.update({s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)})
-    try:
+    with _interruptions(ask):
         yield lambda: bool(got)
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
 
 
 def atomic_dir(out_dir: str | os.PathLike, write, kind: str) -> Path:
