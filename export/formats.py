@@ -69,7 +69,7 @@ class Context:
 
     @property
     def heldout(self) -> np.ndarray:
-        """The first held-out draw: what NNCF's accuracy control solves and the speed checks time."""
+        """The first held-out draw (its first puzzle is what the speed checks time)."""
         return self.heldout_draw(0)
 
     def heldout_draw(self, k: int) -> np.ndarray | None:

@@ -258,15 +258,15 @@ def _quantize_rows(src: Path, dst: Path, exclude: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def quiet_logging():
-    """Quantizers and converters log known-benign advice on the root logger; errors still show."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def quiet_logging(name: str = ""):
+    """Quantizers and converters log known-benign advice (on the root logger, or NNCF's own); errors still show."""
+    log = logging.getLogger(name or None)
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        log.setLevel(level)
 
 
 def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path,

@@ -37,18 +37,8 @@ class OpenVinoAdapter:
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise TRMEdgeError(f"{path}: OpenVINO cannot load this graph ({first})") from None
-        self._setup(compiled, Path(path).name, threads, ov.__version__.split("-")[0])  # '2026.4.1-22982-...'
-
-
-    @classmethod
-    def from_compiled(cls, compiled, version: str = "") -> OpenVinoAdapter:
-        """Around a model someone else compiled (NNCF's accuracy control compiles its candidates in f32)."""
-        self = cls.__new__(cls)
-        self._setup(compiled, "in memory", None, version)
-        return self
-
-    def _setup(self, compiled, graph: str, threads: int | None, version: str) -> None:
-        self.compiled, self.graph, self.threads, self.version = compiled, graph, threads, version
+        self.compiled, self.graph, self.threads = compiled, Path(path).name, threads
+        self.version = ov.__version__.split("-")[0]  # '2026.4.1-22982-...'
         self.inputs = {p.get_any_name() for p in compiled.inputs}
         self.outputs = [(p.get_any_name(), p) for p in compiled.outputs]
         self._local = threading.local()

@@ -40,11 +40,11 @@ def test_default_model_accuracy_at_least_recorded():
                                           pytest.param("openvino", "int8", marks=pytest.mark.slow)])
 def test_int8_bundle_within_budget(tmp_path, backend, mode):
     """The guarded int8 bundle is written and its drop, re-measured here on a fixed held-out file, fits the budget.
-    Static int8 recalibrates (percentile) at each of the guard's ~10 attempts, NNCF's accuracy control re-solves
-    the held-out set for each op it ranks, and LiteRT's export converts three batch signatures and may climb its
-    ladder: minutes, so those are marked slow (test_engines walks both engines' guards on a tiny model). ORT's
-    int8-dynamic joined them when the device tests came (98 s; the default suite stays under 15 minutes; the guard's
-    logic is tested on tiny models in test_quantize)."""
+    Static int8 recalibrates (percentile) at each of the guard's ~10 attempts, OpenVINO's and LiteRT's exports may
+    climb their ladders (LiteRT converts three batch signatures each time): minutes, so those are marked slow
+    (test_engines walks both engines' guards on a tiny model). ORT's int8-dynamic joined them when the device tests
+    came (98 s; the default suite stays under 15 minutes; the guard's logic is tested on tiny models in
+    test_quantize)."""
     from trm_edge.checkpoint import load_model
     from trm_edge.export import ExportOptions, QuantOptions, export_bundle
     from trm_edge.runtimes import ENGINES, open_solver

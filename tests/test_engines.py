@@ -190,10 +190,10 @@ def test_quantize_for_one_format_is_checked_before_any_work(tmp_path):
                  r"still .* with int8 weights only; budget -1 pp", marks=pytest.mark.slow),  # 31 s: suite time
     pytest.param("litert", "int8-static", r"litert int8-static accuracy guard failed: .* with the heads in float, "
                  r"still .* with the down projections also in float; budget -1 pp", marks=pytest.mark.slow),
-    ("openvino", "int8", r"openvino int8 accuracy guard failed: exact-solve drop .* after NNCF's accuracy control; "
-                         r"budget -1 pp")])
+    ("openvino", "int8", r"openvino int8 accuracy guard failed: exact-solve drop .* with the heads in float, still "
+                         r".* with the down projections also in float; budget -1 pp")])
 def test_engine_int8_guard_fails_with_the_numbers_and_leaves_nothing(tmp_path, fmt, mode, match):
-    """An impossible budget walks the whole fallback (LiteRT's ladder, NNCF's accuracy control) and then refuses."""
+    """An impossible budget walks the whole fallback (LiteRT's and OpenVINO's ladders) and then refuses."""
     from conftest import tiny_config
 
     from trm_edge.errors import CheckFailed
