@@ -139,7 +139,7 @@ export_bundle() {  # DIR EXPORT-ARGS...: the export is all or nothing, so a mani
   python -m trm_edge export -o "$dir" --graph step "$@" >"$dir.log" 2>&1 || show_fail "$dir.log" "x86 export failed"
 }
 # Both int8 routes run int8 arithmetic whose kernels differ by ISA: `int8` is the route users get (for the bundled
-# model MatMulNBits: 8-bit weights, activations quantized per block at run time), int8-dynamic is MatMulInteger.
+# model int8-rows: MatMulIntegerToFloat, activations quantized per row at run time), int8-dynamic is MatMulInteger.
 # --max-drop 100: this stage is about ISAs agreeing, not accuracy (the guard is tested on x86; since it holds 512
 # puzzles it refuses int8-dynamic on the bundled model, a real ~6 pp drop).
 export_bundle "$B/ort" --quantize int8,int8-dynamic --max-drop 100
@@ -160,15 +160,30 @@ for r in "${RUNS[@]}"; do
   python -m trm_edge "${SOLVE[@]}" $opts "$B/$bundle" "$OUT/puzzles.txt" >"$OUT/x86-$name.json" \
     2>"$OUT/x86-$name.err" || show_fail "$OUT/x86-$name.err" "x86 solve $name failed"
 done
+# int8: x86 also records the inputs and outputs of each step (steps.py), which aarch64 replays from the same inputs,
+# and fp32 replays them too (the quantization's own gap, the scale for the aarch64 one).
+STEPS=4 PY=(python "$ROOT/tests/arm64/steps.py")
+for r in "${RUNS[@]}"; do
+  read -r name bundle opts <<<"$r"
+  [[ $name == *int8* ]] || continue
+  { "${PY[@]}" record "$B/$bundle" "${opts#--precision }" "$OUT/puzzles.txt" "$STEPS" "$OUT/x86-$name.npz" &&
+    "${PY[@]}" replay "$B/$bundle" fp32 "$OUT/x86-$name.npz" "$OUT/fp32-$name.npz"; } 2>"$OUT/x86-$name.err" ||
+    show_fail "$OUT/x86-$name.err" "x86 step record $name failed"
+done
 log "x86 answers ready ($((SECONDS - T0)) s)"
 
 # --- 5. emulated solves: the same commands, on copies of the same bundles and puzzles -------------------------------
-rm -rf "$SYS/work" && cp -a "$B" "$SYS/work" && cp "$OUT/puzzles.txt" "$SYS/work/"
-run_arm() {  # NAME BUNDLE OPTS...: answers on stdout only (ORT warns on stderr under emulation)
+rm -rf "$SYS/work" && cp -a "$B" "$SYS/work" && cp "$OUT/puzzles.txt" "$ROOT/tests/arm64/steps.py" "$SYS/work/"
+cp "$OUT"/x86-*.npz "$SYS/work/" 2>/dev/null || true
+run_arm() {  # NAME BUNDLE OPTS...: answers on stdout only (ORT warns on stderr under emulation); int8 replays steps
   local name=$1 bundle=$2 site=ort t=$SECONDS rc=0; shift 2
   [ "$bundle" = litert ] && site=litert
   emu "$site" -m trm_edge "${SOLVE[@]}" "$@" "/work/$bundle" /work/puzzles.txt >"$OUT/arm-$name.json" \
     2>"$OUT/arm-$name.err" || rc=$?
+  if [ "$rc" = 0 ] && [[ $name == *int8* ]]; then
+    emu "$site" /work/steps.py replay "/work/$bundle" "${@: -1}" "/work/x86-$name.npz" "/work/arm-$name.npz" \
+      2>>"$OUT/arm-$name.err" && cp "$SYS/work/arm-$name.npz" "$OUT/" || rc=$?
+  fi
   echo "$rc $((SECONDS - t))" >"$OUT/arm-$name.rc"
 }
 log "solving under emulation, $JOBS at once (timeout ${TMO}s each)"
@@ -191,13 +206,16 @@ for r in "${RUNS[@]}"; do
   log "$name on arm64 took ${secs}s (emulated, not device timing)"
 done
 # fp32 (ORT, LiteRT): every answer and step count identical, halting logits within 1e-3 (measured: ~1e-6).
-# int8 routes (int8 arithmetic, whose kernels differ by ISA): every puzzle x86 solves gets the same answer; a step
-# count, or the wrong answer of a puzzle x86 does not solve, may differ and is reported (such a puzzle runs all 16
-# steps without settling: README).
-python - "$OUT" "${RUNS[@]}" <<'EOF'
+# int8 routes: each step, replayed on aarch64 from x86's inputs, must be about as close to fp32 (from the same
+# inputs) as x86's int8 is: carry rms within 1.25x, halting logit rms within 1.5x (12 values), cells agreeing with
+# fp32 at most 1 pp fewer. ORT's int8 is not bit-portable between ISAs (steps.py); a broken kernel misses by far.
+# Their solves are reported, not judged: a recursion can grow one rounding difference into another answer.
+python - "$OUT" "$ROOT/tests/arm64" "${RUNS[@]}" <<'EOF'
 import json, sys
-out, bad = sys.argv[1], []
-for name in (r.split()[0] for r in sys.argv[2:]):
+out, here, bad = sys.argv[1], sys.argv[2], []
+sys.path.insert(0, here)
+from steps import error
+for name in (r.split()[0] for r in sys.argv[3:]):
     x, a = (json.load(open(f"{out}/{side}-{name}.json")) for side in ("x86", "arm"))
     int8, diffs, notes = "int8" in name, [], []
     if (x["halt"], x["n"]) != (a["halt"], a["n"]):
@@ -205,9 +223,9 @@ for name in (r.split()[0] for r in sys.argv[2:]):
     for i, (rx, ra) in enumerate(zip(x["results"], a["results"]), 1):
         if rx["answer"] != ra["answer"]:
             cells = [k for k, (p, q) in enumerate(zip(rx["answer"] or "", ra["answer"] or "")) if p != q]
-            text = (f"#{i} answers differ in {len(cells)} cells:\n{'':13}x86 {rx['answer']} (solved: {rx['solved']})"
-                    f"\n{'':13}arm {ra['answer']} (solved: {ra['solved']})")
-            (notes if int8 and not rx["solved"] else diffs).append(text)
+            (notes if int8 else diffs).append(
+                f"#{i} answers differ in {len(cells)} cells:\n{'':13}x86 {rx['answer']} (solved: {rx['solved']})"
+                f"\n{'':13}arm {ra['answer']} (solved: {ra['solved']})")
         if rx["steps"] != ra["steps"]:
             (notes if int8 else diffs).append(f"#{i} steps x86 {rx['steps']}, arm {ra['steps']}")
     same = sum(rx["answer"] == ra["answer"] for rx, ra in zip(x["results"], a["results"]))
@@ -219,11 +237,21 @@ for name in (r.split()[0] for r in sys.argv[2:]):
     print(f"arm64: {name:11s} {'FAIL' if diffs else 'ok'}: {a['n']} puzzles, answers identical {same}/{a['n']}, "
           f"steps {same_steps}/{a['n']}, solved x86 {x['solved']} arm {a['solved']}, max |q_halt x86 - arm| "
           f"{dq:.1e}; {a['model'].split(' (')[0]} (x86: {x['model'].split(' (')[0]})")
+    if int8:
+        ex, ea = (error(f"{out}/fp32-{name}.npz", f"{out}/{side}-{name}.npz") for side in ("x86", "arm"))
+        print(f"{'':9}int8 against fp32, {ex['calls']} steps from x86's inputs, x86 / aarch64: carry rms "
+              f"{ex['carry_rms']:.2e} / {ea['carry_rms']:.2e}, halting logit rms {ex['q_rms']:.2e} / "
+              f"{ea['q_rms']:.2e}, cells agreeing {ex['cells_agree']:.2%} / {ea['cells_agree']:.2%}")
+        diffs += [f"{what} is {a:.2e} on aarch64, over {k}x x86's {x:.2e}" for what, x, a, k in (
+            ("the carry's rms error", ex["carry_rms"], ea["carry_rms"], 1.25),
+            ("the halting logit's rms error", ex["q_rms"], ea["q_rms"], 1.5)) if a > k * x]
+        if ea["cells_agree"] < ex["cells_agree"] - 0.01:
+            diffs.append(f"cells agreeing with fp32: {ea['cells_agree']:.2%} on aarch64, x86 {ex['cells_agree']:.2%}")
     for d in diffs:
         print(f"         difference: {d}")
     for d in notes:
-        print(f"         allowed (int8): {d}")
+        print(f"         reported (int8): {d}")
     bad += [name] * bool(diffs)
-sys.exit(f"arm64: FAILED: aarch64 answers differ from x86 in {', '.join(bad)}" if bad else 0)
+sys.exit(f"arm64: FAILED: aarch64 differs from x86 in {', '.join(bad)}" if bad else 0)
 EOF
-log "PASSED in $((SECONDS - T0))s: aarch64 ($CPU, emulated) gives the x86 answers"
+log "PASSED in $((SECONDS - T0))s: aarch64 ($CPU, emulated) gives the x86 fp32 answers, and int8 as accurate as x86's"
