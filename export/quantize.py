@@ -260,7 +260,7 @@ def _quantize_rows(src: Path, dst: Path, exclude: list[str]) -> None:
 @contextlib.contextmanager
 def quiet_logging(name: str = ""):
     """Quantizers and converters log known-benign advice (on the root logger, or NNCF's own); errors still show."""
-    log = logging.getLogger(name or None)
+    log = logging.getLogger(name)  # "": the root logger
     level = log.level
     log.setLevel(logging.ERROR)
     try:

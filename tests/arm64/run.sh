@@ -174,7 +174,7 @@ log "x86 answers ready ($((SECONDS - T0)) s)"
 
 # --- 5. emulated solves: the same commands, on copies of the same bundles and puzzles -------------------------------
 rm -rf "$SYS/work" && cp -a "$B" "$SYS/work" && cp "$OUT/puzzles.txt" "$ROOT/tests/arm64/steps.py" "$SYS/work/"
-cp "$OUT"/x86-*.npz "$SYS/work/" 2>/dev/null || true
+cp "$OUT"/x86-*.npz "$SYS/work/"
 run_arm() {  # NAME BUNDLE OPTS...: answers on stdout only (ORT warns on stderr under emulation); int8 replays steps
   local name=$1 bundle=$2 site=ort t=$SECONDS rc=0; shift 2
   [ "$bundle" = litert ] && site=litert
@@ -242,9 +242,9 @@ for name in (r.split()[0] for r in sys.argv[3:]):
         print(f"{'':9}int8 against fp32, {ex['calls']} steps from x86's inputs, x86 / aarch64: carry rms "
               f"{ex['carry_rms']:.2e} / {ea['carry_rms']:.2e}, halting logit rms {ex['q_rms']:.2e} / "
               f"{ea['q_rms']:.2e}, cells agreeing {ex['cells_agree']:.2%} / {ea['cells_agree']:.2%}")
-        diffs += [f"{what} is {a:.2e} on aarch64, over {k}x x86's {x:.2e}" for what, x, a, k in (
+        diffs += [f"{what} is {on_arm:.2e} on aarch64, over {k}x x86's {on_x86:.2e}" for what, on_x86, on_arm, k in (
             ("the carry's rms error", ex["carry_rms"], ea["carry_rms"], 1.25),
-            ("the halting logit's rms error", ex["q_rms"], ea["q_rms"], 1.5)) if a > k * x]
+            ("the halting logit's rms error", ex["q_rms"], ea["q_rms"], 1.5)) if on_arm > k * on_x86]
         if ea["cells_agree"] < ex["cells_agree"] - 0.01:
             diffs.append(f"cells agreeing with fp32: {ea['cells_agree']:.2%} on aarch64, x86 {ex['cells_agree']:.2%}")
     for d in diffs:
