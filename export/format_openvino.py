@@ -1,8 +1,9 @@
 """OpenVINO IR (.xml + .bin): each verified ONNX graph converted by openvino.convert_model (OpenVINO runs our ONNX
 Loop, so step, loop and unrolled all convert), run and verified with f32 pinned; int8 by NNCF on the step IR.
 
-int8 route: `nncf.quantize` of the IR (ov.Model) with model_type TRANSFORMER, calibrated on the carries of every
-supervision step, under our guard with a ladder like LiteRT's: the heads in float, then the down projections too.
+int8 route: `nncf.quantize` of the IR (ov.Model) with model_type TRANSFORMER but SmoothQuant off (a weight shared by
+~9 MatMuls a step stays one weight), calibrated on the carries of every supervision step, under our guard with a
+ladder like LiteRT's: the heads in float, then the down projections too.
 NNCF's own accuracy control (quantize_with_accuracy_control) was the route until 2026-12: it ranked ~74 op groups
 by re-solving the first held-out draw for each (7 of the export's 11 minutes), and, judged on that one draw, it
 shipped nothing the guard could pass on the model of 2026-12-04 (1.17 pp over more draws, budget 1). Quantizing
@@ -76,6 +77,11 @@ def quantize(ctx: Context, solver32, out) -> dict:
     import openvino as ov
 
     max_drop, tries = ctx.options.quant.max_drop, []
+    # SmoothQuant (on in the TRANSFORMER preset) rescales a weight by the statistics of each MatMul that uses it; a
+    # step applies each weight ~9 times, so every use got its own copy and the int8 IR outgrew fp32's (12.7 MB vs 2.8
+    # on the bundled model). Without it a shared weight quantizes once and the IR stores it once (1.4 MB).
+    no_smooth_quant = nncf.AdvancedQuantizationParameters(
+        smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
     data = nncf.Dataset([{k: v for k, v in f.items() if k != "step"} for f in ctx.calib_feeds])
     mm = matmul_nodes(onnx.load(str(ctx.tmp / "step.onnx"), load_external_data=False))
     t0 = time.perf_counter()
@@ -85,7 +91,8 @@ def quantize(ctx: Context, solver32, out) -> dict:
         with contextlib.redirect_stdout(sys.stderr), quiet_logging("nncf"):  # progress bars: stdout carries --json
             q = nncf.quantize(ov.Core().read_model(str(out / "step.xml")), data, subset_size=len(ctx.calib_feeds),
                               model_type=nncf.ModelType.TRANSFORMER,
-                              ignored_scope=nncf.IgnoredScope(names=[n.name for n in floats], validate=False))
+                              ignored_scope=nncf.IgnoredScope(names=[n.name for n in floats], validate=False),
+                              advanced_parameters=no_smooth_quant)
         ov.save_model(q, str(out / "step.int8.xml"), compress_to_fp16=False)
         solver8 = ctx.solver(OpenVinoAdapter(out / "step.int8.xml"))
         figs = judge(ctx, partial(solver8.solve, halt=ctx.policy), f"openvino int8 ({', '.join(keep)} float)")
@@ -102,7 +109,7 @@ def quantize(ctx: Context, solver32, out) -> dict:
     n_int8 = sum(op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in ops)
     speed, warnings = speed_check("int8", solver32, solver8, ctx.probe_feed, f"{n_int8} of {len(ops)} MatMuls in int8",
                                   "openvino ")
-    return {"mode": "int8", "format": "OpenVINO IR with FakeQuantize (NNCF, TRANSFORMER preset)",
+    return {"mode": "int8", "format": "OpenVINO IR with FakeQuantize (NNCF, TRANSFORMER preset, SmoothQuant off)",
             "activations": "int8/uint8 per-tensor", "weights": "int8 per-channel", "graphs": ["step"],
             "calibration": dict(calibration_summary(ctx), method="NNCF min-max"), "float_modules": list(keep),
             "float_nodes": [{"node": m.name, "module": module_of(m)} for m in floats],
