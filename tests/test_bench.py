@@ -652,3 +652,26 @@ def test_candidate_on_a_missing_bundle_is_one_line_and_exit_2(tmp_path):
     res = subprocess.run([sys.executable, "-m", "trm_edge.benchmarks.candidate", nope, str(tmp_path / "top95.txt"),
                           "--base", nope], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a trm-edge bundle" in res.stderr, res.stderr
+
+
+def test_step_time_times_each_engine_alone_round_by_round(tmp_path, monkeypatch, capsys):
+    """benchmarks/step_time: every BUNDLE:BACKEND:PRECISION gets one median per round, and the ratios are against
+    the first spec (a bundle path may hold a colon: the spec splits from the right)."""
+    from conftest import tiny_config
+
+    from trm_edge.benchmarks import step_time
+    from trm_edge.export import ExportOptions, export_bundle
+    from trm_edge.model import TRM
+
+    model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
+    bundle = export_bundle(model, {"task": "sudoku"}, tmp_path / "b:1", ExportOptions(("step",), verify_n=4))
+    specs = [f"{bundle}:ort:fp32", f"{bundle}:torch:fp32"]
+    monkeypatch.setattr(step_time.time, "sleep", lambda s: None)
+    monkeypatch.setattr("sys.argv", ["step_time", *specs, "--rounds", "2", "--runs", "3", "--threads", "1"])
+    step_time.main()
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == specs
+    assert all(len(v["step_ms_b1"]) == 2 and min(v["step_ms_b1"]) > 0 for v in out.values())
+    assert out[specs[0]]["speed_vs_first"] == [1.0, 1.0]
+    ref, other = out[specs[0]]["step_ms_b1"], out[specs[1]]["step_ms_b1"]
+    assert out[specs[1]]["speed_vs_first"] == [round(r / o, 2) for r, o in zip(ref, other)]
