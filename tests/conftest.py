@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,12 @@ def official_dir(request) -> Path:
     if not d.is_dir():
         pytest.skip(f"official fixtures not found at {d}")
     return d
+
+
+def as_from_a_terminal() -> None:
+    """Popen's preexec_fn for a child that is sent SIGINT: a suite started in the background (a shell ignores SIGINT
+    for background jobs, and children inherit that) must still test what a Ctrl-C does in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tiny_config(mlp_t: bool = True, **kw):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import as_from_a_terminal, tiny_config
 
 from trm_edge.errors import TRMEdgeError
 
@@ -36,7 +36,8 @@ def _cli(*args: str) -> list[str]:
 
 
 def _run_and_kill(cmd: list[str], after: float, sig: int, cwd: Path) -> int:
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=as_from_a_terminal)
     try:
         proc.wait(timeout=after)
     except subprocess.TimeoutExpired:
@@ -173,7 +174,8 @@ def test_train_killed_at_20_points_resumes_each_time(tmp_path):
 
     for i in range(20):
         sig, before = SIGS[i % 2], step()
-        proc = subprocess.Popen(_train_cmd(cfg_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(_train_cmd(cfg_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=as_from_a_terminal)
         deadline = time.time() + 120
         while step() == before and time.time() < deadline:
             time.sleep(0.05)

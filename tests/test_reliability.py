@@ -188,6 +188,7 @@ def test_sigint_during_the_swap_keeps_a_whole_output(tmp_path):
         import os, signal
         from pathlib import Path
         from trm_edge import atomic
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
         out = Path({str(tmp_path / "b")!r})
         atomic.atomic_dir(out, lambda tmp: (tmp / "v").write_text("old"), "bundle")
         real = os.replace
@@ -204,6 +205,33 @@ def test_sigint_during_the_swap_keeps_a_whole_output(tmp_path):
     assert res.returncode == 0 and res.stdout.strip() == "interrupted after the swap", res.stderr[-500:]
     out = tmp_path / "b"
     assert (out / "v").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path):
+    """A shell starts a background job with SIGINT ignored, so that a Ctrl-C meant for the foreground job passes it
+    by. Neither the swap's deferral nor training's safe stop may take that signal back (both used to install their
+    own handler over SIG_IGN: the background run then stopped, or re-raised it)."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from trm_edge import atomic
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        out = Path({str(tmp_path / "b")!r})
+        atomic.atomic_dir(out, lambda tmp: (tmp / "v").write_text("old"), "bundle")
+        real = os.replace
+        def replace_then_interrupt(a, b):
+            real(a, b)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "the swap took SIGINT"
+            signal.raise_signal(signal.SIGINT)
+        atomic.os.replace = replace_then_interrupt
+        atomic.atomic_dir(out, lambda tmp: (tmp / "v").write_text("new"), "bundle")
+        with atomic.stop_at_a_safe_point("the state") as stop:
+            signal.raise_signal(signal.SIGINT)
+            print("stopped" if stop() else "ignored", signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.split() == ["ignored", "True"], (res.stdout, res.stderr[-500:])
+    assert (tmp_path / "b" / "v").read_text() == "new"
 
 
 def test_an_error_while_writing_leaves_the_previous_output(tmp_path):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_config
+from conftest import REPO, as_from_a_terminal, tiny_config
 
 from trm_edge.checkpoint import load
 from trm_edge.errors import TRMEdgeError
@@ -207,7 +207,8 @@ def test_resume_after_kill(tmp_path, sig):
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(_cfg(steps=100_000, checkpoint_every=10**9 if polite else 3).to_dict()))
     out = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(cfg_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_train_cmd(cfg_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     state, metrics = out / "state" / "train.pt", out / "metrics.jsonl"
     progress = metrics if polite else state  # the first log record is at step 50
     deadline = time.time() + 240

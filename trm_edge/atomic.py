@@ -138,7 +138,9 @@ def _sibling(out: Path, tag: str) -> Path:
 @contextlib.contextmanager
 def _interruptions(handler):
     """`handler(sig, restore)` takes SIGINT/SIGTERM meanwhile (main thread only: elsewhere signals cannot be
-    handled); `restore()` puts back the handlers that were there before, as leaving does."""
+    handled); `restore()` puts back the handlers that were there before, as leaving does. A signal the process
+    ignores stays ignored (a shell starts background jobs with SIGINT ignored, so that a Ctrl-C meant for the
+    foreground job does not reach them)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -149,7 +151,8 @@ def _interruptions(handler):
             signal.signal(s, previous)
 
     saved.update({s: signal.signal(s, lambda sig, frame: handler(sig, restore)) for s in (signal.SIGINT,
-                                                                                          signal.SIGTERM)})
+                                                                                          signal.SIGTERM)
+                  if signal.getsignal(s) is not signal.SIG_IGN})
     try:
         yield
     finally:
