@@ -45,7 +45,8 @@ def measure(specs: list[str], rounds: int, runs: int, threads: int) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("specs", nargs="+", help="BUNDLE:BACKEND:PRECISION; the first is the reference for the ratios")
+    ap.add_argument("specs", nargs="+", help="BUNDLE:BACKEND:PRECISION, bundles of one model; the first is the "
+                    "reference for the ratios")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
