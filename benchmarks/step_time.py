@@ -3,7 +3,8 @@
 Alternating engines call by call (as the export's speed check alternates fp32 and int8 of one engine) is wrong across
 engines: one engine's idle thread pool still spins while the next runs (measured 2026-12-04: ORT fp32 read 14.6 ms a
 step beside LiteRT, 9.0 ms beside OpenVINO). Here each engine gets a pause, warm-up calls and a block of timed calls
-of its own, round after round, so drift shows as the spread between rounds.
+of its own, round after round, so drift shows as the spread between rounds. numpy and the engines only (no torch):
+it runs where the engines are installed alone, as on a Pi.
 
     python -m trm_edge.benchmarks.step_time BUNDLE:BACKEND:PRECISION ... [--rounds 3] [--runs 60] [--threads 2]
 """
@@ -16,8 +17,9 @@ import time
 
 import numpy as np
 
-from trm_edge.export.verify import sample_puzzles
+from trm_edge.api import builtin_data
 from trm_edge.runtimes import open_solver
+from trm_edge.tasks import read_puzzles
 
 
 def measure(specs: list[str], rounds: int, runs: int, threads: int) -> dict[str, list[float]]:
@@ -26,7 +28,7 @@ def measure(specs: list[str], rounds: int, runs: int, threads: int) -> dict[str,
         bundle, backend, precision = spec.rsplit(":", 2)
         solvers[spec] = open_solver(bundle, backend, "step", precision, threads)
     ref = next(iter(solvers.values()))
-    tokens = sample_puzzles(ref.codec, 1, seed=5).astype(np.int64)
+    tokens = read_puzzles(ref.codec, str(builtin_data(ref.codec.name)[0]))[0][0][None].astype(np.int64)
     pid, (z_H, z_L) = np.zeros(1, np.int64), ref.carry(1)
     ms = {spec: [] for spec in solvers}
     for _ in range(rounds):

@@ -23,6 +23,7 @@ import numpy as np
 
 from trm_edge.bundle import Bundle
 from trm_edge.runtimes import open_solver
+from trm_edge.tasks import read_puzzles
 
 
 def _solver(bundle: str, precision: str):
@@ -31,7 +32,7 @@ def _solver(bundle: str, precision: str):
 
 def record(bundle: str, precision: str, puzzles: str, steps: int, out: str) -> None:
     s = _solver(bundle, precision)
-    rows = [s.codec.parse_line(line)[0] for line in open(puzzles) if line.strip() and not line.startswith("#")]
+    rows = [tokens for tokens, _ in read_puzzles(s.codec, puzzles)]
     keep: dict[str, list] = {k: [] for k in ("tokens", "z_H", "z_L", "z_H_out", "z_L_out", "pred", "q_halt")}
     for tokens in rows:
         t, pid = tokens[None].astype(np.int64), np.zeros(1, np.int64)
