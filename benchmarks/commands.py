@@ -72,8 +72,8 @@ def register(app: typer.Typer) -> None:
                     "-n", str(n),
                     "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
                     "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
-            err.print(f"running on {remote} ...")
-            report = run_remote(remote, bundle, args, out_dir, shlex.split(ssh_opts), remote_command, data=data)
+            report = run_remote(remote, bundle, args, out_dir, shlex.split(ssh_opts), remote_command, data=data,
+                                announce=lambda line: err.print(line, markup=False, highlight=False))
         else:
             from trm_edge.benchmarks.harness import run_bench
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from trm_edge.atomic import atomic_dir, claim
 from trm_edge.errors import TRMEdgeError
+from trm_edge.untrusted import load_json
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 PLOTS = ("pareto.png", "steps_histogram.png", "latency_by_backend.png")
@@ -94,12 +95,7 @@ def load_report(path: str | os.PathLike) -> dict:
     """A report.json, or a directory holding one, checked against the schema."""
     p = Path(path)
     p = p / "report.json" if p.is_dir() else p
-    try:
-        report = json.loads(p.read_text())
-    except OSError as e:
-        raise TRMEdgeError(f"{p}: cannot read it ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise TRMEdgeError(f"{p}: not JSON ({e})") from None
+    report = load_json(p, "trm-edge benchmark report")
     try:
         return validate_report(report)
     except TRMEdgeError as e:

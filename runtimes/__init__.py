@@ -20,6 +20,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes.solver import Solver
 from trm_edge.spec import io_spec
 from trm_edge.tasks import codec_for
+from trm_edge.untrusted import load_arrays
 
 # backend -> (the bundle format it runs, module, adapter class taking (path, threads))
 ENGINES = {
@@ -76,18 +77,10 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
 
 
 def initial_state(b: Bundle) -> dict[str, np.ndarray]:
-    """H_init and L_init, each one vector of the config's hidden size (a mismatch would fail mid-solve)."""
+    """H_init and L_init, each one vector of the config's hidden size, their shapes checked before they are read
+    (a stranger's init.npz may declare gigabytes in a few compressed bytes)."""
     f = b.file(b.manifest["init"])
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            init = {k: np.asarray(z[k], np.float32) for k in ("H_init", "L_init")}
-    except (OSError, ValueError, KeyError) as e:
-        raise TRMEdgeError(f"{f}: not the bundle's initial state ({type(e).__name__}); re-export the bundle") from None
-    for k, v in init.items():
-        if v.shape != (b.config.hidden_size,):
-            raise TRMEdgeError(f"{f}: {k} has shape {v.shape}, the manifest's config needs ({b.config.hidden_size},): "
-                               "the files do not match the config; re-export the bundle")
-    return init
+    return load_arrays(f, {k: (b.config.hidden_size,) for k in ("H_init", "L_init")}, "bundle's initial state")
 
 
 def _check_io(b: Bundle, graph: str, precision: str, have: dict[str, list], backend: str = "ort") -> None:

@@ -88,3 +88,53 @@ def require_tool(path: str, why: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{path} is missing in CI ({why}); .ci/run should install it")
         pytest.skip(f"{path} not installed ({why})")
+
+
+# -- a tiny bundle, and what a hostile author does to it (tests/test_reliability.py, tests/test_hostile_*.py) ------
+
+TINY_PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A hidden-16 random sudoku model's step and loop graphs: a real bundle, exported in seconds."""
+    from trm_edge.export import ExportOptions, export_bundle
+    from trm_edge.model import TRM
+
+    model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
+    return export_bundle(model, {"task": "sudoku"}, tmp_path_factory.mktemp("tiny") / "b",
+                         ExportOptions(("step", "loop"), verify_n=4))
+
+
+def rehash(bundle: Path) -> None:
+    """What a hostile author does after editing a payload: make the manifest's hashes match again."""
+    import json
+
+    from trm_edge.bundle import sha256
+
+    mf = bundle / "manifest.json"
+    doc = json.loads(mf.read_text())
+    for name, info in doc["files"].items():
+        p = bundle / name
+        if p.exists():
+            info.update(sha256=sha256(p), bytes=p.stat().st_size)
+    mf.write_text(json.dumps(doc))
+
+
+def edit_manifest(bundle: Path, fn) -> None:
+    import json
+
+    mf = bundle / "manifest.json"
+    doc = json.loads(mf.read_text())
+    fn(doc)
+    mf.write_text(json.dumps(doc))
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`trm-edge ARGS` in this process: (exit code, stdout, stderr)."""
+    from trm_edge.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err

@@ -505,7 +505,10 @@ def sshd(tmp_path):
         log.close()
 
 
-def test_remote_over_loopback_sshd(sshd, bench_setup, tmp_path):
+def test_remote_over_loopback_sshd(sshd, bench_setup, tiny_bundle, tmp_path):
+    """Only a verified bundle travels: its manifest and listed files, nothing else in its folder."""
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "b")
+    (bundle / ".env").write_text("SECRET=1\n")
     template = tmp_path / "template.json"
     template.write_text(json.dumps(_small_report(bench_setup)))
     device = tmp_path / "device-trm-edge"
@@ -518,7 +521,8 @@ bundle = pathlib.Path(args[1])
 out = pathlib.Path(args[args.index("--out") + 1])
 out.mkdir()
 rep = json.loads(pathlib.Path({str(template)!r}).read_text())
-rep["machine"]["label"] = json.loads((bundle / "manifest.json").read_text())["label"]
+rep["machine"]["label"] = json.loads((bundle / "manifest.json").read_text())["format"]
+rep["remote_files"] = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
 rep["bundle"] = str(bundle.resolve())
 rep["data"]["source"] = pathlib.Path(args[args.index("--data") + 1]).read_text().splitlines()[0]
 rep["remote_argv"] = args
@@ -526,16 +530,18 @@ rep["remote_argv"] = args
 """)
     device.chmod(0o755)
     out = tmp_path / "remote-report"
-    rep = run_remote(sshd.url, bench_setup.bundle, ["-n", "8", "--halt", "fixed:4,learned:0,min=2"], out,
+    rep = run_remote(sshd.url, bundle, ["-n", "8", "--halt", "fixed:4,learned:0,min=2"], out,
                      sshd.options, remote_command=str(device), data=str(bench_setup.data), timeout=60)
-    assert rep["machine"]["label"] == "copied-bundle"
+    assert rep["machine"]["label"] == "trm-edge-bundle"
+    listed = json.loads((bundle / "manifest.json").read_text())["files"]
+    assert rep["remote_files"] == sorted([*listed, "manifest.json"])
     assert rep["data"]["source"] == "# recorded for the bench tests"
-    assert rep["remote_argv"][1:] == ["bundle", "-n", "8", "--halt", "fixed:4,learned:0,min=2", "--data",
+    assert rep["remote_argv"][1:] == [bundle.name, "-n", "8", "--halt", "fixed:4,learned:0,min=2", "--data",
                                       "data-puzzles.csv", "--out", "out"]
     assert not Path(rep["bundle"]).exists()  # the scratch directory on the "device" was removed
     assert load_report(out)["remote_argv"] == rep["remote_argv"] and (out / "pareto.png").stat().st_size > 0
     with pytest.raises(TRMEdgeError, match="bench"):
-        run_remote(sshd.url, bench_setup.bundle, [], tmp_path / "never", sshd.options, remote_command="false")
+        run_remote(sshd.url, bundle, [], tmp_path / "never", sshd.options, remote_command="false")
     assert not (tmp_path / "never").exists()
 
 

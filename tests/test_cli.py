@@ -11,18 +11,10 @@ import sys
 import pytest
 import torch
 from conftest import FIXTURES, TOP95
-
-from trm_edge.cli import main
+from conftest import cli as run
 
 SUDOKU = FIXTURES / "sudoku_mlp_fp32"
 PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def _need_fixtures():

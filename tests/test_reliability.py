@@ -13,19 +13,12 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import cli as run
+from conftest import edit_manifest, rehash, tiny_config
 
 from trm_edge import atomic
 from trm_edge.atomic import MARKER, atomic_dir, claim, clean_stale, read_marker
-from trm_edge.cli import main
 from trm_edge.errors import TRMEdgeError
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    cap = capsys.readouterr()
-    return e.value.code, cap.out, cap.err
 
 
 def user_folder(tmp_path, name="mydata"):
@@ -351,36 +344,6 @@ def test_solve_json_gives_programs_plain_values(capsys):
 PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    from trm_edge.export import ExportOptions, export_bundle
-    from trm_edge.model import TRM
-
-    model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
-    return export_bundle(model, {"task": "sudoku"}, tmp_path_factory.mktemp("tiny") / "b",
-                         ExportOptions(("step", "loop"), verify_n=4))
-
-
-def rehash(bundle):
-    """What a hostile author does after editing a payload: make the manifest's hashes match again."""
-    from trm_edge.bundle import sha256
-
-    mf = bundle / "manifest.json"
-    doc = json.loads(mf.read_text())
-    for name, info in doc["files"].items():
-        p = bundle / name
-        if p.exists():
-            info.update(sha256=sha256(p), bytes=p.stat().st_size)
-    mf.write_text(json.dumps(doc))
-
-
-def edit_manifest(bundle, fn):
-    mf = bundle / "manifest.json"
-    doc = json.loads(mf.read_text())
-    fn(doc)
-    mf.write_text(json.dumps(doc))
-
-
 def copy_of(tiny_bundle, tmp_path):
     import shutil
 
@@ -486,10 +449,10 @@ def test_malformed_manifests_are_refused(capsys, tiny_bundle, tmp_path, edit):
 def test_a_manifest_that_is_not_json_or_huge_is_refused(capsys, tiny_bundle, tmp_path):
     b = copy_of(tiny_bundle, tmp_path)
     (b / "manifest.json").write_bytes(b"\xff\xfe{")
-    refused(capsys, b, "unreadable manifest")
+    refused(capsys, b, "not a trm-edge bundle manifest: not UTF-8 text")
     with open(b / "manifest.json", "wb") as f:
         f.truncate(64 << 20)
-    refused(capsys, b, "far too large for a manifest")
+    refused(capsys, b, "far more than a trm-edge bundle manifest holds")
 
 
 def test_weights_that_do_not_match_the_config_are_refused(capsys, tiny_bundle, tmp_path):
@@ -497,7 +460,7 @@ def test_weights_that_do_not_match_the_config_are_refused(capsys, tiny_bundle, t
 
     b = copy_of(tiny_bundle, tmp_path)
     edit_manifest(b, lambda d: d["config"].update(hidden_size=32, puzzle_emb_ndim=32))
-    refused(capsys, b, "H_init has shape (16,), the manifest's config needs (32,)")
+    refused(capsys, b, "H_init is float32 of shape (16,), expected float of shape (32,)")
     np.savez(b / "init.npz", H_init=np.zeros(32, np.float32), L_init=np.zeros(32, np.float32))
     rehash(b)
     refused(capsys, b, "input z_H is ['batch', 97, 16], the manifest's config needs ['batch', 97, 32]")
@@ -613,7 +576,7 @@ def test_arc_grids_over_30_are_refused():
 
     with pytest.raises(TRMEdgeError, match="is 31x2, which does not fit the 30x30 canvas"):
         ARC.parse("[" + ",".join(["[1,2]"] * 31) + "]")
-    with pytest.raises(TRMEdgeError, match="nested too deeply"):
+    with pytest.raises(TRMEdgeError, match="JSON nested 100000 deep"):
         ARC.parse("[" * 100_000)
 
 

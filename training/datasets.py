@@ -25,6 +25,7 @@ import numpy as np
 
 from trm_edge.atomic import atomic_dir, claim_live
 from trm_edge.errors import TRMEdgeError
+from trm_edge.untrusted import check_npy, load_json
 
 ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 METADATA = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
@@ -112,14 +113,16 @@ def read_dataset(data_dir: str | os.PathLike, split: str, mmap: bool = False) ->
         raise TRMEdgeError(f"no dataset split at {where}: build it with "
                            f"trm_edge.training.datasets.build(task, '{root}')")
     try:
-        metadata = json.loads((where / "dataset.json").read_text())
+        metadata = load_json(where / "dataset.json", "dataset.json")
         missing = [k for k in METADATA if k not in metadata]
         if missing:
             raise ValueError(f"dataset.json lacks {', '.join(missing)}")
         mode = "r" if mmap else None
+        for name in ARRAYS:
+            check_npy(where / f"all__{name}.npy", "dataset array")
         arrays = {name: np.load(where / f"all__{name}.npy", mmap_mode=mode) for name in ARRAYS}
         ids_file = root / "identifiers.json"
-        identifiers = json.loads(ids_file.read_text()) if ids_file.is_file() else ["<blank>"]
+        identifiers = load_json(ids_file, "identifiers.json", 256 << 20) if ids_file.exists() else ["<blank>"]
         _check(arrays, metadata["vocab_size"], metadata["num_puzzle_identifiers"])
         found = arrays["inputs"].shape[1], len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
         if (metadata["seq_len"], metadata["total_puzzles"], metadata["total_groups"]) != found:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch.distributed as dist
 from trm_edge.errors import TRMEdgeError
 from trm_edge.training.recipes import RECIPES, run
 from trm_edge.training.trainer import TrainConfig
+from trm_edge.untrusted import load_json
 
 # Fine-tuning from trained weights: a short run at a tenth of the bundled recipe's peak rate, evaluated at the end
 # (for QAT the evaluation runs the simulated int8 model).
@@ -39,9 +39,10 @@ def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bo
     """Train the named recipe, or the TrainConfig JSON in `config` (e.g. a recipe's `recipe` field, edited);
     `minutes` fits the optimizer steps to that much training time (instead of `steps`)."""
     if config:
+        doc = load_json(config, "training config")
         try:
-            cfg = TrainConfig.from_dict(json.loads(Path(config).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            cfg = TrainConfig.from_dict(doc)
+        except (ValueError, KeyError, TypeError) as e:
             raise TRMEdgeError(f"{config}: not a training config ({type(e).__name__}: {e})") from None
     elif task in RECIPES:
         cfg = RECIPES[task]

@@ -31,7 +31,7 @@ def is_model_path(arg: str) -> bool:
 
 
 def is_bundle(source: str | None) -> bool:
-    return bool(source) and os.path.isfile(os.path.join(source, MANIFEST))
+    return bool(source) and os.path.exists(os.path.join(source, MANIFEST))  # a FIFO there is refused by Bundle
 
 
 @dataclass

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.untrusted import parse_json, read_limited
 
 MARKER = ".trm-edge"
 _TMP = re.compile(r"^\.(?P<name>.+)\.trm-edge-(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
@@ -30,8 +31,8 @@ _TMP = re.compile(r"^\.(?P<name>.+)\.trm-edge-(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{
 def read_marker(path: Path) -> str | None:
     """The kind of trm-edge output `path` holds, or None if it is not one of ours."""
     try:
-        doc = json.loads((path / MARKER).read_text())
-    except (OSError, ValueError):
+        doc = parse_json(read_limited(path / MARKER, 4096, "marker"), path / MARKER, "marker")
+    except TRMEdgeError:
         return None
     return doc.get("kind") if isinstance(doc, dict) and isinstance(doc.get("kind"), str) else None
 
@@ -53,6 +54,9 @@ def claim(path: str | os.PathLike, kind: str) -> Path:
     """Refuse (exit 2, one line, before any work) an output path that holds something we must not replace:
     a file, a non-empty folder without our marker, or one of our outputs of another kind."""
     out = Path(path)
+    if out.name in ("", ".", ".."):  # '.', '..', '/': an output is replaced whole, by a rename of its own name
+        raise TRMEdgeError(f"{str(path) or 'an empty path'}: name a directory of its own for the {kind} (e.g. "
+                           f"{Path(path, 'trm-' + kind.replace(' ', '-'))}); trm-edge replaces its output whole")
     with os_errors(out):
         if out.is_symlink() or (out.exists() and not out.is_dir()):
             raise TRMEdgeError(f"{out}: exists and is not a directory; choose another output path")

@@ -19,6 +19,7 @@ from trm_edge.atomic import atomic_dir
 from trm_edge.config import TRMConfig, find_dataset_seq_len, read_official_arch
 from trm_edge.errors import TRMEdgeError
 from trm_edge.model import TRM
+from trm_edge.untrusted import load_json
 
 OUR_CONFIG, OUR_WEIGHTS = "config.json", "model.safetensors"
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
@@ -188,10 +189,10 @@ def load(path: str | os.PathLike) -> tuple[TRM, dict[str, Any]]:
     from safetensors.torch import load_file
 
     d = Path(path)
+    doc = load_json(d / OUR_CONFIG, "trm-edge model config")
     try:
-        doc = json.loads((d / OUR_CONFIG).read_text())
         cfg = TRMConfig.from_dict(doc["config"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         raise TRMEdgeError(f"{d / OUR_CONFIG}: not a trm-edge model config") from None
     try:
         state = load_file(str(d / OUR_WEIGHTS))

@@ -6,12 +6,12 @@ Torch-free on purpose: a device reads configs from bundle manifests without torc
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.untrusted import load_json, read_limited
 
 FORWARD_DTYPES = ("float32", "bfloat16")
 
@@ -123,8 +123,9 @@ def read_official_arch(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TRMEdgeError(f"{run_dir}: no all_config.yaml beside the checkpoint; the official trainer writes "
                            "it, copy it from the training run")
+    text = read_limited(path, 1 << 20, "official config")  # ours are 2 kB
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(text)
         arch = doc["arch"]
         assert isinstance(arch, dict)
     except Exception:
@@ -138,7 +139,7 @@ def find_dataset_seq_len(start: Path) -> int | None:
         for cand in (d / "dataset.json", d / "test" / "dataset.json", d / "train" / "dataset.json"):
             if cand.is_file():
                 try:
-                    return int(json.loads(cand.read_text())["seq_len"])
+                    return int(load_json(cand, "dataset.json")["seq_len"])
                 except (ValueError, KeyError, TypeError):
                     raise TRMEdgeError(f"{cand}: unreadable dataset.json (no integer seq_len)") from None
     return None

@@ -6,13 +6,13 @@ numpy and the stdlib only: this runs on devices without torch.
 from __future__ import annotations
 
 import os
-import sys
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.arc import ARC, ArcCodec, decode_grid, encode_grid, parse_task
 from trm_edge.tasks.base import Codec, Pair, View
 from trm_edge.tasks.maze import MAZE, MazeCodec, shortest_path
 from trm_edge.tasks.sudoku import SUDOKU, SudokuCodec
+from trm_edge.untrusted import read_limited, read_stdin
 
 CODECS: dict[str, type[Codec]] = {"arc": ArcCodec, "maze": MazeCodec, "sudoku": SudokuCodec}
 _FILE_SUFFIXES = (".txt", ".csv", ".json")
@@ -84,17 +84,11 @@ def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     task: its test inputs). Errors name the file, and the line where there is one.
     """
     if source == "-":
-        stdin = getattr(sys.stdin, "buffer", None)  # an embedding host may give a text-only stdin
-        data = stdin.read(MAX_INPUT_BYTES + 1) if stdin else sys.stdin.read(MAX_INPUT_BYTES + 1).encode()
-        text, origin = _decode(data, "<stdin>"), "<stdin>"
+        text, origin = _decode(read_stdin(MAX_INPUT_BYTES), "<stdin>"), "<stdin>"
     elif os.path.isdir(source):
         raise TRMEdgeError(f"{source}: is a directory; give a puzzle file, a puzzle string or - for stdin")
-    elif os.path.isfile(source):
-        try:
-            with open(source, "rb") as f:
-                text, origin = _decode(f.read(MAX_INPUT_BYTES + 1), source), source
-        except OSError as e:
-            raise TRMEdgeError(f"{source}: cannot read it ({e.strerror})") from None
+    elif os.path.exists(source):  # a FIFO or a device is named as such, never opened to block or run forever
+        text, origin = _decode(read_limited(source, MAX_INPUT_BYTES, "puzzle file"), source), source
     else:
         text, origin = source, None
     try:

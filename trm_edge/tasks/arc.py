@@ -6,13 +6,13 @@ answer is only ever checked against a label.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.base import Codec, Pair
+from trm_edge.untrusted import parse_json
 
 SIDE = 30
 PAD, EOS, COLOUR0 = 0, 1, 2
@@ -115,12 +115,7 @@ def decode_grid(tokens: np.ndarray) -> np.ndarray:
 
 
 def _load_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TRMEdgeError(f"arc: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    except RecursionError:
-        raise TRMEdgeError("arc: JSON nested too deeply to be a task or a grid") from None
+    return parse_json(text, "arc", "task or grid")
 
 
 def _pairs(task: Any, split: str) -> list[Pair]:
