@@ -13,11 +13,15 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import urllib.parse
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path
 
 from trm_edge.atomic import atomic_dir, claim
@@ -34,6 +38,7 @@ ORT_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm")  # th
 # Cloudflare Pages) apply these, and `trm-edge serve-web` sends them itself.
 ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
              "Cross-Origin-Resource-Policy": "same-origin"}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}  # a file is only ever what its type says
 _TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
           ".onnx": "application/octet-stream"}
 
@@ -119,7 +124,7 @@ def build_site(bundle: str | os.PathLike, out: str | os.PathLike, precision: str
             shutil.copyfile(vendor / name, tmp / "vendor" / name)
         shutil.copyfile(graph, tmp / graph.name)
         (tmp / CONTRACT).write_text(json.dumps(device_contract(b, tmp / graph.name, precision)))
-        (tmp / "_headers").write_text("/*\n" + "".join(f"  {k}: {v}\n" for k, v in ISOLATION.items()))
+        (tmp / "_headers").write_text("/*\n" + "".join(f"  {k}: {v}\n" for k, v in {**ISOLATION, **NOSNIFF}.items()))
 
     try:
         return atomic_dir(out, write, "web-site")
@@ -135,6 +140,8 @@ CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """The site's files and nothing more: no folder listings, no dot-names (the .trm-edge marker, a .git beside the
+    page), and a 400 rather than a traceback for a name no file can have (NUL, a lone surrogate)."""
     isolate = True
 
     def end_headers(self) -> None:
@@ -142,7 +149,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             for k, v in ISOLATION.items():
                 self.send_header(k, v)
         self.send_header("Cache-Control", "no-cache")
+        for k, v in NOSNIFF.items():
+            self.send_header(k, v)
         super().end_headers()
+
+    def send_head(self) -> io.BufferedReader | None:
+        raw = self.path.split("?", 1)[0].split("#", 1)[0]  # as translate_path reads it
+        if any(word.startswith(".") for word in re.split(r"[/\\]", urllib.parse.unquote(raw))):
+            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+            return None
+        try:
+            return super().send_head()
+        except ValueError:  # raised by open() before any response is sent
+            self.send_error(HTTPStatus.BAD_REQUEST, "Bad path")
+            return None
+
+    def list_directory(self, path) -> None:
+        """A folder without index.html is not a page: 404, not a list of what the site holds."""
+        self.send_error(HTTPStatus.NOT_FOUND, "File not found")
 
     def guess_type(self, path) -> str:
         return _TYPES.get(Path(str(path)).suffix, None) or super().guess_type(path)
@@ -151,12 +175,20 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """A visitor who leaves mid-download is no error; anything else is one line, not socketserver's traceback."""
+        e = sys.exc_info()[1]
+        if not isinstance(e, ConnectionError):
+            print(f"trm-edge: a request from {client_address[0]} failed ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def server(site: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, isolate: bool = True
            ) -> http.server.ThreadingHTTPServer:
     """An HTTP server for a built site: with `isolate`, the COOP/COEP headers that let WASM use threads; without,
     what any plain static host gives (the page then runs single-threaded)."""
     handler = type("Handler", (_Handler,), {"isolate": isolate})
     try:
-        return http.server.ThreadingHTTPServer((host, port), partial(handler, directory=str(site)))
+        return _Server((host, port), partial(handler, directory=str(site)))
     except OSError as e:
         raise TRMEdgeError(f"cannot serve on {host}:{port} ({e.strerror or e}); choose another --port") from None

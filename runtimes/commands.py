@@ -4,6 +4,7 @@ only; the work is in runtimes/browser.py and runtimes/device.py. Registered by t
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -42,23 +43,27 @@ def register(app: typer.Typer) -> None:
                   plain: Annotated[bool, typer.Option(help="Without the cross-origin isolation headers, as a plain "
                                                       "static host serves it (WASM then runs one thread).")] = False
                   ) -> None:
-        """Build the site and serve it until Ctrl-C, with the headers that let WASM use threads."""
+        """Build the site and serve it until Ctrl-C or SIGTERM, with the headers that let WASM use threads."""
+        from trm_edge.atomic import interruptions
         from trm_edge.runtimes.browser import build_site, server
 
-        with tempfile.TemporaryDirectory(prefix="trm-edge-site-") as tmp:
+        def stop(sig: int, restore: Callable[[], None]) -> None:
+            """SIGTERM as Ctrl-C, so that the temporary site is removed (SIGTERM's default action skips that)."""
+            restore()  # a second signal stops at once
+            raise KeyboardInterrupt
+
+        with interruptions(stop), tempfile.TemporaryDirectory(prefix="trm-edge-site-") as tmp:
             with err.status("building the site"):
                 site = build_site(bundle, out_dir or f"{tmp}/site", precision, ort_web)
-            srv = server(site, host, port, isolate=not plain)
             shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
-            out.print(f"serving {site} at http://{shown}:{srv.server_address[1]}/ "
-                      f"({'plain: one WASM thread' if plain else 'cross-origin isolated: WASM threads'}); "
-                      "Ctrl-C stops")
-            try:
-                srv.serve_forever()
-            except KeyboardInterrupt:
-                out.print("stopped")
-            finally:
-                srv.server_close()
+            with server(site, host, port, isolate=not plain) as srv:
+                try:  # from the announcement on: a client may stop us as soon as it reads it
+                    out.print(f"serving {site} at http://{shown}:{srv.server_address[1]}/ "
+                              f"({'plain: one WASM thread' if plain else 'cross-origin isolated: WASM threads'}); "
+                              "Ctrl-C stops")
+                    srv.serve_forever()
+                except KeyboardInterrupt:
+                    out.print("stopped")
 
     @app.command()
     def android(bundle: BundleArg,

@@ -265,3 +265,11 @@ def test_mutated_init_npz_is_read_exactly_or_refused(tiny_bundle, tmp_path_facto
         assert "\n" not in str(e)
         return
     assert all(v.shape == (16,) and v.dtype == np.float32 for v in got.values())
+
+
+@pytest.mark.parametrize("value, message", [("[" * 100_000, "JSON nested 100000 deep"),
+                                            ("1x", "not JSON (Extra data at line 1, column 2)")])
+def test_knob_values_are_parsed_within_the_budget(capsys, tmp_path, value, message):
+    one_line(*cli(capsys, "data", "build", "sudoku", "-o", str(tmp_path / "d"), "--knob", f"n_train={value}"),
+             f"--knob n_train: not a JSON value: {message}")
+    assert not (tmp_path / "d").exists()

@@ -140,7 +140,7 @@ def _sibling(out: Path, tag: str) -> Path:
 
 
 @contextlib.contextmanager
-def _interruptions(handler):
+def interruptions(handler):
     """`handler(sig, restore)` takes SIGINT/SIGTERM meanwhile (main thread only: elsewhere signals cannot be
     handled); `restore()` puts back the handlers that were there before, as leaving does. A signal the process
     ignores stays ignored (a shell starts background jobs with SIGINT ignored, so that a Ctrl-C meant for the
@@ -169,7 +169,7 @@ def _signals_deferred():
     are recorded meanwhile and raised again, to their own handlers, once the swap is over."""
     got: list[int] = []
     try:
-        with _interruptions(lambda sig, restore: got.append(sig)):
+        with interruptions(lambda sig, restore: got.append(sig)):
             yield
     finally:
         for s in dict.fromkeys(got):
@@ -188,7 +188,7 @@ def stop_at_a_safe_point(what: str):
         restore()
         print(f"trm-edge: stopping after this step to save {what} (again: stop at once)", file=sys.stderr)
 
-    with _interruptions(ask):
+    with interruptions(ask):
         yield lambda: bool(got)
 
 

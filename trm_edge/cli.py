@@ -20,6 +20,7 @@ from trm_edge import api
 from trm_edge.atomic import claim
 from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import MAX_STEPS
+from trm_edge.untrusted import parse_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tiny Recursive Models from training to edge devices.")
@@ -279,7 +280,7 @@ def data_build(task: Annotated[str, typer.Argument(help="sudoku, maze or arc")],
         key, sep, val = k.partition("=")
         if not sep:
             raise TRMEdgeError(f"--knob {k!r}: expected KEY=VALUE")
-        kw[key] = json.loads(val) if val[:1] in "[{0123456789-tf" else val
+        kw[key] = parse_json(val, f"--knob {key}", "JSON value") if val[:1] in "[{0123456789-tf" else val
     build(task, out_dir, seed=seed, **kw)
 
 
