@@ -106,3 +106,15 @@ def test_eval_table_fits_80_columns(capsys):
     assert code == 0 and "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
     words = out.split()
     assert words.count("givens24-29") == words.count("givens30-40") == 2 and "min=2" in words
+
+
+def test_solve_numbers_views_the_same_in_text_and_json(capsys, tiny_bundle):
+    import re
+
+    from conftest import TINY_PUZZLE
+
+    args = ["solve", str(tiny_bundle), TINY_PUZZLE, "--views", "3", "--halt", "fixed:2"]
+    code, text, _ = run(capsys, *args)
+    code_json, out, _ = run(capsys, *args, "--json")
+    shown = int(re.search(r"view (\d+)/3", text)[1])
+    assert code == code_json == 0 and 1 <= shown <= 3 and json.loads(out)["results"][0]["view"] == shown

@@ -193,7 +193,7 @@ def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, b
                 "tokens": None if sol.fault[i] else sol.tokens[i].tolist(),
                 "solved": bool(exact[i]), "checked_by": "label" if pairs[i][1] is not None else "rules",
                 "steps": int(sol.steps[i]), "q_halt": float(sol.q_halt[i]) if np.isfinite(sol.q_halt[i]) else None,
-                "fault_step": int(sol.fault[i]) or None, "view": int(sol.view[i]),
+                "fault_step": int(sol.fault[i]) or None, "view": int(sol.view[i]) + 1,
                 "view_steps": int(sol.view_steps[i])} for i, p in enumerate(puzzles)]
     return {"model": loaded.describe, "halt": str(policy), "views": views, "n": len(results),
             "solved": int(exact.sum()),

@@ -111,7 +111,7 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
         for i, r in enumerate(res["results"], 1):
             mark = "[green]solved[/]" if r["solved"] else "[red]not solved[/]"
             q = "n/a" if r["q_halt"] is None else f"{r['q_halt']:+.2f}"
-            views = f", view {r['view'] + 1}/{res['views']}, {r['view_steps']} in all" if res["views"] > 1 else ""
+            views = f", view {r['view']}/{res['views']}, {r['view_steps']} in all" if res["views"] > 1 else ""
             out.print(f"[bold]#{i}[/] {mark} ({r['checked_by']}), {r['steps']} steps{views}, q_halt {q}")
             if r["tokens"] is not None:
                 out.print(loaded.codec.render(np.array(r["tokens"])), highlight=False)
