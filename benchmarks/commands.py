@@ -9,6 +9,7 @@ import shlex
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from trm_edge.api import split_list
 
@@ -58,7 +59,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Accuracy, agreement with fp32, steps, latency, throughput, memory and energy per run; writes
-        report.json, report.md and plots to --out."""
+        report.json, report.md and, where matplotlib is installed, plots to --out."""
+        plots = _announce_plots()
         if remote:
             from trm_edge.benchmarks.remote import run_remote
             from trm_edge.errors import TRMEdgeError
@@ -91,10 +93,11 @@ def register(app: typer.Typer) -> None:
         shown = ", ".join(report.get("bundles", [report["bundle"]]))  # a remote report names one bundle
         _print_runs(out, report["runs"], title=f"{report['machine']['label']}: {shown}")
         for s in report["skipped"]:
-            err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", highlight=False)
+            err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", markup=False,
+                      highlight=False)
         if report["energy"]["estimate"]:
             err.print("energy figures marked ~ are ESTIMATES (CPU-seconds x a power profile), not measurements")
-        out.print(f"report written to {out_dir}/report.json, report.md and plots")
+        out.print(f"report written to {out_dir}/report.json, report.md{plots}")
 
     @app.command()
     def compare(
@@ -106,12 +109,13 @@ def register(app: typer.Typer) -> None:
         """Join benchmark reports from several machines into one table and the same plots."""
         from trm_edge.benchmarks.report import compare as compare_reports
 
+        plots = _announce_plots()
         doc = compare_reports(reports, out_dir)
         if as_json:
             print(json.dumps(doc, indent=2))
             return
         _print_runs(out, doc["runs"], title="comparison")
-        out.print(f"written to {out_dir}/compare.json, compare.md and plots")
+        out.print(f"written to {out_dir}/compare.json, compare.md{plots}")
 
     @app.command()
     def doctor(as_json: JsonOpt = False) -> None:
@@ -125,9 +129,18 @@ def register(app: typer.Typer) -> None:
         else:
             _doctor_table(res)
         for problem in res["problems"]:
-            err.print(f"[red]problem:[/] {problem}")
+            err.print(f"[red]problem:[/] {escape(problem)}")  # escaped: rich would read [ort] as markup
         if res["problems"]:
             raise typer.Exit(1)
+
+    def _announce_plots() -> str:
+        """Say before any work when the report will have no plots; returns what the final line adds for them."""
+        from trm_edge.benchmarks.report import plots_skipped
+
+        note = plots_skipped()
+        if note:
+            err.print(note, markup=False, highlight=False)
+        return "" if note else " and plots"
 
     def _doctor_table(res: dict) -> None:
         from rich.table import Table

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.util
 import itertools
 import os
 import sys
@@ -27,6 +26,7 @@ from trm_edge.benchmarks.energy import Meter, idle_power_w, open_meter
 from trm_edge.benchmarks.machine import machine_facts
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
+from trm_edge.extras import installed
 from trm_edge.halting import HaltPolicy
 from trm_edge.tasks import Codec, Pair, read_puzzles
 from trm_edge.views import solve_views
@@ -100,7 +100,7 @@ def _open_reference(factory, bundle: str, threads: int | None):
     """The fp32 step-graph solver answers are compared with: PyTorch where installed, else ONNX Runtime; also
     why the preferred one could not open, since the report must say what the reference really was."""
     errors = []
-    for backend in (["torch"] if importlib.util.find_spec("torch") else []) + ["ort"]:
+    for backend in (["torch"] if installed("torch") else []) + ["ort"]:
         try:
             return factory(bundle, backend=backend, graph="step", precision="fp32", threads=threads), errors
         except (TRMEdgeError, ImportError) as e:

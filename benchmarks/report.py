@@ -10,6 +10,7 @@ from pathlib import Path
 
 from trm_edge.atomic import atomic_dir, claim
 from trm_edge.errors import TRMEdgeError
+from trm_edge.extras import installed, missing_error
 from trm_edge.untrusted import load_json
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -190,8 +191,14 @@ def _energy_note(e: dict) -> str:
             "(raw values in report.json).")
 
 
+def plots_skipped() -> str | None:
+    """Why reports get no plots here (a device's runtime-only install has no matplotlib), or None: known before a
+    benchmark runs, so that the report is written without them instead of failing at the end."""
+    return None if installed("matplotlib") else f"plots skipped: {missing_error('drawing them', 'matplotlib', 'bench')}"
+
+
 def _images() -> str:
-    return "\n".join(f"![{p[:-4]}]({p})" for p in PLOTS)
+    return plots_skipped() or "\n".join(f"![{p[:-4]}]({p})" for p in PLOTS)
 
 
 def render_markdown(report: dict) -> str:
@@ -345,7 +352,8 @@ def _write(out_dir, files: dict[str, str], runs: Sequence[dict]) -> Path:
     def write(tmp: Path) -> None:
         for name, text in files.items():
             (tmp / name).write_text(text)
-        plot_all(runs, tmp)
+        if not plots_skipped():
+            plot_all(runs, tmp)
 
     return atomic_dir(out_dir, write, "report")
 
@@ -358,7 +366,7 @@ def _dumps(doc: dict) -> str:
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> Path:
-    """report.json, report.md and the plots, all or nothing."""
+    """report.json, report.md and the plots (where matplotlib is installed), all or nothing."""
     validate_report(report)
     return _write(out_dir, {"report.json": _dumps(report), "report.md": render_markdown(report)}, report["runs"])
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from trm_edge.checkpoint import save, with_config
 from trm_edge.errors import TRMEdgeError
 from trm_edge.export.formats import Context, format_module
 from trm_edge.export.options import ExportOptions
+from trm_edge.extras import require
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM
 from trm_edge.tasks import codec_for
@@ -62,8 +62,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
     claim(out_dir, "bundle")
     for name in options.formats:  # a missing converter is found before minutes of work
         fmt = format_module(name)
-        if missing := [m for m in fmt.REQUIRES if not _installed(m)]:
-            raise TRMEdgeError(f"--format {name} needs {', '.join(missing)}: pip install 'trm-edge[{fmt.EXTRA}]'")
+        require(f"--format {name}", fmt.EXTRA, *fmt.REQUIRES)
     modes, notes = offered(options)
     cfg = model.config
     if cfg.forward_dtype != "float32":
@@ -102,13 +101,6 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
                 manifest.setdefault("formats", {})[name] = section
 
     return write_bundle(out_dir, manifest, write)
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a broken install, or one hidden from this process
-        return False
 
 
 def _versions(formats: tuple[str, ...]) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 
 from trm_edge.bundle import Bundle
 from trm_edge.errors import TRMEdgeError
+from trm_edge.extras import missing_error, require
 from trm_edge.runtimes.solver import Solver
 from trm_edge.spec import io_spec
 from trm_edge.tasks import codec_for
@@ -43,8 +44,9 @@ def platform_problem(machine: str | None = None) -> str | None:
 
 def engine_missing(backend: str, what: str, extra: str) -> TRMEdgeError:
     """The one line for an engine that is not installed: the extra to install, or why none can be."""
-    return TRMEdgeError(f"backend {backend}: {platform_problem()}" if platform_problem() else
-                        f"backend {backend} needs {what}: pip install 'trm-edge[{extra}]'")
+    if problem := platform_problem():
+        return TRMEdgeError(f"backend {backend}: {problem}")
+    return missing_error(f"backend {backend}", what, extra)
 
 
 def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph: str = "step",
@@ -61,11 +63,10 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     elif backend == "torch":
         if graph != "step" or precision != "fp32":
             raise TRMEdgeError("backend torch runs the fp32 reference step only (--graph step --precision fp32)")
-        try:
-            from trm_edge.checkpoint import load
-            from trm_edge.runtimes.torch_adapter import TorchAdapter
-        except ImportError:
-            raise TRMEdgeError("backend torch needs PyTorch: pip install 'trm-edge[export]'") from None
+        require("backend torch", "export", "torch")
+        from trm_edge.checkpoint import load
+        from trm_edge.runtimes.torch_adapter import TorchAdapter
+
         adapter = TorchAdapter(load(b.file(f"{b.manifest['reference']}/model.safetensors").parent)[0], threads)
     else:
         raise TRMEdgeError(f"unknown backend {backend!r} (have: {', '.join(BACKENDS)})")

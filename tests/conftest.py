@@ -95,15 +95,19 @@ def require_tool(path: str, why: str) -> None:
 TINY_PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A hidden-16 random sudoku model's step and loop graphs: a real bundle, exported in seconds."""
+def export_tiny_bundle(out: Path) -> Path:
+    """A hidden-16 random sudoku model's step and loop graphs: a real bundle, exported in seconds, that solves in
+    moments even under emulation (tests/arm64/run.sh benchmarks it there)."""
     from trm_edge.export import ExportOptions, export_bundle
     from trm_edge.model import TRM
 
     model = TRM(tiny_config(hidden_size=16, num_heads=2, puzzle_emb_ndim=16, halt_max_steps=3)).eval()
-    return export_bundle(model, {"task": "sudoku"}, tmp_path_factory.mktemp("tiny") / "b",
-                         ExportOptions(("step", "loop"), verify_n=4))
+    return export_bundle(model, {"task": "sudoku"}, out, ExportOptions(("step", "loop"), verify_n=4))
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return export_tiny_bundle(tmp_path_factory.mktemp("tiny") / "b")
 
 
 def rehash(bundle: Path) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from trm_edge.bundle import MANIFEST
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
+from trm_edge.extras import require
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
 from trm_edge.views import solve_views, view_policy
@@ -76,6 +77,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
                       stream=solver.solve_stream if graph == "step" else None)
     if backend not in (None, "torch"):
         raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
+    needs_torch(source)
     import torch
 
     from trm_edge.checkpoint import load_model
@@ -97,7 +99,22 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
 
 # -- info --------------------------------------------------------------------------------------------
 
+def needs_torch(source: str | None) -> None:
+    """A model (unlike a bundle) runs on the PyTorch reference, which a device's runtime-only install lacks."""
+    require(f"{source or 'the bundled model'} (a model, not an exported bundle)", "export", "torch")
+
+
+def info(source: str | None, seq_len: int | None = None) -> dict:
+    """`info`: a bundle's manifest (read without torch, as on a device), else a model's config, size and FLOPs."""
+    if not is_bundle(source):
+        return dict(model_info(source, seq_len), kind="model")
+    if seq_len is not None:
+        raise TRMEdgeError(f"{source}: --seq-len is for checkpoints; a bundle's sequence length is in its manifest")
+    return dict(bundle_summary(source), kind="bundle")
+
+
 def model_info(source: str | None, seq_len: int | None = None) -> dict:
+    needs_torch(source)
     from trm_edge.checkpoint import load_model
 
     model, meta = load_model(source, seq_len=seq_len)
@@ -138,7 +155,8 @@ def parse_depth(text: str) -> tuple[int, int]:
 
 
 def bundle_summary(path: str | os.PathLike) -> dict:
-    """Files per format, graph and precision; each format's verification and quantization; the export's notes."""
+    """The manifest a person reads (export prints it, `info BUNDLE` shows it without torch): task, recommended halting,
+    config, files per format, graph and precision, each format's verification and quantization, the export's notes."""
     from trm_edge.bundle import Bundle
 
     b = Bundle(path)
@@ -150,7 +168,7 @@ def bundle_summary(path: str | os.PathLike) -> dict:
     rows = [{"format": fmt, "graph": g, "precision": prec, "file": f, "mb": b.graph_bytes(g, prec, fmt) / 1e6,
              "session_init_ms": init_ms.get((fmt, g)) if prec == "fp32" else None}  # measured on fp32
             for fmt, forms in b.formats().items() for g, files in forms.items() for prec, f in files.items()]
-    return {"path": str(b.path), "graphs": rows,
+    return {"path": str(b.path), "task": b.task, "halting": b.halting, "config": b.config.to_dict(), "graphs": rows,
             "verification": {fmt: sec.get("verification", {}) for fmt, sec in sections.items()},
             "quantization": {f"{fmt} {mode}": q for fmt, sec in sections.items()
                              for mode, q in sec.get("quantization", {}).items()},

@@ -19,6 +19,7 @@ from rich.table import Table
 from trm_edge import api
 from trm_edge.atomic import claim
 from trm_edge.errors import TRMEdgeError
+from trm_edge.extras import require
 from trm_edge.halting import MAX_STEPS
 from trm_edge.untrusted import parse_json
 
@@ -69,13 +70,22 @@ def _progress() -> Progress:
 
 
 @app.command()
-def info(model: Annotated[str | None, typer.Argument(help="Model dir, official run dir or step_N file; "
+def info(model: Annotated[str | None, typer.Argument(help="Bundle, model dir, official run dir or step_N file; "
                                                         "default: the bundled model.")] = None,
          seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
-    """Config, parameter count, FLOPs per supervision step and per solve, file sizes."""
-    res = api.model_info(model, seq_len)
+    """A model's config, parameter count, FLOPs per supervision step and per solve, file sizes; a bundle's manifest
+    (forms, engines, precisions, verification and int8 guard figures), read without torch."""
+    res = api.info(model, seq_len)
     if as_json:
         print(json.dumps(res, indent=2))
+        return
+    if res["kind"] == "bundle":
+        print_bundle(res)
+        t = Table(title="its model", show_header=False)
+        t.add_row("task / halting", f"{res['task']} / {res['halting']}")
+        for k, v in res["config"].items():
+            t.add_row(k, str(v))
+        out.print(t)
         return
     t = Table(title=res["source"], show_header=False)
     t.add_row("format / task", f"{res['format']} / {res['task']}")
@@ -192,6 +202,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
     quantize under an accuracy guard, and write a bundle (all or nothing)."""
+    require("export", "export", "torch")
     from trm_edge.export import ExportOptions, QuantOptions, export_bundle
 
     ids = tuple(api.parse_int_list(puzzle_ids, "--puzzle-ids")) if puzzle_ids else None
@@ -211,7 +222,12 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    t = Table("format", "graph", "precision", "file", "MB", "init ms", title=f"bundle {path}")
+    print_bundle(summary)
+
+
+def print_bundle(summary: dict) -> None:
+    """What an export wrote, as `export` reports it and `info BUNDLE` shows it again later."""
+    t = Table("format", "graph", "precision", "file", "MB", "init ms", title=f"bundle {summary['path']}")
     for row in summary["graphs"]:
         t.add_row(row["format"], row["graph"], row["precision"], row["file"], f"{row['mb']:.2f}",
                   str(row["session_init_ms"] or ""))
@@ -244,6 +260,7 @@ def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run director
           data_only: Annotated[bool, typer.Option("--data-only", help="Build and cache the run's data, then stop "
                                                   "(prepare a GPU run on a CPU machine).")] = False) -> None:
     """Train a TRM with a named recipe (CPU or GPU; under torchrun, DDP)."""
+    require("train", "train", "torch")
     from trm_edge.training.launch import train_recipe
 
     path = train_recipe(task, out_dir, steps=steps, official=official, config=config, device=device, minutes=minutes,
@@ -260,6 +277,7 @@ def finetune(model: Annotated[str | None, typer.Argument(help="A trm-edge model 
                                                "that `export --quantize int8` ships, and learn its ranges.")] = False,
              steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default 600).")] = None) -> None:
     """Continue training a model with its own recipe at a low rate; with --qat, for int8 that holds accuracy."""
+    require("finetune", "train", "torch")
     from trm_edge.training.launch import finetune as run
 
     path = run(model, out_dir, steps=steps, qat=qat, echo=lambda r: err.print(r, highlight=False))

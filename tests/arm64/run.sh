@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proves that the runtime-only install (trm-edge[ort]: numpy + onnxruntime, no torch) solves sudokus on aarch64
-# (emulated: Debian bookworm arm64 + qemu user mode, as on a Raspberry Pi 5) with the same answers as on x86.
+# (emulated: Debian bookworm arm64 + qemu user mode, as on a Raspberry Pi 5) with the same answers as on x86, and
+# runs the README's other Pi commands there (info BUNDLE; bench, its report without plots).
 # Needs root (mmdebstrap, chroot) and network (deb.debian.org, PyPI). Details and traps: tests/arm64/README.md.
 #
 # Environment (all optional):
@@ -144,6 +145,16 @@ export_bundle() {  # DIR EXPORT-ARGS...: the export is all or nothing, so a mani
 # puzzles it refuses int8-dynamic on the bundled model, a real ~6 pp drop).
 export_bundle "$B/ort" --quantize int8,int8-dynamic --max-drop 100
 [ "$LITERT" = 1 ] && export_bundle "$B/litert" --format onnx,litert
+# bench runs an fp32 reference through every step (~8 s each emulated for the bundled model): it gets the tests' tiny
+# random model (tests/conftest.py), whose steps take moments, so the README's Pi commands cost seconds here.
+if [ ! -f "$B/tiny/manifest.json" ]; then
+  log "export tiny (tests/conftest.py export_tiny_bundle)"
+  python -c 'import sys, pathlib
+sys.path.insert(0, sys.argv[1])
+from conftest import export_tiny_bundle
+export_tiny_bundle(pathlib.Path(sys.argv[2]))' "$ROOT/tests" "$B/tiny" >"$B/tiny.log" 2>&1 ||
+    show_fail "$B/tiny.log" "x86 export of the tiny bundle failed"
+fi
 
 DATA=$(python -c "from trm_edge.api import builtin_data as d; print(*[p for p in d('sudoku') if '24-29' in p.name])")
 # puzzle,solution lines ('solved' is checked by label). One process: `grep | head` dies of SIGPIPE under pipefail.
@@ -186,16 +197,24 @@ run_arm() {  # NAME BUNDLE OPTS...: answers on stdout only (ORT warns on stderr 
   fi
   echo "$rc $((SECONDS - t))" >"$OUT/arm-$name.rc"
 }
+# The README's other Pi commands, on the same install: `bench` (its report without plots: no matplotlib there) and
+# `info` of a bundle (its manifest, without torch).
+PI=("info info /work/tiny" "bench bench /work/tiny --halt $HALT -n 2 --out /work/pi-report")
+run_pi() {  # NAME TRM-EDGE-ARGS...: exit status and time, as run_arm's
+  local name=$1 t=$SECONDS rc=0; shift
+  emu ort -m trm_edge "$@" >"$OUT/arm-$name.out" 2>"$OUT/arm-$name.err" || rc=$?
+  echo "$rc $((SECONDS - t))" >"$OUT/arm-$name.rc"
+}
+throttle() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done; }
 log "solving under emulation, $JOBS at once (timeout ${TMO}s each)"
-for r in "${RUNS[@]}"; do
-  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
-  # shellcheck disable=SC2086
-  run_arm $r &
-done
+# shellcheck disable=SC2086  # each entry: words
+for r in "${RUNS[@]}"; do throttle; run_arm $r & done
+# shellcheck disable=SC2086
+for r in "${PI[@]}"; do throttle; run_pi $r & done
 wait
 
 # --- 6. compare -----------------------------------------------------------------------------------------------------
-for r in "${RUNS[@]}"; do
+for r in "${RUNS[@]}" "${PI[@]}"; do
   read -r name _ <<<"$r"
   read -r rc secs <"$OUT/arm-$name.rc" || die "arm64 $name left no exit status"
   if [ "$rc" != 0 ]; then
@@ -205,6 +224,13 @@ for r in "${RUNS[@]}"; do
   fi
   log "$name on arm64 took ${secs}s (emulated, not device timing)"
 done
+grep -q 'step\.onnx' "$OUT/arm-info.out" || die "arm64 info printed no manifest (out: $OUT/arm-info.out)"
+for f in report.json report.md; do
+  [ -s "$SYS/work/pi-report/$f" ] || die "arm64 bench wrote no $f"
+done
+grep -q "plots skipped: .*pip install 'trm-edge\[bench\]'" "$OUT/arm-bench.err" ||
+  die "arm64 bench did not say why its report has no plots (err: $OUT/arm-bench.err)"
+log "info and bench (report.json, report.md; plots skipped: no matplotlib) ran on the [ort] install"
 # fp32 (ORT, LiteRT): every answer and step count identical, halting logits within 1e-3 (measured: ~1e-6).
 # int8 routes: each step, replayed on aarch64 from x86's inputs, must be about as close to fp32 (from the same
 # inputs) as x86's int8 is: carry rms within 1.25x, halting logit rms within 1.5x (12 values), cells agreeing with
