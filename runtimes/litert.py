@@ -19,6 +19,7 @@ import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes import engine_missing
+from trm_edge.runtimes.base import engine_cause, engine_run
 
 _INT = ("tokens", "puzzle_ids", "pred")  # int32 inside LiteRT (int64 is not a mobile type), int64 outside
 
@@ -66,8 +67,7 @@ class LiteRtAdapter:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
             sigs = self.interpreter.get_signature_list()
         except Exception as e:  # a corrupt or hostile file
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise TRMEdgeError(f"{path}: LiteRT cannot load this graph ({first})") from None
+            raise TRMEdgeError(f"{path}: LiteRT cannot load this graph ({engine_cause(e)})") from None
         self.runners = {int(k[1:]): self.interpreter.get_signature_runner(k)
                         for k in sigs if re.fullmatch(r"b[1-9]\d*", k)}
         if not self.runners:
@@ -95,12 +95,13 @@ class LiteRtAdapter:
             for b in self.chunks(n):
                 part = {k: _rows(feeds[k], start, b).astype(np.int32 if k in _INT else np.float32, copy=False)
                         for k in ("tokens", "puzzle_ids", "z_H", "z_L")}
-                if b in self._warm:
-                    res = self.runners[b](**part)
-                else:
-                    with quiet_native_output():  # the first call creates the XNNPACK delegate and says so
+                with engine_run("litert", self.path.name):
+                    if b in self._warm:
                         res = self.runners[b](**part)
-                    self._warm.add(b)
+                    else:
+                        with quiet_native_output():  # the first call creates the XNNPACK delegate and says so
+                            res = self.runners[b](**part)
+                        self._warm.add(b)
                 parts.append({k: v[: min(b, n - start)].copy() for k, v in res.items()})
                 start += b
         return {k: np.concatenate([p[k] for p in parts]).astype(np.int64 if k in _INT else np.float32, copy=False)

@@ -14,6 +14,7 @@ import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes import engine_missing
+from trm_edge.runtimes.base import engine_cause, engine_run
 
 
 def _openvino():
@@ -35,8 +36,7 @@ class OpenVinoAdapter:
         try:
             compiled = ov.Core().compile_model(str(path), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise TRMEdgeError(f"{path}: OpenVINO cannot load this graph ({first})") from None
+            raise TRMEdgeError(f"{path}: OpenVINO cannot load this graph ({engine_cause(e)})") from None
         self.compiled, self.graph, self.threads = compiled, Path(path).name, threads
         self.version = ov.__version__.split("-")[0]  # '2026.4.1-22982-...'
         self.inputs = {p.get_any_name() for p in compiled.inputs}
@@ -47,7 +47,8 @@ class OpenVinoAdapter:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        res = request.infer({k: v for k, v in feeds.items() if k in self.inputs})
+        with engine_run("openvino", self.graph):
+            res = request.infer({k: v for k, v in feeds.items() if k in self.inputs})
         return {name: np.array(res[port]) for name, port in self.outputs}  # a copy: the request reuses its buffers
 
     def io(self) -> dict[str, list]:

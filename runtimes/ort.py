@@ -11,6 +11,7 @@ import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes import engine_missing
+from trm_edge.runtimes.base import engine_cause, engine_run
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -26,7 +27,7 @@ class OrtAdapter:
         if opt_level not in OPT_LEVELS:
             raise TRMEdgeError(f"ort: graph optimisation level {opt_level!r} is not one of {', '.join(OPT_LEVELS)}")
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # fatal only: an error comes back as an exception, said in one line by us
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{opt_level.upper()}"
                                               if opt_level != "disable" else "ORT_DISABLE_ALL")
         if threads:
@@ -36,13 +37,14 @@ class OrtAdapter:
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own types for corrupt or hostile files
-            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise TRMEdgeError(f"{path}: ONNX Runtime cannot load this graph ({first})") from None
+            raise TRMEdgeError(f"{path}: ONNX Runtime cannot load this graph ({engine_cause(e)})") from None
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})))
+        with engine_run("ort", self.path.name):
+            out = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
+        return dict(zip(self.outputs, out))
 
     def io(self) -> dict[str, list]:
         return {t.name: list(t.shape) for t in [*self.session.get_inputs(), *self.session.get_outputs()]}

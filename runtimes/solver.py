@@ -9,7 +9,7 @@ import numpy as np
 
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
-from trm_edge.halting import HaltPolicy, Solution, finite_rows, halting_loop
+from trm_edge.halting import MAX_STEPS, HaltPolicy, Solution, finite_rows, halting_loop
 from trm_edge.runtimes.base import Adapter
 from trm_edge.tasks import Codec
 from trm_edge.views import ViewJobs
@@ -29,6 +29,8 @@ class Solver:
 
     def policy(self, halt: HaltPolicy | str) -> HaltPolicy:
         p = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
+        if not 1 <= p.min_steps <= p.max_steps <= MAX_STEPS:  # a policy built in code skips parse's check
+            raise TRMEdgeError(f"halting policy {p}: need 1 <= min <= max <= {MAX_STEPS} steps")
         if self.max_unrolled is not None and p.max_steps > self.max_unrolled:
             raise TRMEdgeError(f"the unrolled graph has {self.max_unrolled} steps; policy {p} needs {p.max_steps}")
         if p.verify and self.graph != "step":
@@ -79,6 +81,7 @@ class Solver:
             raise TRMEdgeError("continuous batching needs the step graph (--graph step)")
         policy = self.policy(halt)
         jobs = ViewJobs(self.codec, tokens, views, seed, puzzle_ids, advance)
+        slots = max(1, min(slots, len(tokens)))  # a carry per slot; a puzzle runs one view at a time
         job = np.full(slots, -1)  # the job each slot holds
         k, pid = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         tok = np.zeros((slots, jobs.puzzles.shape[1]), np.int64)

@@ -142,3 +142,18 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     cap = capsys.readouterr()
     return e.value.code, cap.out, cap.err
+
+
+def copy_of(bundle: Path, tmp_path: Path) -> Path:
+    """A copy to attack, the shared fixture left whole."""
+    import shutil
+
+    return shutil.copytree(bundle, tmp_path / "b")
+
+
+def refused(capsys, bundle: Path, message: str) -> str:
+    """`solve BUNDLE` refused before any work: exit 2, nothing on stdout, one line on stderr holding `message`."""
+    code, out, err = cli(capsys, "solve", str(bundle), TINY_PUZZLE, "--json")
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1 and message in lines[0], err
+    return lines[0]

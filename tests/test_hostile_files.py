@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import TINY_PUZZLE, cli, rehash
+from conftest import TINY_PUZZLE, cli, copy_of, rehash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,10 +43,6 @@ def cli_subprocess(*args: str, timeout: float = 30, **kw) -> tuple[int, str, flo
     return res.returncode, res.stderr, time.perf_counter() - t0
 
 
-def bundle_copy(tiny_bundle, tmp_path):
-    return shutil.copytree(tiny_bundle, tmp_path / "b")
-
-
 def npy_bytes(header: dict, payload: bytes = b"") -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
@@ -66,7 +62,7 @@ def test_a_compressed_bomb_in_init_npz_costs_nothing(tiny_bundle, tmp_path):
     before anything is inflated (the old loader inflated it whole, then found the shape wrong)."""
     from trm_edge.runtimes import open_solver
 
-    b = bundle_copy(tiny_bundle, tmp_path)
+    b = copy_of(tiny_bundle, tmp_path)
     n = 50_000_000
     bomb = npy_bytes({"descr": "<f4", "fortran_order": False, "shape": (n,)}, bytes(4 * n))
     write_npz(b / "init.npz", {"H_init": bomb, "L_init": bomb}, compress=True)
@@ -95,14 +91,14 @@ def test_a_compressed_bomb_in_init_npz_costs_nothing(tiny_bundle, tmp_path):
      "H_init: the zip declares 4,194,496 bytes for 64 bytes of values"),  # a small bomb: 4 kB deflated
 ])
 def test_init_npz_headers_are_checked_before_reading(capsys, tiny_bundle, tmp_path, members, message):
-    b = bundle_copy(tiny_bundle, tmp_path)
+    b = copy_of(tiny_bundle, tmp_path)
     write_npz(b / "init.npz", members, compress=True)
     rehash(b)
     one_line(*cli(capsys, "solve", str(b), TINY_PUZZLE), message)
 
 
 def test_init_npz_that_is_not_a_zip_is_one_line(capsys, tiny_bundle, tmp_path):
-    b = bundle_copy(tiny_bundle, tmp_path)
+    b = copy_of(tiny_bundle, tmp_path)
     (b / "init.npz").write_bytes(b"PK\x03\x04 not really a zip" * 10)
     rehash(b)
     one_line(*cli(capsys, "solve", str(b), TINY_PUZZLE), "init.npz: not a bundle's initial state (not an npz")
@@ -118,13 +114,13 @@ def test_load_arrays_reads_our_own_exactly(tiny_bundle):
 # -- JSON: manifests, model configs, reports, datasets ----------------------------------------------------------
 
 def test_a_manifest_nested_100000_deep_is_one_line(capsys, tiny_bundle, tmp_path):
-    b = bundle_copy(tiny_bundle, tmp_path)
+    b = copy_of(tiny_bundle, tmp_path)
     (b / "manifest.json").write_text(DEEP)
     one_line(*cli(capsys, "solve", str(b), TINY_PUZZLE), "JSON nested 100000 deep (at most 64)")
 
 
 def test_a_manifest_that_is_a_fifo_is_named(capsys, tiny_bundle, tmp_path):
-    b = bundle_copy(tiny_bundle, tmp_path)
+    b = copy_of(tiny_bundle, tmp_path)
     (b / "manifest.json").unlink()
     os.mkfifo(b / "manifest.json")
     code, err, seconds = cli_subprocess("solve", str(b), TINY_PUZZLE)
@@ -273,3 +269,14 @@ def test_knob_values_are_parsed_within_the_budget(capsys, tmp_path, value, messa
     one_line(*cli(capsys, "data", "build", "sudoku", "-o", str(tmp_path / "d"), "--knob", f"n_train={value}"),
              f"--knob n_train: not a JSON value: {message}")
     assert not (tmp_path / "d").exists()
+
+
+def test_a_payload_that_is_a_fifo_or_a_device_is_named(capsys, tiny_bundle, tmp_path):
+    b = copy_of(tiny_bundle, tmp_path)
+    (b / "init.npz").unlink()
+    os.mkfifo(b / "init.npz")
+    code, err, seconds = cli_subprocess("solve", str(b), TINY_PUZZLE)
+    assert code == 2 and "init.npz: is a FIFO (named pipe), not a bundle file" in err and seconds < 30, err
+    (b / "init.npz").unlink()
+    (b / "init.npz").symlink_to("/dev/zero")
+    one_line(*cli(capsys, "solve", str(b), TINY_PUZZLE), "leaves the bundle directory")

@@ -13,8 +13,9 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_PUZZLE as PUZZLE
 from conftest import cli as run
-from conftest import edit_manifest, rehash, tiny_config
+from conftest import copy_of, edit_manifest, refused, rehash, tiny_config
 
 from trm_edge import atomic
 from trm_edge.atomic import MARKER, atomic_dir, claim, clean_stale, read_marker
@@ -341,20 +342,6 @@ def test_solve_json_gives_programs_plain_values(capsys):
 
 # -- untrusted bundles: refused with one line, nothing outside read -------------------------------------------
 
-PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......"
-
-
-def copy_of(tiny_bundle, tmp_path):
-    import shutil
-
-    return shutil.copytree(tiny_bundle, tmp_path / "b")
-
-
-def refused(capsys, bundle, message):
-    code, out, err = run(capsys, "solve", str(bundle), PUZZLE, "--json")
-    lines = err.strip().splitlines()
-    assert code == 2 and out == "" and len(lines) == 1 and message in lines[0], err
-    return lines[0]
 
 
 def test_the_tiny_bundle_solves(capsys, tiny_bundle):

@@ -15,7 +15,9 @@ from typing import Any
 from trm_edge.atomic import atomic_dir
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
-from trm_edge.onnxscan import Malformed, external_locations
+from trm_edge.halting import MAX_STEPS
+from trm_edge.onnxscan import Malformed, external_locations, unexported
+from trm_edge.untrusted import check_regular, load_json
 
 MANIFEST = "manifest.json"
 FORMAT, FORMAT_VERSION = "trm-edge-bundle", 1
@@ -53,15 +55,10 @@ class Bundle:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         mf = self.path / MANIFEST
-        if not mf.is_file():
+        if not mf.exists():
             raise TRMEdgeError(f"{self.path}: not a trm-edge bundle (no {MANIFEST}); create one with trm-edge export")
         self._inside(MANIFEST)
-        if mf.stat().st_size > _MAX_MANIFEST:
-            raise TRMEdgeError(f"{mf}: {mf.stat().st_size:,} bytes is far too large for a manifest; refused")
-        try:
-            self.manifest = json.loads(mf.read_bytes())
-        except (OSError, ValueError) as e:
-            raise TRMEdgeError(f"{mf}: unreadable manifest ({str(e)[:100]})") from None
+        self.manifest = load_json(mf, "trm-edge bundle manifest", _MAX_MANIFEST)
         try:
             self.config, self.task = self._check_manifest()
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -118,12 +115,17 @@ class Bundle:
             raise TRMEdgeError(f"{self.path}: {name} is not listed in the manifest")
         return self._inside(name)
 
-    def _check_external_data(self, name: str, f: Path, graph: bytes) -> None:
-        """A graph's tensors may point at other files: each must be a listed file of the bundle."""
+    def _check_graph(self, name: str, f: Path, graph: bytes) -> None:
+        """A graph runs only if it is one trm-edge exports (its ops, a Loop bounded by the step cap and without scan
+        outputs: a hostile one would otherwise be met at run time, as a hang or gigabytes), and its tensors may
+        point only at listed files of the bundle."""
         try:
             found = external_locations(graph)
+            why = unexported(graph, MAX_STEPS)
         except Malformed as e:
             raise TRMEdgeError(f"{f}: not a valid ONNX graph ({e}); re-export the bundle") from None
+        if why:
+            raise TRMEdgeError(f"{f}: {why}; refused (re-export the bundle)")
         for loc in sorted(found):
             rel = (Path(name).parent / loc).as_posix()
             self._inside(rel)
@@ -131,12 +133,13 @@ class Bundle:
                 raise TRMEdgeError(f"{f}: external data {loc!r} is not a file listed in the manifest; refused")
 
     def verify(self) -> None:
-        """Every listed file there with its size and sha256; a graph, read once for its hash, also has its
-        external-data references checked."""
+        """Every listed file there with its size and sha256; an ONNX graph, read once for its hash, also has its
+        structure and external-data references checked."""
         for name, info in self.manifest["files"].items():
             f = self.file(name)
-            if not f.is_file():
+            if not f.exists():
                 raise TRMEdgeError(f"{f}: missing from the bundle; re-export it")
+            check_regular(f, "bundle file")  # a FIFO or a device is never read
             bad = TRMEdgeError(f"{f}: does not match its sha256 in the manifest (modified or corrupt); re-export "
                                "the bundle")
             if f.stat().st_size != info["bytes"]:
@@ -145,7 +148,7 @@ class Bundle:
             if (sha256(f) if graph is None else hashlib.sha256(graph).hexdigest()) != info["sha256"]:
                 raise bad
             if graph is not None:
-                self._check_external_data(name, f, graph)
+                self._check_graph(name, f, graph)
 
     @property
     def halting(self) -> str:
