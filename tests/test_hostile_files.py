@@ -280,3 +280,15 @@ def test_a_payload_that_is_a_fifo_or_a_device_is_named(capsys, tiny_bundle, tmp_
     (b / "init.npz").unlink()
     (b / "init.npz").symlink_to("/dev/zero")
     one_line(*cli(capsys, "solve", str(b), TINY_PUZZLE), "leaves the bundle directory")
+
+
+def test_the_hostile_benchmark_measures_every_case():
+    """benchmarks/hostile.py (its figures are in RESULTS.md) runs whole: every case one line, exit 2 but the two
+    that must not (a solve that works, a graph failing at run time)."""
+    res = subprocess.run([sys.executable, "-m", "trm_edge.benchmarks.hostile", "--json"], capture_output=True,
+                         text=True, timeout=600)
+    cases = json.loads(res.stdout)
+    assert res.returncode == 0 and len(cases) == 18, res.stderr[-2000:]
+    for name, r in cases.items():
+        want = 0 if "(exit 0)" in name else 1 if "(exit 1)" in name else 2
+        assert r["exit"] == want and r["lines"] == (want != 0) and r["peak_mb"] > 0, (name, r)

@@ -16,6 +16,8 @@ import pytest
 from conftest import TINY_PUZZLE as PUZZLE
 from conftest import cli as run
 from conftest import copy_of, refused, rehash, tiny_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 from trm_edge.bundle import Bundle
@@ -24,7 +26,7 @@ from trm_edge.export import ExportOptions, QuantOptions, export_bundle
 from trm_edge.export.options import MODES
 from trm_edge.halting import MAX_STEPS, HaltPolicy
 from trm_edge.model import TRM
-from trm_edge.onnxscan import FIELDS, read_model, unexported
+from trm_edge.onnxscan import FIELDS, Malformed, external_locations, read_model, unexported
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.openvino import OpenVinoAdapter
 
@@ -250,3 +252,22 @@ def test_openvino_failing_at_run_time_is_one_line(openvino_bundle):
     with pytest.raises(CheckFailed, match=r"^openvino: running step.xml failed \(ParameterMismatch: .*\{1, 80\}") as e:
         adapter.run({"tokens": np.zeros((1, 80), np.int64), "puzzle_ids": np.zeros(1, np.int64), "z_H": z, "z_L": z})
     assert "\n" not in str(e.value)
+
+
+# -- fuzzing the scanner: a mutated graph is read or refused as Malformed, nothing else ---------------------------
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.data())
+def test_mutated_graphs_are_read_or_malformed(tiny_bundle, data):
+    good = (tiny_bundle / "loop.onnx").read_bytes()
+    bad = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 8))):
+        bad[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(len(good) // 2, len(good)))
+    for blob in (bytes(bad), bytes(bad[:cut])):
+        try:
+            why = unexported(blob, MAX_STEPS)
+            external_locations(blob)
+        except Malformed:
+            continue
+        assert why is None or isinstance(why, str)
