@@ -28,7 +28,8 @@ def split_halts(text: str) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     from trm_edge.api import parse_int_list
-    from trm_edge.cli import JsonOpt, ThreadsOpt, _progress, err, out
+    from trm_edge.cli import JsonOpt, ThreadsOpt, err, out
+    from trm_edge.progress import QuietOpt, Reporter
 
     @app.command()
     def bench(
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
         ssh_opts: Annotated[str, typer.Option(help="Extra ssh options, e.g. '-i ~/.ssh/pi -o ConnectTimeout=10'.")
                             ] = "",
         as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
     ) -> None:
         """Accuracy, agreement with fp32, steps, latency, throughput, memory and energy per run; writes
         report.json, report.md and, where matplotlib is installed, plots to --out."""
@@ -74,24 +76,23 @@ def register(app: typer.Typer) -> None:
                     "-n", str(n),
                     "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
                     "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
-            report = run_remote(remote, bundle, args, out_dir, shlex.split(ssh_opts), remote_command, data=data,
-                                announce=lambda line: err.print(line, markup=False, highlight=False))
+            with Reporter("bench", err, quiet) as rep:
+                report = run_remote(remote, bundle, args, out_dir, shlex.split(ssh_opts), remote_command, data=data,
+                                    announce=rep.status)
         else:
             from trm_edge.benchmarks.harness import run_bench
 
-            with _progress() as prog:
-                bar = prog.add_task("bench", total=None)
+            with Reporter("bench", err, quiet) as rep:
                 report = run_bench(
                     bundles, split_list(backend), split_list(precision), split_list(graph), split_halts(halt), data,
                     n, batch, threads, warmup, energy, out_dir, idle_seconds=idle_seconds,
-                    views=parse_int_list(views, "--views"),
-                    progress=lambda what, done, total: prog.update(bar, description=what, completed=done,
-                                                                   total=total))
+                    views=parse_int_list(views, "--views"), progress=rep.progress)
         if as_json:
             print(json.dumps(report, indent=2))
             return
         shown = ", ".join(report.get("bundles", [report["bundle"]]))  # a remote report names one bundle
-        _print_runs(out, report["runs"], title=f"{report['machine']['label']}: {shown}")
+        _print_runs(out, report["runs"], title=f"{report['machine']['label']}: {shown}; = ref: same answers as "
+                    + " ".join(report["reference"][k] for k in ("backend", "precision", "graph", "halt")))
         for s in report["skipped"]:
             err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", markup=False,
                       highlight=False)
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(doc, indent=2))
             return
-        _print_runs(out, doc["runs"], title="comparison")
+        _print_runs(out, doc["runs"], title="comparison; = ref: same answers as each machine's fp32 reference")
         out.print(f"written to {out_dir}/compare.json, compare.md{plots}")
 
     @app.command()

@@ -36,7 +36,8 @@ from pathlib import Path
 from trm_edge.errors import TRMEdgeError
 
 POWERCAP = Path("/sys/class/powercap")
-ANDROID_BATTERY = Path("/sys/class/power_supply/battery")
+POWER_SUPPLY = Path("/sys/class/power_supply")
+ANDROID_BATTERY = POWER_SUPPLY / "battery"
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 METERS = ("rapl", "pi5", "android")
 CHOICES = ("auto", "none", *METERS, "estimate")
@@ -276,8 +277,9 @@ class AndroidMeter(SampledMeter):
 
 
 def device_class(machine: str | None = None, env: dict | None = None,
-                 model_file: Path = Path("/proc/device-tree/model")) -> str:
-    """The power profile a device falls under when nothing better is known."""
+                 model_file: Path = Path("/proc/device-tree/model"), power_supply: Path = POWER_SUPPLY) -> str:
+    """The power profile a device falls under when nothing better is known: decided by the machine alone (an x86
+    machine is a laptop when it has a battery, or when the OS cannot tell)."""
     env = os.environ if env is None else env
     machine = (machine or platform.machine()).lower()
     if "ANDROID_ROOT" in env or "ANDROID_DATA" in env:
@@ -288,15 +290,26 @@ def device_class(machine: str | None = None, env: dict | None = None,
     except OSError:
         pass
     if machine in ("x86_64", "amd64", "i686", "i386"):
-        try:
-            import psutil
-
-            if psutil.sensors_battery() is None:
-                return "x86-desktop"
-        except Exception:  # no psutil, or no battery information: assume the commoner dev machine
-            pass
-        return "x86-laptop"
+        return "x86-desktop" if has_battery(power_supply) is False else "x86-laptop"
     return "android-big-core" if machine.startswith(("aarch64", "arm")) else "x86-laptop"
+
+
+def has_battery(root: Path = POWER_SUPPLY) -> bool | None:
+    """Whether the machine runs on a battery, read from the kernel's power_supply class (a keyboard's or mouse's
+    battery, scope Device, does not count); None where the OS has no such directory. Read directly rather than
+    through psutil, so that an optional package cannot change a machine's power profile."""
+    try:
+        supplies = list(Path(root).iterdir())
+    except OSError:
+        return None
+
+    def read(d: Path, name: str) -> str:
+        try:
+            return (d / name).read_text(errors="replace").strip().lower()
+        except OSError:
+            return ""
+
+    return any(read(d, "type") == "battery" and read(d, "scope") != "device" for d in supplies)
 
 
 class EstimateMeter(Meter):

@@ -54,8 +54,20 @@ def _device_model() -> str | None:
     return None
 
 
+# Words a CPU's model name carries that say nothing about it: marks, clocks, core counts and graphics.
+_CPU_NOISE = re.compile(r"\((?:R|TM)\)|\bCPU\b|\bProcessor\b|\b\d+-Core\b|@.*$|\s(?:w/|with)\s.*$", re.I)
+
+
+def machine_label(arch: str, cpu_model: str, cores: int | None, device: str | None = None) -> str:
+    """What titles and `compare` call a machine: what it is, not its host name (often "vm" or "localhost", and
+    private), e.g. "x86_64 · AMD EPYC 9B14 · 2 CPUs" or "aarch64 · Raspberry Pi 5 Model B Rev 1.0 · 4 CPUs"."""
+    name = device or re.sub(r"\s+", " ", _CPU_NOISE.sub(" ", cpu_model)).strip()
+    parts = [arch, "" if name == "unknown" else name, f"{cores} CPU{'s' * (cores != 1)}" if cores else ""]
+    return " · ".join(p for p in parts if p) or "unknown machine"
+
+
 def machine_facts() -> dict:
-    cpu = cpu_info()
+    cpu, device, arch, cores = cpu_info(), _device_model(), platform.machine(), os.cpu_count()
     try:
         import psutil
 
@@ -63,12 +75,12 @@ def machine_facts() -> dict:
     except ImportError:
         physical = None
     return {
-        "label": platform.node() or "unknown",
-        "device": _device_model(),
+        "label": machine_label(arch, cpu["model"], cores, device),
+        "device": device,
         "cpu_model": re.sub(r"\s+", " ", cpu["model"]),
         "cpu_features": [f for f, on in cpu["features"].items() if on],
-        "arch": platform.machine(),
-        "logical_cores": os.cpu_count(),
+        "arch": arch,
+        "logical_cores": cores,
         "physical_cores": physical,
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -127,31 +127,38 @@ def _pct(x) -> str:
 
 
 def _num(x, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}g}"
+    """`digits` significant digits, whole numbers from 10**digits up to a million: a table cell reads 1024, not
+    1.02e+03."""
+    if x is None:
+        return "-"
+    return f"{x:.0f}" if 10 ** digits <= abs(x) < 1e6 else f"{x:.{digits}g}"
 
 
 def _energy(run: dict) -> str:
     if run["energy_j_per_solve"] is None:
         return "-"
-    return f"{run['energy_j_per_solve']:.3g} ({'estimate' if run['energy_estimated'] else run['energy_source']})"
+    return f"{_num(run['energy_j_per_solve'])} ({'estimate' if run['energy_estimated'] else run['energy_source']})"
 
 
 def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells shared by the Markdown report and (compact, for a terminal) the CLI's table."""
+    """Headers and cells shared by the Markdown report and (compact, for a terminal) the CLI's table. "= ref" is
+    `agreement_with_fp32`: the share of puzzles a run answers exactly as its bundle's fp32 reference run does (the
+    step graph with every supervision step, on torch where installed), which the report's text or title names."""
     machine, depth = any(r.get("machine") for r in runs), _varies(runs, "depth")
     if compact:
-        # a terminal is 80 columns: words that may wrap, no field that rich would have to cut
-        headers = (["machine"] if machine else []) + [
-            "run", "halt", "exact", "= fp32", "steps", "ms p50 p90", "per s", "J/solve"]
-        return headers, [([r["machine"]] if machine else []) + [
-            f"{r['backend']} {r['precision']} {r['graph']}", _halt(r, depth).replace(",", " "),
-            _pct(r["exact_accuracy"]),
-            _pct(r["agreement_with_fp32"]), f"{r.get('mean_view_steps', r['mean_steps']):.2f}",
-            f"{_num(r['latency_ms']['p50'])} {_num(r['latency_ms']['p90'])}", _num(r["throughput_per_s"]),
+        # 80 columns: names wrap between words, numbers are single words (2 significant digits) that never wrap;
+        # the machine goes into the run's cell (a column more would not fit) and puzzles/s is left to report.md
+        # (a solve's latency is already its batch's time over its size)
+        return ["run", "halt", "exact", "= ref", "steps", "ms p50/p90", "J/solve"], [[
+            f"{r['backend']} {r['precision']} {r['graph']}" + (f" @ {r['machine']}" if machine else ""),
+            _halt(r, depth).replace(",", " "),
+            _pct(r["exact_accuracy"]), _pct(r["agreement_with_fp32"]),
+            f"{r.get('mean_view_steps', r['mean_steps']):.2f}",
+            f"{_num(r['latency_ms']['p50'], 2)}/{_num(r['latency_ms']['p90'], 2)}",
             "-" if r["energy_j_per_solve"] is None else f"{'~' if r['energy_estimated'] else ''}"
-                                                         f"{r['energy_j_per_solve']:.2g}"] for r in runs]
+                                                         f"{_num(r['energy_j_per_solve'], 2)}"] for r in runs]
     headers = (["machine"] if machine else []) + [
-        "backend", "precision", "graph", "halt", "threads", "batch", "n", "exact", "token acc", "agree fp32",
+        "backend", "precision", "graph", "halt", "threads", "batch", "n", "exact", "token acc", "= ref",
         "mean steps", "ms/solve p50/p90/p99", "ms/step p50", "puzzles/s", "init ms", "graph MB", "peak RSS MB",
         "J/solve (source)"]
     rows = []
@@ -160,7 +167,7 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
         rows.append(([r["machine"]] if machine else []) + [
             r["backend"], r["precision"], r["graph"], _halt(r, depth), str(r["threads"] or "default"), str(r["batch"]),
             str(r["n"]), _pct(r["exact_accuracy"]), _pct(r["token_accuracy"]), _pct(r["agreement_with_fp32"]),
-            f"{r['mean_steps']:.2f}", f"{_num(lat['p50'])} / {_num(lat['p90'])} / {_num(lat['p99'])}",
+            f"{r['mean_steps']:.2f}", f"{_num(lat['p50'])}/{_num(lat['p90'])}/{_num(lat['p99'])}",
             _num(r["latency_per_step_ms"]["p50"]), _num(r["throughput_per_s"]), _num(r["init_ms"]),
             _num(r.get("graph_mb")), _num(r["peak_rss_mb"]), _energy(r)])
     return headers, rows
@@ -179,6 +186,16 @@ def machine_line(m: dict) -> str:
     device = f"{m['device']}, " if m.get("device") else ""
     return (f"**{m['label']}**: {device}{m['cpu_model']} ({m['arch']}; {feats}), {m['logical_cores']} logical cores, "
             f"{m['os']}, Python {m['python']}; runtimes: {runtimes}")
+
+
+def reference_note(report: dict) -> str:
+    """What the "= ref" column compares with: each bundle's fp32 reference run, named, with its exact-solve rate."""
+    refs = report.get("references") or [report["reference"]]
+    named = "; ".join(" ".join(r[k] for k in ("backend", "precision", "graph", "halt"))
+                      + (f" on `{r['bundle']}`" if len(refs) > 1 else "") + f", exact {_pct(r['exact_accuracy'])}"
+                      + (f" (fallback: {r['fallback_from']})" if r.get("fallback_from") else "") for r in refs)
+    return (f"Reference: {named}. \"= ref\": the share of puzzles a run answers exactly as its bundle's reference "
+            "does (an fp32 run with the reference's engine, graph and policy is compared with itself).")
 
 
 def _energy_note(e: dict) -> str:
@@ -202,15 +219,13 @@ def _images() -> str:
 
 
 def render_markdown(report: dict) -> str:
-    ref, data = report["reference"], report["data"]
+    data = report["data"]
     lines = [
         "# trm-edge benchmark", "",
         f"Machine: {machine_line(report['machine'])}", "",
         f"Bundle: `{report['bundle']}` ({report['bundle_mb']:.2f} MB). Data: {data['source']}, {data['n']} puzzles "
-        f"({data['labelled']} with a label, the rest checked by the task's rules). Reference: {ref['backend']} fp32 "
-        f"{ref['graph']} {ref['halt']}, exact {_pct(ref['exact_accuracy'])}"
-        + (f" (fallback: {ref['fallback_from']})" if ref.get("fallback_from") else "")
-        + f". Created {report['created']}.", "",
+        f"({data['labelled']} with a label, the rest checked by the task's rules). Created {report['created']}.", "",
+        reference_note(report), "",
         _energy_note(report["energy"]), "",
         _markdown_table(report["runs"]), "",
     ]
@@ -385,11 +400,13 @@ def compare(reports: Sequence[str | os.PathLike], out_dir: str | os.PathLike) ->
     runs = [dict(run, machine=lab) for lab, (_, rep) in zip(labels, loaded) for run in rep["runs"]]
     doc = {"schema_version": 1, "kind": "compare",
            "reports": [{"path": os.fspath(p), "machine": lab, "facts": rep["machine"], "bundle": rep["bundle"],
-                        "data": rep["data"], "energy": rep["energy"], "created": rep["created"]}
+                        "data": rep["data"], "energy": rep["energy"], "created": rep["created"],
+                        "references": rep.get("references") or [rep["reference"]]}
                        for lab, (p, rep) in zip(labels, loaded)],
            "runs": runs}
     md = ["# trm-edge comparison", "", *(f"- {machine_line(dict(r['facts'], label=r['machine']))}. "
-                                         f"{_energy_note(r['energy'])}" for r in doc["reports"]), "",
+                                         f"{_energy_note(r['energy'])} {reference_note(r)}" for r in doc["reports"]),
+          "",
           _markdown_table(runs), "", _images(), ""]
     _write(out_dir, {"compare.json": _dumps(doc), "compare.md": "\n".join(md)}, runs)
     return doc

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from trm_edge.progress import QuietOpt, Reporter
+
 BundleArg = Annotated[str, typer.Argument(help="Bundle directory (from trm-edge export; sudoku).")]
 Precision = Annotated[str, typer.Option(help="The step graph to embed: fp32 or one of the bundle's int8 modes.")]
 OrtWeb = Annotated[str | None, typer.Option("--ort-web", help="onnxruntime-web tarball (npm pack "
@@ -22,12 +24,12 @@ def register(app: typer.Typer) -> None:
     def web(bundle: BundleArg,
             out_dir: Annotated[str, typer.Option("-o", "--out", help="Site directory (new, empty or a site to "
                                                  "replace).")] = "trm-site",
-            precision: Precision = "fp32", ort_web: OrtWeb = None) -> None:
+            precision: Precision = "fp32", ort_web: OrtWeb = None, quiet: QuietOpt = False) -> None:
         """A self-contained static site that solves sudokus on the visitor's device (onnxruntime-web, WASM): host
         it on any static file server; index.html?puzzle=<81 chars> solves on load."""
         from trm_edge.runtimes.browser import build_site
 
-        with err.status("building the site"):
+        with Reporter("web", err, quiet, stage="building the site"):
             path = build_site(bundle, out_dir, precision, ort_web)
         out.print(f"site written to {path}: host it on any static server (`python -m http.server -d {path}` runs it "
                   f"on one WASM thread; `trm-edge serve-web {bundle}` builds and serves one with WASM threads)")
@@ -41,8 +43,8 @@ def register(app: typer.Typer) -> None:
                                                               "a temporary folder).")] = None,
                   precision: Precision = "fp32", ort_web: OrtWeb = None,
                   plain: Annotated[bool, typer.Option(help="Without the cross-origin isolation headers, as a plain "
-                                                      "static host serves it (WASM then runs one thread).")] = False
-                  ) -> None:
+                                                      "static host serves it (WASM then runs one thread).")] = False,
+                  quiet: QuietOpt = False) -> None:
         """Build the site and serve it until Ctrl-C or SIGTERM, with the headers that let WASM use threads."""
         from trm_edge.atomic import interruptions
         from trm_edge.runtimes.browser import build_site, server
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
             raise KeyboardInterrupt
 
         with interruptions(stop), tempfile.TemporaryDirectory(prefix="trm-edge-site-") as tmp:
-            with err.status("building the site"):
+            with Reporter("serve-web", err, quiet, stage="building the site"):
                 site = build_site(bundle, out_dir or f"{tmp}/site", precision, ort_web)
             shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
             with server(site, host, port, isolate=not plain) as srv:
@@ -69,10 +71,10 @@ def register(app: typer.Typer) -> None:
     def android(bundle: BundleArg,
                 out_dir: Annotated[str, typer.Option("-o", "--out", help="The app's assets folder, e.g. "
                                                      "runtimes/android/app/src/main/assets/trm.")],
-                precision: Precision = "fp32") -> None:
+                precision: Precision = "fp32", quiet: QuietOpt = False) -> None:
         """The Android app's assets: the step graph in ORT format and its I/O contract (trm-device.json)."""
         from trm_edge.runtimes.device import write_android_assets
 
-        with err.status("converting to ORT format"):
+        with Reporter("android", err, quiet, stage="converting to ORT format"):
             path = write_android_assets(bundle, out_dir, precision)
         out.print(f"assets written to {path}: build the app in runtimes/android (see its README)")

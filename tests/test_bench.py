@@ -681,3 +681,92 @@ def test_step_time_times_each_engine_alone_round_by_round(tmp_path, monkeypatch,
     assert out[specs[0]]["speed_vs_first"] == [1.0, 1.0]
     ref, other = out[specs[0]]["step_ms_b1"], out[specs[1]]["step_ms_b1"]
     assert out[specs[1]]["speed_vs_first"] == [round(r / o, 2) for r, o in zip(ref, other)]
+
+
+# -- output that means what it says (issue 33) -------------------------------------------------------------------
+
+def test_terminal_table_keeps_numbers_whole_and_names_what_ref_is(bench_setup, tmp_path, monkeypatch):
+    """At 80 columns every number is one unbroken word on one line (a Pi's "897 / 1.02e+03" wrapped), and the
+    agreement column says what it compares with: the title names the reference run."""
+    import io
+
+    import typer
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from trm_edge.benchmarks.commands import _print_runs
+    from trm_edge.benchmarks.report import table
+
+    s = bench_setup
+    report = harness.run_bench(
+        str(s.bundle), backends=["ort", "torch"], precisions=["fp32", "int8"], halts=["fixed", "learned:0,min=2"],
+        data=str(s.data), n=4, batch=2, warmup=0, energy=_estimate(), idle_seconds=0, solver_factory=s.factory)
+    for r in report["runs"]:  # a Pi's figures
+        r["latency_ms"].update(p50=897.0, p90=1024.4)
+        r.update(throughput_per_s=1.1, energy_j_per_solve=12.3)
+    # as compare shows them: each run's machine, long names and policies too
+    machines = (("x86_64 · Intel Core i7-8650U · 8 CPUs", "int8-dynamic"),
+                ("aarch64 · Raspberry Pi 5 Model B Rev 1.0 · 4 CPUs (pi)", "fp32"))
+    compared = [dict(r, machine=m, precision=p, halt="learned:0.25,min=1,max=16,verify", views=16)
+                for r in report["runs"] for m, p in machines]
+    for runs in (report["runs"], compared):
+        buf = io.StringIO()
+        _print_runs(Console(file=buf, width=80), runs, title="a title")
+        lines = buf.getvalue().splitlines()
+        headers, rows = table(runs, compact=True)
+        assert "= ref" in headers and "= fp32" not in headers and max(len(line) for line in lines) <= 80
+        for row in rows:
+            for cell in row[2:]:  # past the run and its policy, which may wrap between words
+                assert " " not in cell and "e+" not in cell and any(cell in line.split() for line in lines), cell
+
+    monkeypatch.chdir(tmp_path)  # a short bundle path, as a person types it: the title stays whole words
+    monkeypatch.setattr(harness, "_default_factory", lambda: lambda path, **kw: s.factory(s.bundle, **kw))
+    app = typer.Typer()
+    register(app)
+    res = CliRunner().invoke(app, ["bench", "bundle", "--halt", "learned:0", "--data", str(s.data), "-n", "4",
+                                   "--energy", "none", "--idle-seconds", "0", "--out", "o"])
+    assert res.exit_code == 0, res.output
+    assert "= ref: same answers as torch fp32 step fixed:4" in " ".join(res.stdout.split()), res.stdout
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "| = ref |" in md and "Reference: torch fp32 step fixed:4" in md
+
+
+def test_machine_label_names_the_machine_not_the_host(monkeypatch):
+    from trm_edge.benchmarks import machine
+
+    monkeypatch.setattr(machine.platform, "node", lambda: "vm")
+    label = machine.machine_facts()["label"]
+    assert label == machine.machine_facts()["label"] and label.strip() and "vm" not in label.split()
+    assert machine.machine_label("x86_64", "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz", 8) == \
+        "x86_64 · Intel Core i7-8650U · 8 CPUs"
+    assert machine.machine_label("x86_64", "AMD EPYC 9B14 96-Core Processor", 2) == "x86_64 · AMD EPYC 9B14 · 2 CPUs"
+    assert machine.machine_label("aarch64", "Cortex-A76", 4, "Raspberry Pi 5 Model B Rev 1.0") == \
+        "aarch64 · Raspberry Pi 5 Model B Rev 1.0 · 4 CPUs"
+
+
+def test_energy_profile_is_decided_by_the_machine_not_by_psutil(monkeypatch, tmp_path):
+    """Two venvs on one machine gave x86-laptop and x86-desktop: psutil's absence read as a battery."""
+    no_model = tmp_path / "no-model"
+    profiles = []
+    for battery in (None, SimpleNamespace(percent=50)):
+        monkeypatch.setitem(sys.modules, "psutil", SimpleNamespace(sensors_battery=lambda b=battery: b))
+        profiles.append(en.device_class("x86_64", {}, no_model))
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
+    profiles.append(en.device_class("x86_64", {}, no_model))
+    assert len(set(profiles)) == 1, profiles
+
+    def supplies(**kinds: tuple[str, str]) -> Path:
+        root = tmp_path / f"ps{len(list(tmp_path.iterdir()))}"
+        for name, (kind, scope) in kinds.items():
+            (root / name).mkdir(parents=True)
+            (root / name / "type").write_text(kind + "\n")
+            if scope:
+                (root / name / "scope").write_text(scope + "\n")
+        root.mkdir(exist_ok=True)
+        return root
+
+    assert en.device_class("x86_64", {}, no_model, supplies(BAT0=("Battery", ""), AC=("Mains", ""))) == "x86-laptop"
+    assert en.device_class("x86_64", {}, no_model, supplies(AC=("Mains", ""), hid=("Battery", "Device"))) == \
+        "x86-desktop"
+    assert en.device_class("x86_64", {}, no_model, supplies()) == "x86-desktop"
+    assert en.device_class("x86_64", {}, no_model, tmp_path / "no-sysfs") == "x86-laptop"  # the OS cannot tell

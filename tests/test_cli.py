@@ -118,3 +118,32 @@ def test_solve_numbers_views_the_same_in_text_and_json(capsys, tiny_bundle):
     code_json, out, _ = run(capsys, *args, "--json")
     shown = int(re.search(r"view (\d+)/3", text)[1])
     assert code == code_json == 0 and 1 <= shown <= 3 and json.loads(out)["results"][0]["view"] == shown
+
+
+def test_solve_json_has_exactly_the_fields_docs_json_md_documents(capsys, tiny_bundle):
+    """docs/json.md's solve table is the contract: every documented field is present and none is undocumented;
+    `answer` is `tokens` in the puzzle's own notation, and `halt` is the text's policy written in full."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+    from conftest import TINY_PUZZLE
+
+    from trm_edge.halting import HaltPolicy
+    from trm_edge.tasks import SUDOKU
+
+    doc = (Path(__file__).parents[1] / "docs" / "json.md").read_text()
+    section = doc.split("\n## solve\n", 1)[1].split("\n## ", 1)[0]
+    fields = re.findall(r"^\| `([\w\[\].]+)` \|", section, re.M)
+    top = {f for f in fields if "." not in f}
+    per_puzzle = {f.removeprefix("results[].") for f in fields if f.startswith("results[].")}
+    args = ["solve", str(tiny_bundle), TINY_PUZZLE, "--views", "2", "--halt", "learned:0,max=2"]
+    code, out, _ = run(capsys, *args, "--json")
+    res = json.loads(out)
+    assert code == 0 and set(res) == top and all(set(r) == per_puzzle for r in res["results"]), (top, per_puzzle)
+    r = res["results"][0]
+    assert SUDOKU.compact(np.array(r["tokens"])) == r["answer"] and SUDOKU.compact(SUDOKU.parse(TINY_PUZZLE)) == \
+        r["puzzle"]
+    code, text, _ = run(capsys, *args)
+    shown = re.search(r"per puzzle, (\S+),", text)[1]
+    assert code == 0 and HaltPolicy.parse(shown, 2) == HaltPolicy.parse(res["halt"], 2)

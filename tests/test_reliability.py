@@ -505,7 +505,7 @@ def _bad_inputs(tmp_path):
         (["solve", str(tmp_path / "binary")], "not UTF-8 text (byte 0xff at offset 0)"),
         (["solve", str(tmp_path / "empty")], "no puzzles found"),
         (["solve", str(tmp_path / "comments")], "no puzzles found"),
-        (["solve", str(tmp_path / "huge.txt")], "more than 64 MB of puzzles"),
+        (["solve", str(tmp_path / "huge.txt")], "far more than a puzzle file holds"),
         (["solve", "." * 81, str(tmp_path / "dir")], "is a directory"),
         (["solve", "S  G\n #  \n    "], "expected 81 cells, got 4"),  # a maze for the sudoku model
         (["solve", maze, str(tmp_path / "walled.txt")], "no path leads from 'S' to 'G'"),
@@ -540,6 +540,7 @@ def _bad_inputs(tmp_path):
           if not torch.cuda.is_available() else []),
         (["data", "build", "chess", "-o", str(tmp_path / "d")], "unknown task 'chess'"),
         (["data", "build", "sudoku", "-o", str(tmp_path / "d"), "--knob", "n_train"], "expected KEY=VALUE"),
+        (["data", "build", "sudoku", "-o", str(tmp_path / "d"), "--knob", "seed=1"], "not a builder knob; use --seed"),
         (["compare", str(tmp_path / "dir"), "-o", str(tmp_path / "c")], str(tmp_path / "dir")),
     ]
 

@@ -17,16 +17,19 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trm_edge.atomic import atomic_dir, claim_live
 from trm_edge.errors import TRMEdgeError
-from trm_edge.untrusted import check_npy, load_json
+from trm_edge.untrusted import check_npy, load_json, parse_json
 
+# `tracker(what)`: the `track(items, total)` that counts a generator's items as stage `what`, or None
+Tracker = Callable[[str], Callable[[Iterable, int], Iterable] | None]
 ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 METADATA = ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
             "num_puzzle_identifiers", "total_groups", "mean_puzzle_examples", "total_puzzles", "sets")
@@ -132,15 +135,6 @@ def read_dataset(data_dir: str | os.PathLike, split: str, mmap: bool = False) ->
     return Dataset(**arrays, metadata=metadata, identifiers=identifiers)
 
 
-def _tracker(description: str):
-    from rich.progress import track
-
-    def progress(items: Iterable, total: int) -> Iterable:
-        return track(items, description=description, total=total, transient=True)
-
-    return progress
-
-
 def _grouped(base_inputs: np.ndarray, base_labels: np.ndarray, num_aug: int, augment) -> dict:
     """Each base example followed by `num_aug` augmented copies as one group; every example its own
     puzzle with the blank identifier. `augment(inputs, labels)` transforms a batch of copies."""
@@ -154,7 +148,7 @@ def _grouped(base_inputs: np.ndarray, base_labels: np.ndarray, num_aug: int, aug
             "puzzle_indices": np.arange(n + 1), "group_indices": np.arange(0, n + 1, copies)}
 
 
-def _sudoku(seed: int, n_train: int = 1000, n_test: int = 1000, givens: tuple[int, int] = (24, 29),
+def _sudoku(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, givens: tuple[int, int] = (24, 29),
             singles_only: bool | None = None, num_aug: int = 0, workers: int = 1):
     from . import sudoku_gen as sg
 
@@ -162,14 +156,14 @@ def _sudoku(seed: int, n_train: int = 1000, n_test: int = 1000, givens: tuple[in
     splits = {}
     for split, n, start, aug in (("train", n_train, 0, num_aug), ("test", n_test, n_train, 0)):
         puzzles, solutions = sg.generate(n, tuple(givens), seed, singles_only, start, workers,
-                                         _tracker(f"sudoku {split}"))
+                                         track(f"sudoku {split}"))
         splits[split] = _grouped(puzzles, solutions, aug, lambda p, s: sg.augment_batch(p, s, rng))
         splits[split]["inputs"] = sg.to_tokens(splits[split]["inputs"])
         splits[split]["labels"] = sg.to_tokens(splits[split]["labels"])
     return splits, 11, ["<blank>"]
 
 
-def _maze(seed: int, n_train: int = 1000, n_test: int = 1000, size: int = 30, min_path_len: int = 0,
+def _maze(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, size: int = 30, min_path_len: int = 0,
           canvas: int = 30, loops: float = 0.1, num_aug: int = 0):
     from . import maze_gen as mg
 
@@ -186,23 +180,39 @@ def _maze(seed: int, n_train: int = 1000, n_test: int = 1000, size: int = 30, mi
 
     splits = {}
     for split, n, start, aug in (("train", n_train, 0, num_aug), ("test", n_test, n_train, 0)):
-        x, y = mg.generate(n, size, seed, min_path_len, canvas, loops, start, _tracker(f"maze {split}"))
+        x, y = mg.generate(n, size, seed, min_path_len, canvas, loops, start, track(f"maze {split}"))
         splits[split] = _grouped(x, y, aug, augment)
     return splits, 6, ["<blank>"]
 
 
-def _arc(seed: int, num_aug: int = 100, version: str = "latest"):
+def _arc(track: Tracker, seed: int, num_aug: int = 100, version: str = "latest"):
     from . import arc_data
 
-    train, test, names = arc_data.build(seed, num_aug, version, _tracker("arc tasks"))
+    train, test, names = arc_data.build(seed, num_aug, version, track("arc tasks"))
     return {"train": vars(train), "test": vars(test)}, 12, names
 
 
 _BUILDERS = {"sudoku": _sudoku, "maze": _maze, "arc": _arc}
 
 
-def build(task: str, out_dir: str | os.PathLike, seed: int = 0, **knobs) -> dict[str, Path]:
-    """Generate a task's train and test splits and write them in the official layout.
+def parse_knobs(pairs: list[str]) -> dict[str, Any]:
+    """`--knob KEY=VALUE` pairs as build's keyword arguments: a VALUE that looks like JSON is JSON (within the
+    budget of untrusted JSON), else a string; build's own parameters are not knobs."""
+    knobs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, val = pair.partition("=")
+        if not sep:
+            raise TRMEdgeError(f"--knob {pair!r}: expected KEY=VALUE")
+        if key in inspect.signature(build).parameters:
+            raise TRMEdgeError(f"--knob {key}: not a builder knob" + ("; use --seed" if key == "seed" else ""))
+        knobs[key] = parse_json(val, f"--knob {key}", "JSON value") if val[:1] in "[{0123456789-tf" else val
+    return knobs
+
+
+def build(task: str, out_dir: str | os.PathLike, seed: int = 0, tracker: Tracker = lambda what: None,
+          **knobs) -> dict[str, Path]:
+    """Generate a task's train and test splits and write them in the official layout; `tracker` counts the work
+    (trm_edge.progress.Reporter.tracker).
 
     Knobs: sudoku n_train, n_test, givens, singles_only, num_aug (augmented copies per train puzzle),
     workers; maze n_train, n_test, size, min_path_len, canvas, loops, num_aug (<= 7 dihedral copies);
@@ -214,11 +224,11 @@ def build(task: str, out_dir: str | os.PathLike, seed: int = 0, **knobs) -> dict
         raise TRMEdgeError(f"unknown task {task!r}: choose one of {', '.join(_BUILDERS)}")
     builder = _BUILDERS[task]
     try:
-        inspect.signature(builder).bind(seed, **knobs)
+        inspect.signature(builder).bind(tracker, seed, **knobs)
     except TypeError as e:
         raise TRMEdgeError(f"bad knob for {task}: {e}; see trm_edge.training.datasets.build") from None
     claim_live(out_dir, "dataset")
-    splits, vocab_size, names = builder(seed, **knobs)
+    splits, vocab_size, names = builder(tracker, seed, **knobs)
     written = {}
     console = Console()
     for split, arrays in splits.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.progress import Reporter
 from trm_edge.training.recipes import RECIPES, run
 from trm_edge.training.trainer import TrainConfig
 from trm_edge.untrusted import load_json
@@ -33,11 +35,28 @@ def train_device(name: str) -> torch.device:
     return dev
 
 
-def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False, echo=None,
-                 config: str | None = None, device: str = "auto", minutes: float | None = None,
-                 data_only: bool = False) -> Path:
+def _reported(report: Reporter | None, what: str, steps: int | None) -> dict:
+    """recipes.run's callbacks for a reporter: the puzzle pool's chunks and the optimizer steps counted, the latter
+    of `steps` (None under a time budget until its `fitted` record says), the log's records as JSON lines."""
+    if report is None:
+        return {}
+    total = steps
+
+    def echo(rec: dict) -> None:
+        nonlocal total
+        total = rec["steps"] if rec.get("event") == "fitted" else total
+        report.note(json.dumps(rec))
+
+    return {"echo": echo, "progress": report.tracker("building the puzzle pool"),
+            "at_step": lambda step: report.progress(what, step, total)}
+
+
+def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False,
+                 report: Reporter | None = None, config: str | None = None, device: str = "auto",
+                 minutes: float | None = None, data_only: bool = False) -> Path:
     """Train the named recipe, or the TrainConfig JSON in `config` (e.g. a recipe's `recipe` field, edited);
-    `minutes` fits the optimizer steps to that much training time (instead of `steps`)."""
+    `minutes` fits the optimizer steps to that much training time (instead of `steps`); `report` shows the progress
+    (under torchrun, rank 0's)."""
     if config:
         doc = load_json(config, "training config")
         try:
@@ -57,14 +76,17 @@ def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bo
     if distributed:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     try:
-        return run(cfg, out_dir, official=official, echo=echo if not distributed or dist.get_rank() == 0 else None,
-                   device=dev, budget_s=None if minutes is None else 60 * minutes, data_only=data_only)
+        shown = _reported(report if not distributed or dist.get_rank() == 0 else None, "training",
+                          cfg.steps if minutes is None else None)
+        return run(cfg, out_dir, official=official, device=dev, budget_s=None if minutes is None else 60 * minutes,
+                   data_only=data_only, **shown)
     finally:
         if distributed:
             dist.destroy_process_group()
 
 
-def finetune(model: str | None, out_dir: str, steps: int | None = None, qat: bool = False, echo=None) -> Path:
+def finetune(model: str | None, out_dir: str, steps: int | None = None, qat: bool = False,
+             report: Reporter | None = None) -> Path:
     """Continue training a model (ours or the bundled one) with its own recipe; `qat` trains it through the
     deployed int8 arithmetic and stores the learned activation ranges in the model written."""
     from trm_edge.checkpoint import DEFAULT_MODEL, load_model
@@ -80,4 +102,4 @@ def finetune(model: str | None, out_dir: str, steps: int | None = None, qat: boo
         raise TRMEdgeError(f"finetune: {source} records no training recipe and task {meta.get('task')!r} has none")
     tune = dict(FINETUNE, steps=steps or FINETUNE["steps"])
     cfg = dataclasses.replace(cfg, init=str(source.resolve()), qat=qat, eval_every=tune["steps"], **tune)
-    return run(cfg, out_dir, echo=echo)
+    return run(cfg, out_dir, **_reported(report, "fine-tuning", cfg.steps))

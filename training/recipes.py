@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -72,9 +73,12 @@ def torch_solver(model: TRM, halt: str):
 
 
 def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None, progress=None,
-        device: str = "cpu", budget_s: float | None = None, data_only: bool = False) -> Path:
+        device: str = "cpu", budget_s: float | None = None, data_only: bool = False,
+        at_step: Callable[[int], None] | None = None) -> Path:
     """Build the data (cached in the run directory), train, evaluate periodically on held-out puzzles, write the
-    model. `data_only` stops after the data: a GPU's minutes then go to training alone."""
+    model. `data_only` stops after the data: a GPU's minutes then go to training alone. `echo(record)` hears the
+    log, `progress` wraps the puzzle pool's generation (sudoku_gen.generate), `at_step(n)` hears each optimizer step
+    begin after n (the trainer logs only every 50)."""
     out = claim_live(out_dir, "training run")
     with os_errors(out):  # a full disk or a read-only run dir: one line, whichever write meets it
         d = cfg.data
@@ -87,6 +91,12 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
         puzzles, solutions = sources.sudoku_pool(d["buckets"], d["pool_seed"],
                                                  out / "data" / "pool.npz", progress=progress)
         stream = sources.sudoku_stream(puzzles, solutions, cfg.batch_size, cfg.seed)
+        if at_step:
+            draw = stream
+
+            def stream(step: int) -> tuple:  # the trainer draws one batch an optimizer step
+                at_step(step)
+                return draw(step)
         heldout = heldout_sudoku(d["eval_seed"], d["eval_n"], d["buckets"], out / "data" / "heldout.npz")
         if dist.is_initialized() and not rank:
             dist.barrier()

@@ -13,7 +13,6 @@ import numpy as np
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from trm_edge import api
@@ -21,7 +20,7 @@ from trm_edge.atomic import claim
 from trm_edge.errors import TRMEdgeError
 from trm_edge.extras import require
 from trm_edge.halting import MAX_STEPS
-from trm_edge.untrusted import parse_json
+from trm_edge.progress import QuietOpt, Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Tiny Recursive Models from training to edge devices.")
@@ -62,11 +61,6 @@ def word_table(headers: list[str], rows: list[list[str]], title: str) -> Table:
     for row in rows:
         t.add_row(*row)
     return t
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=True)
 
 
 @app.command()
@@ -142,14 +136,12 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
           limit: Annotated[int | None, typer.Option(min=1, help="At most this many puzzles per file.")] = None,
           batch: BatchOpt = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
-          depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
+          depth: DepthOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
     loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
                             threads=threads, depth=depth)
-    with _progress() as prog:
-        bar = prog.add_task("solving", total=None)
-        res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=lambda n: prog.advance(bar, n),
-                             views=views or [1])
+    with Reporter("eval", err, quiet, stage="solving") as rep:
+        res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=rep.advance, views=views or [1])
     if as_json:
         print(json.dumps(res, indent=2))
         return
@@ -199,7 +191,8 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard (a close call "
                                                       "draws half as many more at a time, up to 4 times as many).")]
            = 512,
-           task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
+           task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False,
+           quiet: QuietOpt = False) -> None:
     """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
     quantize under an accuracy guard, and write a bundle (all or nothing)."""
     require("export", "export", "torch")
@@ -212,9 +205,9 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
     claim(out_dir, "bundle")  # before minutes of work, not after
     loaded = api.open_model(model, seq_len=seq_len, task=task, depth=depth)
-    with err.status("exporting") as st:
+    with Reporter("export", err, quiet, stage="exporting") as rep:
         path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, options,
-                             status=lambda s: st.update(s))
+                             status=rep.status)
     summary = api.bundle_summary(path)
     for q in [*summary["verification"].values(), *summary["quantization"].values()]:
         for w in q.get("warnings", []):
@@ -258,13 +251,15 @@ def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run director
           config: Annotated[str | None, typer.Option(help="A TrainConfig JSON instead of a named recipe.")] = None,
           official: Annotated[bool, typer.Option(help="Also write the official checkpoint format.")] = False,
           data_only: Annotated[bool, typer.Option("--data-only", help="Build and cache the run's data, then stop "
-                                                  "(prepare a GPU run on a CPU machine).")] = False) -> None:
+                                                  "(prepare a GPU run on a CPU machine).")] = False,
+          quiet: QuietOpt = False) -> None:
     """Train a TRM with a named recipe (CPU or GPU; under torchrun, DDP)."""
     require("train", "train", "torch")
     from trm_edge.training.launch import train_recipe
 
-    path = train_recipe(task, out_dir, steps=steps, official=official, config=config, device=device, minutes=minutes,
-                        data_only=data_only, echo=lambda r: err.print(r, highlight=False))
+    with Reporter("train", err, quiet) as rep:
+        path = train_recipe(task, out_dir, steps=steps, official=official, config=config, device=device,
+                            minutes=minutes, data_only=data_only, report=rep)
     out.print(f"data written to {path}; train with the same -o" if data_only else f"model written to {path}")
 
 
@@ -275,12 +270,14 @@ def finetune(model: Annotated[str | None, typer.Argument(help="A trm-edge model 
              = "trm-finetune",
              qat: Annotated[bool, typer.Option("--qat", help="Quantization-aware: train through the int8 arithmetic "
                                                "that `export --quantize int8` ships, and learn its ranges.")] = False,
-             steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default 600).")] = None) -> None:
+             steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps (default 600).")] = None,
+             quiet: QuietOpt = False) -> None:
     """Continue training a model with its own recipe at a low rate; with --qat, for int8 that holds accuracy."""
     require("finetune", "train", "torch")
     from trm_edge.training.launch import finetune as run
 
-    path = run(model, out_dir, steps=steps, qat=qat, echo=lambda r: err.print(r, highlight=False))
+    with Reporter("finetune", err, quiet) as rep:
+        path = run(model, out_dir, steps=steps, qat=qat, report=rep)
     out.print(f"model written to {path}" + (f"; export it with: trm-edge export {path} --quantize int8" if qat else ""))
 
 
@@ -288,18 +285,14 @@ def finetune(model: Annotated[str | None, typer.Argument(help="A trm-edge model 
 def data_build(task: Annotated[str, typer.Argument(help="sudoku, maze or arc")],
                out_dir: Annotated[str, typer.Option("-o", "--out")],
                seed: int = 0,
-               knob: Annotated[list[str], typer.Option(help="KEY=VALUE builder knobs, e.g. n_train=1000.")] = None
-               ) -> None:
+               knob: Annotated[list[str], typer.Option(help="KEY=VALUE builder knobs, e.g. n_train=1000.")] = None,
+               quiet: QuietOpt = False) -> None:
     """Build a dataset (dataset.json + all__*.npy per split) the official trainer reads."""
-    from trm_edge.training.datasets import build
+    from trm_edge.training.datasets import build, parse_knobs
 
-    kw = {}
-    for k in knob or []:
-        key, sep, val = k.partition("=")
-        if not sep:
-            raise TRMEdgeError(f"--knob {k!r}: expected KEY=VALUE")
-        kw[key] = parse_json(val, f"--knob {key}", "JSON value") if val[:1] in "[{0123456789-tf" else val
-    build(task, out_dir, seed=seed, **kw)
+    kw = parse_knobs(knob or [])
+    with Reporter("data build", err, quiet) as rep:
+        build(task, out_dir, seed=seed, tracker=rep.tracker, **kw)
 
 
 from trm_edge.benchmarks.commands import register  # noqa: E402  (they use the helpers above)

@@ -62,10 +62,11 @@ def read_limited(path: str | os.PathLike, limit: int, what: str = "file") -> byt
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise _os_error(p, e, what) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise TRMEdgeError(f"{p}: is {kind_of(mode)}, not a {what}")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise TRMEdgeError(f"{p}: is {kind_of(mode)}, not a {what}")
         try:
             data = f.read(limit + 1)
         except OSError as e:
