@@ -44,7 +44,8 @@ def register(app: typer.Typer) -> None:
         views: Annotated[str, typer.Option(help="Comma-separated numbers of views per puzzle, e.g. 1,4,16.")] = "1",
         data: Annotated[str, typer.Option(help="Puzzle file (one a line, optional ',solution') or 'builtin'.")
                         ] = "builtin",
-        n: Annotated[int, typer.Option("-n", min=1, help="Puzzles per run (the first N of the data).")] = 64,
+        n: Annotated[int, typer.Option("-n", "--puzzles", min=1, help="Puzzles per run (the first N of the data).")
+                     ] = 64,
         batch: Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per solve call.")] = 1,
         threads: ThreadsOpt = None,
         warmup: Annotated[int, typer.Option(min=0, help="Untimed batches before each run.")] = 2,

@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def android(bundle: BundleArg,
                 out_dir: Annotated[str, typer.Option("-o", "--out", help="The app's assets folder, e.g. "
-                                                     "runtimes/android/app/src/main/assets/trm.")],
+                                                     "runtimes/android/app/src/main/assets/trm.")] = "trm-android",
                 precision: Precision = "fp32", quiet: QuietOpt = False) -> None:
         """The Android app's assets: the step graph in ORT format and its I/O contract (trm-device.json)."""
         from trm_edge.runtimes.device import write_android_assets

@@ -657,7 +657,7 @@ def test_candidate_on_a_missing_bundle_is_one_line_and_exit_2(tmp_path):
     nope = str(tmp_path / "nope")
     res = subprocess.run([sys.executable, "-m", "trm_edge.benchmarks.candidate", nope, str(tmp_path / "top95.txt"),
                           "--base", nope], capture_output=True, text=True)
-    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a trm-edge bundle" in res.stderr, res.stderr
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no such bundle directory" in res.stderr, res.stderr
 
 
 def test_step_time_times_each_engine_alone_round_by_round(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -109,8 +111,6 @@ def test_eval_table_fits_80_columns(capsys):
 
 
 def test_solve_numbers_views_the_same_in_text_and_json(capsys, tiny_bundle):
-    import re
-
     from conftest import TINY_PUZZLE
 
     args = ["solve", str(tiny_bundle), TINY_PUZZLE, "--views", "3", "--halt", "fixed:2"]
@@ -147,3 +147,54 @@ def test_solve_json_has_exactly_the_fields_docs_json_md_documents(capsys, tiny_b
     code, text, _ = run(capsys, *args)
     shown = re.search(r"per puzzle, (\S+),", text)[1]
     assert code == 0 and HaltPolicy.parse(shown, 2) == HaltPolicy.parse(res["halt"], 2)
+
+
+def _commands(cmd, path=()):
+    """Every leaf command of the CLI, as the user reaches it (`data build`), with its click object."""
+    subs = getattr(cmd, "commands", {})
+    if not subs:
+        yield path, cmd
+    for name, sub in subs.items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_reads_well_at_80_columns():
+    """No `<bool>`/`<str>` type tags, no word cut with an ellipsis, no line over 80, whole usage lines."""
+    import typer
+
+    from trm_edge.cli import app
+
+    for path, _ in [((), None), *_commands(typer.main.get_command(app))]:
+        res = subprocess.run([sys.executable, "-m", "trm_edge", *path, "--help"], capture_output=True, text=True,
+                             env={**os.environ, "COLUMNS": "80", "TERM": "dumb"}, timeout=60)
+        text = res.stdout
+        assert res.returncode == 0 and text.strip(), (path, res.stderr)
+        assert not re.search(r"<(bool|str|int|float|list)", text) and "…" not in text, (path, text)
+        assert max(map(len, text.splitlines())) <= 80 and "{" not in text.split("\n\n")[0], (path, text)
+
+
+def test_every_option_has_a_long_name_and_every_output_a_default():
+    import typer
+
+    from trm_edge.cli import app
+
+    for path, cmd in _commands(typer.main.get_command(app)):
+        for p in cmd.params:
+            if isinstance(p, typer.core.TyperOption):
+                assert any(o.startswith("--") for o in p.opts), (path, p.opts)
+                if "-o" in p.opts and path != ("serve-web",):  # serve-web builds into a temporary folder by default
+                    assert p.default, (path, "an -o without a default")
+
+
+def test_a_mistyped_bundle_is_a_missing_path_not_a_puzzle(capsys):
+    code, _, err = run(capsys, "solve", "trm-sudok", PUZZLE)
+    assert code == 2 and err.strip() == "trm-edge: error: trm-sudok: no such bundle, model or puzzle file"
+    code, _, err = run(capsys, "web", "trm-sudok")
+    assert code == 2 and err.strip() == "trm-edge: error: trm-sudok: no such bundle directory"
+
+
+def test_options_that_do_not_apply_are_refused(capsys, tiny_bundle):
+    code, _, err = run(capsys, "solve", str(tiny_bundle), PUZZLE, "--task", "maze")
+    assert code == 2 and "--task applies to models" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "solve", PUZZLE, "--graph", "loop")
+    assert code == 2 and "--graph applies to exported bundles; the bundled model is a model" in err

@@ -491,7 +491,8 @@ def test_read_puzzles_errors_name_the_file_and_line(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(TRMEdgeError, match=r"bad\.txt: not UTF-8 text"):
         read_puzzles(SUDOKU, str(bad))
-    with pytest.raises(TRMEdgeError, match=r"no_such/puzzles\.txt: no such file \(and not a sudoku puzzle"):
+    with pytest.raises(TRMEdgeError, match=r"no_such/puzzles\.txt: no such file, and not a sudoku puzzle either "
+                                           r"\(line 1: sudoku: expected"):
         read_puzzles(SUDOKU, "no_such/puzzles.txt")
     with pytest.raises(TRMEdgeError, match="^line 1: sudoku: expected 81 cells, got 3"):
         read_puzzles(SUDOKU, "123")

@@ -229,7 +229,7 @@ def test_resume_after_kill(tmp_path, sig):
     cfg_file.write_text(json.dumps(_cfg(steps=done + 3, checkpoint_every=3).to_dict()))
     res = subprocess.run(_train_cmd(cfg_file, out), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-1500:]
-    assert f"'event': 'resumed', 'step': {done}" in res.stderr
+    assert f'"event": "resumed", "step": {done}' in res.stderr
     _, meta = load(out / "model")
     assert meta["trained_steps"] == done + 3
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]

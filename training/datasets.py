@@ -130,7 +130,7 @@ def read_dataset(data_dir: str | os.PathLike, split: str, mmap: bool = False) ->
         found = arrays["inputs"].shape[1], len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
         if (metadata["seq_len"], metadata["total_puzzles"], metadata["total_groups"]) != found:
             raise ValueError("dataset.json disagrees with the array shapes")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, TRMEdgeError) as e:
         raise TRMEdgeError(f"dataset at {where} is corrupt ({e}): rebuild it") from None
     return Dataset(**arrays, metadata=metadata, identifiers=identifiers)
 

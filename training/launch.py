@@ -13,7 +13,7 @@ import torch.distributed as dist
 from trm_edge.errors import TRMEdgeError
 from trm_edge.progress import Reporter
 from trm_edge.training.recipes import RECIPES, run
-from trm_edge.training.trainer import TrainConfig
+from trm_edge.training.trainer import TrainConfig, check_architecture
 from trm_edge.untrusted import load_json
 
 # Fine-tuning from trained weights: a short run at a tenth of the bundled recipe's peak rate, evaluated at the end
@@ -92,7 +92,7 @@ def finetune(model: str | None, out_dir: str, steps: int | None = None, qat: boo
     from trm_edge.checkpoint import DEFAULT_MODEL, load_model
 
     source = Path(model) if model else DEFAULT_MODEL
-    _, meta = load_model(source)
+    model, meta = load_model(source)
     if meta.get("format") != "trm-edge":
         raise TRMEdgeError(f"finetune: {source} is not a trm-edge model (official checkpoints: train from their "
                            "dataset with the official trainer, or convert with `trm-edge export` first)")
@@ -102,4 +102,5 @@ def finetune(model: str | None, out_dir: str, steps: int | None = None, qat: boo
         raise TRMEdgeError(f"finetune: {source} records no training recipe and task {meta.get('task')!r} has none")
     tune = dict(FINETUNE, steps=steps or FINETUNE["steps"])
     cfg = dataclasses.replace(cfg, init=str(source.resolve()), qat=qat, eval_every=tune["steps"], **tune)
+    check_architecture(model.config, cfg)
     return run(cfg, out_dir, **_reported(report, "fine-tuning", cfg.steps))

@@ -325,15 +325,20 @@ def _gather(t: torch.Tensor, world: int) -> np.ndarray:
     return torch.cat(parts).cpu().numpy()
 
 
+def check_architecture(init_config, cfg: TrainConfig) -> None:
+    """A model fine-tuned with a recipe must have the recipe's architecture (refused before any data is built)."""
+    if init_config != cfg.model:
+        raise TRMEdgeError(f"{cfg.init}: its architecture differs from the training config's; fine-tune it with "
+                           "its own recipe")
+
+
 def _start_from(model: TRM, cfg: TrainConfig, stream: Stream) -> dict:
     """Load `cfg.init`'s weights; for QAT, attach the fake-quant sites with ranges calibrated on the first batch.
     Returns what the fine-tuned model inherits: the source's recommended halting policy."""
     from trm_edge.checkpoint import load_model
 
     init, meta = load_model(cfg.init)
-    if init.config != cfg.model:
-        raise TRMEdgeError(f"{cfg.init}: its architecture differs from the training config's; fine-tune it with "
-                           "its own recipe")
+    check_architecture(init.config, cfg)
     model.load_state_dict(init.state_dict())
     if cfg.qat:
         qat.attach(model, qat.calibrate(init, stream(0)[0][:QAT_CALIB_PUZZLES]))

@@ -18,7 +18,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
 from trm_edge.extras import require
 from trm_edge.halting import HaltPolicy, Solution
-from trm_edge.tasks import Codec, Pair, codec_for, read_puzzles
+from trm_edge.tasks import Codec, Pair, codec_for, looks_like_a_path, read_puzzles
 from trm_edge.views import solve_views, view_policy
 
 BUILTIN_DATA = Path(__file__).parent / "data"
@@ -65,8 +65,9 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
                ) -> Loaded:
     """Whatever a path names: a bundle (run by `backend`, ORT by default), a model (the PyTorch reference), or
     the bundled default model when `source` is None. `depth` "H,L": cycles per supervision step (models only)."""
-    if depth and is_bundle(source):
-        raise TRMEdgeError(f"{source}: a bundle's depth is fixed when it is exported; re-export with --depth {depth}")
+    _refuse_what_does_not_apply(source, {"--task": task, "--seq-len": seq_len, "--depth": depth},
+                                {"--graph": graph != "step" and graph, "--precision": precision != "fp32" and precision,
+                                 "--threads": threads})
     if is_bundle(source):
         from trm_edge.runtimes import open_solver
 
@@ -95,6 +96,18 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
 
     return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})",
                   meta.get("recommended_halt", "fixed"), model=model)
+
+
+def _refuse_what_does_not_apply(source: str | None, for_models: dict, for_bundles: dict) -> None:
+    """An option meant for the other kind of source would be silently ignored: it is refused instead."""
+    bundle = is_bundle(source)
+    given = [k for k, v in (for_models if bundle else for_bundles).items() if v]
+    if given and bundle:
+        raise TRMEdgeError(f"{given[0]} applies to models; {source} is an exported bundle, whose task, sequence length "
+                           "and depth were fixed by its export (re-export the model to change them)")
+    if given:
+        raise TRMEdgeError(f"{given[0]} applies to exported bundles; {source or 'the bundled model'} is a model, run "
+                           "on the PyTorch reference (trm-edge export makes a bundle)")
 
 
 # -- info --------------------------------------------------------------------------------------------
@@ -179,6 +192,8 @@ def bundle_summary(path: str | os.PathLike) -> dict:
 
 def split_model_and_puzzles(args: list[str]) -> tuple[str | None, list[str]]:
     """`[MODEL] PUZZLE...`: the first argument is the model when it names one."""
+    if len(args) > 1 and not os.path.exists(args[0]) and looks_like_a_path(args[0]):
+        raise TRMEdgeError(f"{args[0]}: no such bundle, model or puzzle file")
     if args and is_model_path(args[0]):
         if len(args) == 1:
             raise TRMEdgeError(f"{args[0]} is a model: give at least one PUZZLE after it (a string, a file, or -)")

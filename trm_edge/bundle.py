@@ -55,6 +55,8 @@ class Bundle:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         mf = self.path / MANIFEST
+        if not self.path.exists():
+            raise TRMEdgeError(f"{self.path}: no such bundle directory")
         if not mf.exists():
             raise TRMEdgeError(f"{self.path}: not a trm-edge bundle (no {MANIFEST}); create one with trm-edge export")
         self._inside(MANIFEST)

@@ -67,8 +67,8 @@ def load_official(path: str | os.PathLike, seq_len: int | None = None) -> tuple[
 def _latest_step(d: Path) -> Path:
     steps = sorted((int(m.group(1)), f) for f in d.iterdir() if (m := _STEP.match(f.name)) and f.is_file())
     if not steps:
-        raise TRMEdgeError(f"{d}: no checkpoint here (expected a trm-edge model with {OUR_CONFIG}, or an "
-                           "official run directory with step_N files)")
+        raise TRMEdgeError(f"{d}: no checkpoint here (expected a trm-edge model with {OUR_CONFIG}, an official run "
+                           "directory with step_N files, or an exported bundle with manifest.json)")
     return steps[-1][1]
 
 

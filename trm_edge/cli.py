@@ -5,6 +5,7 @@ Errors a user can fix exit 2 (1 for a failed check) with one line on stderr, nev
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Annotated
@@ -47,7 +48,8 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp3
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, max=1024,
                                                 help="Intra-op threads (default: the runtime's).")]
 DepthOpt = Annotated[str | None, typer.Option("--depth", help="H,L: recursion cycles per supervision step at "
-                                              "inference (default: the model's); models, and export.")]
+                                              "inference (default: the model's). For a model or an export; a "
+                                              "bundle's depth is fixed.")]
 BatchOpt = Annotated[int, typer.Option(min=1, max=65536, help="Rows solved together (a bundle's step graph "
                                        "streams puzzles and their views through this many slots).")]
 
@@ -241,7 +243,8 @@ def print_bundle(summary: dict) -> None:
 
 
 @app.command()
-def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")],
+def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")]
+          = "trm-run",
           task: Annotated[str, typer.Option(help="Recipe: sudoku (the bundled model's) or sudoku-large (for a "
                                             "GPU).")] = "sudoku",
           steps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's optimizer steps.")] = None,
@@ -283,7 +286,8 @@ def finetune(model: Annotated[str | None, typer.Argument(help="A trm-edge model 
 
 @data_app.command("build")
 def data_build(task: Annotated[str, typer.Argument(help="sudoku, maze or arc")],
-               out_dir: Annotated[str, typer.Option("-o", "--out")],
+               out_dir: Annotated[str, typer.Option("-o", "--out", help="Dataset directory (new, empty or a dataset "
+                                                    "to add to).")] = "trm-data",
                seed: int = 0,
                knob: Annotated[list[str], typer.Option(help="KEY=VALUE builder knobs, e.g. n_train=1000.")] = None,
                quiet: QuietOpt = False) -> None:
@@ -320,9 +324,43 @@ def one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+def _one_paragraph_per_line(text: str | None) -> str | None:
+    """Docstrings wrap at 120 columns in the source; help rewraps each paragraph to the terminal instead."""
+    return text and "\n\n".join(" ".join(par.split()) for par in inspect.cleandoc(text).split("\n\n"))
+
+
+def _readable(cmd) -> None:
+    """Help that reads at 80 columns: typer shows a type beside every parameter (`<bool>` on each flag, `<list[str]>`,
+    `<int range>`); here a flag shows none, a value one word (N, X, TEXT), an argument its metavar as written (also
+    in the usage line), and each help paragraph is one line for the terminal to wrap."""
+    cmd.help = _one_paragraph_per_line(cmd.help)
+    for sub in getattr(cmd, "commands", {}).values():
+        _readable(sub)
+    for p in cmd.params:
+        if isinstance(p, typer.core.TyperOption):
+            p.metavar = "" if p.is_flag else {"int": "N", "float": "X"}.get(p.bare_type(), "TEXT")
+        else:
+            name = p.metavar or p.name.upper()
+            name += "..." if p.nargs != 1 and not name.endswith("...") else ""
+            usage = name if p.required else f"[{name}]"
+            p.display_type_rich = lambda ctx: ""
+            p._usage_display_name = lambda usage=usage: usage
+    make_help = cmd.get_help_option
+
+    def help_option(ctx, make_help=make_help):
+        option = make_help(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    cmd.get_help_option = help_option
+
+
 def main(argv: list[str] | None = None) -> None:
+    command = typer.main.get_command(app)
+    _readable(command)
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="trm-edge")
+        rv = command.main(args=argv, standalone_mode=False, prog_name="trm-edge")
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors; a bare command shows its help

@@ -6,6 +6,7 @@ numpy and the stdlib only: this runs on devices without torch.
 from __future__ import annotations
 
 import os
+import re
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.arc import ARC, ArcCodec, decode_grid, encode_grid, parse_task
@@ -16,6 +17,7 @@ from trm_edge.untrusted import read_limited, read_stdin
 
 CODECS: dict[str, type[Codec]] = {"arc": ArcCodec, "maze": MazeCodec, "sudoku": SudokuCodec}
 _FILE_SUFFIXES = (".txt", ".csv", ".json")
+_NAME = re.compile(r"[\w.~/\\-]*[A-Za-z][\w.~/\\-]*")  # letters and path characters: no puzzle of any task looks so
 
 __all__ = [
     "ARC",
@@ -31,6 +33,7 @@ __all__ = [
     "decode_grid",
     "encode_grid",
     "get_codec",
+    "looks_like_a_path",
     "parse_task",
     "read_puzzles",
     "shortest_path",
@@ -77,6 +80,12 @@ def _decode(data: bytes, origin: str) -> str:
                            "as UTF-8") from None
 
 
+def looks_like_a_path(arg: str) -> bool:
+    """A mistyped file or bundle name, not a puzzle: a path separator, a file suffix, or letters among path characters
+    only (sudoku puzzles have no letters; mazes have '#' or spaces; ARC grids are digits or JSON)."""
+    return "\n" not in arg and (os.sep in arg or arg.endswith(_FILE_SUFFIXES) or _NAME.fullmatch(arg) is not None)
+
+
 def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     """(puzzle, label or None) pairs from '-' (stdin), a file path, or else the puzzle text itself.
 
@@ -96,8 +105,8 @@ def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     except TRMEdgeError as e:
         if origin is not None:
             raise TRMEdgeError(f"{origin}: {e}") from None
-        if "\n" not in source and (os.sep in source or source.endswith(_FILE_SUFFIXES)):
-            raise TRMEdgeError(f"{source}: no such file (and not a {codec.name} puzzle either)") from None
+        if looks_like_a_path(source):
+            raise TRMEdgeError(f"{source}: no such file, and not a {codec.name} puzzle either ({e})") from None
         raise
     if not pairs:
         raise TRMEdgeError(
