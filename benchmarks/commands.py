@@ -1,7 +1,6 @@
 """`trm-edge bench | compare | doctor`: option parsing only; the work is in harness, report, remote and machine.
 
-Registered by trm_edge/cli.py through `register(app)`, so the CLI's shared options and consoles are imported
-at registration time (cli.py imports this module while it is itself being set up).
+Registered by trm_edge/cli.py through `register(app)`; the shared options and consoles come from trm_edge.console.
 """
 
 import json
@@ -11,7 +10,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from trm_edge.api import split_list
+from trm_edge.api import parse_int_list, split_list
+from trm_edge.console import JsonOpt, QuietOpt, ThreadsOpt, err, out, word_table
+from trm_edge.progress import Reporter
 
 
 def split_halts(text: str) -> list[str]:
@@ -27,10 +28,6 @@ def split_halts(text: str) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    from trm_edge.api import parse_int_list
-    from trm_edge.cli import JsonOpt, ThreadsOpt, err, out
-    from trm_edge.progress import QuietOpt, Reporter
-
     @app.command()
     def bench(
         bundles: Annotated[list[str], typer.Argument(help="Bundle directories (hold manifest.json); several, e.g. "
@@ -164,6 +161,5 @@ def register(app: typer.Typer) -> None:
 
 def _print_runs(console, runs: list[dict], title: str) -> None:
     from trm_edge.benchmarks.report import table
-    from trm_edge.cli import word_table
 
     console.print(word_table(*table(runs, compact=True), title=title))

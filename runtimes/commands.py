@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from trm_edge.progress import QuietOpt, Reporter
+from trm_edge.console import QuietOpt, err, out
+from trm_edge.progress import Reporter
 
 BundleArg = Annotated[str, typer.Argument(help="Bundle directory (from trm-edge export; sudoku).")]
 Precision = Annotated[str, typer.Option(help="The step graph to embed: fp32 or one of the bundle's int8 modes.")]
@@ -18,8 +19,6 @@ OrtWeb = Annotated[str | None, typer.Option("--ort-web", help="onnxruntime-web t
 
 
 def register(app: typer.Typer) -> None:
-    from trm_edge.cli import err, out
-
     @app.command()
     def web(bundle: BundleArg,
             out_dir: Annotated[str, typer.Option("-o", "--out", help="Site directory (new, empty or a site to "

@@ -16,9 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,9 +31,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-# every long command's option
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or progress lines (results, "
-                                        "warnings and errors still print).")]
 EVERY = 10.0  # seconds between the lines of a running stage, outside a terminal
 _COUNT = re.compile(r" (\d+)/(\d+)\b")  # a count in a status text: export's int8 guard sends "int8 300/512 held-out"
 
