@@ -2,6 +2,7 @@
 # Reproduces the figures in benchmarks/RESULTS.md on this machine: bash benchmarks/results.sh OUT_DIR
 # (the bundled model is used wherever no model is named; timings are noisy on a shared machine: compare rows
 # of one run, and read ratios beside absolute times)
+# Run it from the repository root: the studies run as `python -m benchmarks.studies.NAME` (benchmarks/studies/).
 set -euo pipefail
 OUT=${1:-results}
 mkdir -p "$OUT"
@@ -29,11 +30,11 @@ trm-edge bench "$OUT/sudoku-int8-full" --backend torch,ort --precision fp32,int8
   --halt fixed:16,learned:0 --data builtin -n 256 --batch 64 --threads 2 --out "$OUT/bench-bundled-b64" \
   --json > /dev/null
 # continuous batching vs plain batches at 64 slots under learned:0
-python -m trm_edge.benchmarks.throughput "$OUT/sudoku-bundle" --halt learned:0 --slots 64 -n 512 --threads 2 \
+python -m benchmarks.studies.throughput "$OUT/sudoku-bundle" --halt learned:0 --slots 64 -n 512 --threads 2 \
   > "$OUT/throughput.json"
 
 # the official Sudoku-MLP size (5.0M parameters, random weights: latency only)
-python -m trm_edge.benchmarks.official_size "$OUT/official-mlp"
+python -m benchmarks.studies.official_size "$OUT/official-mlp"
 trm-edge export "$OUT/official-mlp" -o "$OUT/official-bundle" --graph step,loop,unrolled \
   --quantize int8,int8-dynamic --calib 16 --heldout 32 --max-drop 100 --json > "$OUT/export-official.json"
 trm-edge bench "$OUT/official-bundle" --backend torch,ort --precision fp32,int8,int8-dynamic \
@@ -58,7 +59,7 @@ PY
 done
 
 # the int8 float-by-default choice (q_head, lm_head), measured
-python -m trm_edge.benchmarks.int8_defaults "$OUT/sudoku-bundle" --per-module > "$OUT/int8-defaults.json"
+python -m benchmarks.studies.int8_defaults "$OUT/sudoku-bundle" --per-module > "$OUT/int8-defaults.json"
 
 # the halting threshold: exact-solve rate vs steps and latency (ORT fp32 loop graph, batch 1)
 trm-edge bench "$OUT/sudoku-bundle" --backend ort --precision fp32 --graph loop \
@@ -69,7 +70,7 @@ trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32 --graph
   --data builtin -n 400 --batch 1 --threads 2 --out "$OUT/bench-headline" --json > /dev/null
 
 # reliability: 5,000 solves with one loaded solver (resident memory, answers stable)
-python -m trm_edge.benchmarks.soak "$OUT/sudoku-bundle" --solves 5000 > "$OUT/soak.json"
+python -m benchmarks.studies.soak "$OUT/sudoku-bundle" --solves 5000 > "$OUT/soak.json"
 # views and verified halting: 1, 4, 16 views under the default policy; top95 at 16 and 64 (ORT step graph, batch 1)
 TOP95="${TOP95:-$(dirname "$0")/../../shared/data/sudoku/top95.txt}"
 trm-edge eval "$OUT/sudoku-bundle" --data builtin --views 1 --views 4 --views 16 --batch 1 --threads 2 --json \
@@ -89,7 +90,7 @@ done
 trm-edge bench "$OUT"/depth-{3-2,2-2,3-1,1-2} --halt learned:3,learned:3,max=6,verify --views 1,16 -n 150 \
   --data "$HARD" --threads 2 --energy none --out "$OUT/bench-depth" --json > /dev/null
 for v in 1 16; do
-  python -m trm_edge.benchmarks.throughput "$OUT/depth-3-2" --halt learned:3 --views "$v" --slots 64 -n 512 \
+  python -m benchmarks.studies.throughput "$OUT/depth-3-2" --halt learned:3 --views "$v" --slots 64 -n 512 \
     --data "$HARD" --threads 2 > "$OUT/throughput-views$v.json"
 done
 
@@ -100,7 +101,7 @@ trm-edge finetune --qat -o "$OUT/qat" --steps 600
 trm-edge export -o "$OUT/routes" --graph step --quantize int8-static,int8-dynamic,int8-rows,int8-weights,int4-weights \
   --max-drop 100 --json > "$OUT/export-routes.json"
 trm-edge export "$OUT/qat/model" -o "$OUT/routes-qat" --graph step --quantize int8 --json > "$OUT/export-routes-qat.json"
-python -m trm_edge.benchmarks.int8_routes "$OUT/routes" "$OUT/routes-qat" -n 1000 --halt learned:3,fixed --json \
+python -m benchmarks.studies.int8_routes "$OUT/routes" "$OUT/routes-qat" -n 1000 --halt learned:3,fixed --json \
   > "$OUT/int8-routes.json"
 for b in 1 64; do
   trm-edge bench "$OUT/routes" --backend ort --precision fp32,int8-static,int8-dynamic,int8-rows,int8-weights,int4-weights \
@@ -114,9 +115,9 @@ done
 # 16-bit activations (A16W8, measured only); speed side by side with ORT fp32 at batch 1 and 64
 trm-edge export -o "$OUT/routes-litert" --format litert --graph step --quantize litert:int8-dynamic,litert:int8-static \
   --max-drop 100 --json > "$OUT/export-routes-litert.json"
-python -m trm_edge.benchmarks.int8_routes "$OUT/routes-litert" -n 1000 --halt learned:3,fixed --json \
+python -m benchmarks.studies.int8_routes "$OUT/routes-litert" -n 1000 --halt learned:3,fixed --json \
   > "$OUT/int8-routes-litert.json"
-python -m trm_edge.benchmarks.litert_a16w8 "$OUT/routes-litert" -n 1000 > "$OUT/litert-a16w8.json"
+python -m benchmarks.studies.litert_a16w8 "$OUT/routes-litert" -n 1000 > "$OUT/litert-a16w8.json"
 for b in 1 64; do
   trm-edge bench "$OUT/routes-litert" --backend ort,litert --precision fp32,int8-dynamic,int8-static --graph step \
     --halt fixed:16 --data builtin -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) \
@@ -140,7 +141,7 @@ done
 # paired against ORT fp32 on 1,000 held-out puzzles, and its speed beside ORT fp32 at batch 1 and 64
 ( time trm-edge export -o "$OUT/main" --format onnx,litert --quantize litert:int8 --json > "$OUT/export-main.json" ) \
   2> "$OUT/main.time"
-python -m trm_edge.benchmarks.int8_routes "$OUT/main" -n 1000 --halt learned:3,fixed --json > "$OUT/int8-routes-main.json"
+python -m benchmarks.studies.int8_routes "$OUT/main" -n 1000 --halt learned:3,fixed --json > "$OUT/int8-routes-main.json"
 for b in 1 64; do
   trm-edge bench "$OUT/main" --backend ort,litert --precision fp32,int8 --graph step --halt fixed:16 --data builtin \
     -n $((b == 1 ? 16 : 128)) --batch $b --threads 2 --warmup $((b == 1 ? 2 : 1)) --out "$OUT/bench-main-b$b" \
@@ -168,5 +169,5 @@ trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision
 # devices: the web page in headless Chromium (desktop, WASM) beside native ORT in one run; then the runtime-only
 # install on emulated aarch64 (correctness only: emulated timings are not device timings)
 trm-edge export -o "$OUT/devices-bundle" --graph step --quantize int8-dynamic --json > "$OUT/export-devices.json"
-python -m trm_edge.benchmarks.browser "$OUT/devices-bundle" --precision fp32,int8-dynamic -n 16 > "$OUT/browser.md"
+python -m benchmarks.studies.browser "$OUT/devices-bundle" --precision fp32,int8-dynamic -n 16 > "$OUT/browser.md"
 TRM_ARM64_WORK="$OUT/arm64" bash tests/arm64/run.sh > "$OUT/arm64.txt"

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trm_edge.errors import CheckFailed, TRMEdgeError
+from trm_edge.errors import TRMEdgeError
 from trm_edge.export.formats import Context
-from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, guard_record, judge, quiet_logging, speed_check
+from trm_edge.export.guard import Rung, guard_record, judge, ladder, speed_check
+from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, quiet_logging
 from trm_edge.model import TRM, Batch, Carry
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
@@ -94,15 +95,18 @@ def convert(model: TRM, batches: tuple[int, ...], path: Path) -> None:
         raise TRMEdgeError(f"litert-torch could not convert this model ({failure}{'; ' + tail[0] if tail else ''})")
 
 
-# The guard's ladders, first rung first: each keeps more in float (module names as in the model); dynamic's last rung
-# stores int8 weights and computes in float (a smaller file at fp32's accuracy, not a faster one). Static quantizes
-# the matmuls only (FULLY_CONNECTED, BATCH_MATMUL; their outputs are int8 too, as XNNPACK's QS8 kernels need): a
-# recipe over every op would make the signatures' inputs and outputs int8 and round the residual stream.
+# The guard's ladders, first rung first: each keeps more in float (module names as in the model; then how the refusal
+# names the rung); dynamic's last rung stores int8 weights and computes in float (a smaller file at fp32's accuracy,
+# not a faster one). Static quantizes the matmuls only (FULLY_CONNECTED, BATCH_MATMUL; their outputs are int8 too, as
+# XNNPACK's QS8 kernels need): a recipe over every op would make the signatures' inputs and outputs int8 and round
+# the residual stream.
 STATIC = "static_wi8_ai8_matmuls"
-LADDERS = {"int8-dynamic": (("dynamic_wi8_afp32", DEFAULT_FLOAT_MODULES),
-                            ("dynamic_wi8_afp32", (*DEFAULT_FLOAT_MODULES, "down_proj")),
-                            ("weight_only_wi8_afp32", ())),
-           "int8-static": ((STATIC, DEFAULT_FLOAT_MODULES), (STATIC, (*DEFAULT_FLOAT_MODULES, "down_proj")))}
+HEADS, DOWN = "the heads in float", "the down projections also in float"
+LADDERS = {"int8-dynamic": (("dynamic_wi8_afp32", DEFAULT_FLOAT_MODULES, HEADS),
+                            ("dynamic_wi8_afp32", (*DEFAULT_FLOAT_MODULES, "down_proj"), DOWN),
+                            ("weight_only_wi8_afp32", (), "int8 weights only")),
+           "int8-static": ((STATIC, DEFAULT_FLOAT_MODULES, HEADS),
+                           (STATIC, (*DEFAULT_FLOAT_MODULES, "down_proj"), DOWN))}
 CALIB_CALLS = 8  # calibration calls per signature (ai-edge-quantizer keeps every tensor of a call: ~1-2 s each)
 
 
@@ -111,11 +115,12 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
     budget, the ladder's next rung is tried. Static ranges come from the all-steps carries the ONNX int8 uses."""
     from ai_edge_quantizer import quantizer
 
-    max_drop = ctx.options.quant.max_drop
-    dst, tries, ranges = out / f"step.{mode}.tflite", [], None
-    t0 = time.perf_counter()
+    dst, ranges = out / f"step.{mode}.tflite", None
     route = ROUTES.get(mode, mode)
-    for name, keep in LADDERS[route]:
+
+    def build(name: str, keep: tuple[str, ...]) -> tuple:
+        """(its solver, the recipe, the modules kept float); static calibrates once, on its first rung"""
+        nonlocal ranges
         calibrate = name == STATIC and ranges is None
         ctx.status(f"calibrating litert int8-static on {CALIB_CALLS} calls of each batch signature" if calibrate else
                    f"quantizing (litert {mode} by ai-edge-quantizer: {name}, {len(keep)} module kinds float)")
@@ -124,17 +129,15 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
             if calibrate:
                 ranges = q.calibrate(calibration_calls(ctx.calib_feeds, batches), num_threads=os.cpu_count() or 1)
             q.quantize(ranges).export_model(str(dst), overwrite=True)
-        solver8 = ctx.solver(LiteRtAdapter(dst))
-        figs = judge(ctx, partial(solver8.solve, halt=ctx.policy), f"litert {mode} ({name})")
-        tries.append({"recipe": name, "float_modules": list(keep), **figs})
-        if figs["passed"]:
-            break
-    else:
-        raise CheckFailed(f"litert {mode} accuracy guard failed: exact-solve drop "
-                          f"{tries[0]['exact_drop_pp']:.2f} pp with the heads in float, still "
-                          f"{figs['exact_drop_pp']:.2f} pp with {_last_rung(route)}; budget {max_drop:g} pp (fp32 "
-                          f"{figs['fp32_exact']:.1%}); no bundle written")
+        return ctx.solver(LiteRtAdapter(dst)), name, keep
+
+    rungs = [Rung(f"litert {mode} ({name})", keeps, {"recipe": name, "float_modules": list(keep)},
+                  partial(build, name, keep)) for name, keep, keeps in LADDERS[route]]
+    t0 = time.perf_counter()
+    climbed = ladder(rungs, lambda built, what: judge(ctx, partial(built[0].solve, halt=ctx.policy), what),
+                     who=f"litert {mode}", budget=ctx.options.quant.max_drop)
     seconds = round(time.perf_counter() - t0, 1)
+    solver8, name, keep = climbed.built
     speed, warnings = speed_check(mode, solver32, solver8, ctx.probe_feed,
                                   f"{name}, {', '.join(keep) or 'nothing'} in float", "litert ")
     static = name == STATIC
@@ -144,11 +147,7 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
             "weights": "int8 per-channel", "graphs": ["step"], "float_modules": list(keep),
             "calibration": {"method": "min/max", "calls_per_signature": CALIB_CALLS,
                             "puzzles": len(ctx.calib_puzzles)} if static else {"method": "none: ranges per call"},
-            **guard_record(ctx, tries, speed, warnings), "seconds": seconds}
-
-
-def _last_rung(mode: str) -> str:
-    return "int8 weights only" if mode == "int8-dynamic" else "the down projections also in float"
+            **guard_record(ctx, climbed.tries, speed, warnings), "seconds": seconds}
 
 
 def recipe_rules(name: str, keep: tuple[str, ...], activation_bits: int = 8) -> list:

@@ -21,17 +21,9 @@ from functools import partial
 
 import onnx
 
-from trm_edge.errors import CheckFailed
 from trm_edge.export.formats import Context
-from trm_edge.export.quantize import (
-    calibration_summary,
-    guard_record,
-    judge,
-    matmul_nodes,
-    module_of,
-    quiet_logging,
-    speed_check,
-)
+from trm_edge.export.guard import Rung, guard_record, judge, ladder, speed_check
+from trm_edge.export.quantize import calibration_summary, matmul_nodes, module_of, quiet_logging
 from trm_edge.int8 import FLOAT_MODULES
 from trm_edge.runtimes.openvino import OpenVinoAdapter
 
@@ -67,8 +59,9 @@ def write(ctx: Context, modes: tuple[str, ...]) -> dict:
     return entry
 
 
-# The guard's ladder, first rung first: the modules (last name in the model) each rung keeps in float.
-LADDER = (FLOAT_MODULES, (*FLOAT_MODULES, "down_proj"))
+# The guard's ladder, first rung first: the modules (last name in the model) each rung keeps in float, and how the
+# refusal names it.
+LADDER = ((FLOAT_MODULES, "the heads in float"), ((*FLOAT_MODULES, "down_proj"), "the down projections also in float"))
 
 
 def quantize(ctx: Context, solver32, out) -> dict:
@@ -76,7 +69,6 @@ def quantize(ctx: Context, solver32, out) -> dict:
     import nncf
     import openvino as ov
 
-    max_drop, tries = ctx.options.quant.max_drop, []
     # SmoothQuant (on in the TRANSFORMER preset) rescales a weight by the statistics of each MatMul that uses it; a
     # step applies each weight ~9 times, so every use got its own copy and the int8 IR outgrew fp32's (12.7 MB vs 2.8
     # on the bundled model). Without it a shared weight quantizes once and the IR stores it once (1.4 MB).
@@ -84,8 +76,9 @@ def quantize(ctx: Context, solver32, out) -> dict:
         smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
     data = nncf.Dataset([{k: v for k, v in f.items() if k != "step"} for f in ctx.calib_feeds])
     mm = matmul_nodes(onnx.load(str(ctx.tmp / "step.onnx"), load_external_data=False))
-    t0 = time.perf_counter()
-    for keep in LADDER:
+
+    def build(keep: tuple[str, ...]) -> tuple:
+        """(its solver, the int8 ov.Model, the modules and the MatMuls kept float)"""
         floats = [n for n in mm if module_of(n).split(".")[-1] in keep]
         ctx.status(f"quantizing (openvino int8 by NNCF, {', '.join(keep)} in float)")
         with contextlib.redirect_stdout(sys.stderr), quiet_logging("nncf"):  # progress bars: stdout carries --json
@@ -94,16 +87,15 @@ def quantize(ctx: Context, solver32, out) -> dict:
                               ignored_scope=nncf.IgnoredScope(names=[n.name for n in floats], validate=False),
                               advanced_parameters=no_smooth_quant)
         ov.save_model(q, str(out / "step.int8.xml"), compress_to_fp16=False)
-        solver8 = ctx.solver(OpenVinoAdapter(out / "step.int8.xml"))
-        figs = judge(ctx, partial(solver8.solve, halt=ctx.policy), f"openvino int8 ({', '.join(keep)} float)")
-        tries.append({"float_modules": list(keep), **figs})
-        if figs["passed"]:
-            break
-    else:
-        raise CheckFailed(f"openvino int8 accuracy guard failed: exact-solve drop {tries[0]['exact_drop_pp']:.2f} pp "
-                          f"with the heads in float, still {figs['exact_drop_pp']:.2f} pp with the down projections "
-                          f"also in float; budget {max_drop:g} pp (fp32 {figs['fp32_exact']:.1%}); no bundle written")
+        return ctx.solver(OpenVinoAdapter(out / "step.int8.xml")), q, keep, floats
+
+    rungs = [Rung(f"openvino int8 ({', '.join(keep)} float)", keeps, {"float_modules": list(keep)},
+                  partial(build, keep)) for keep, keeps in LADDER]
+    t0 = time.perf_counter()
+    climbed = ladder(rungs, lambda built, what: judge(ctx, partial(built[0].solve, halt=ctx.policy), what),
+                     who="openvino int8", budget=ctx.options.quant.max_drop)
     seconds = round(time.perf_counter() - t0, 1)
+    solver8, q, keep, floats = climbed.built
     ops = [op for op in q.get_ordered_ops() if op.get_type_name() == "MatMul"]
     # a MatMul runs in int8 when its activation comes through a FakeQuantize (its weight is then int8 too)
     n_int8 = sum(op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in ops)
@@ -113,7 +105,7 @@ def quantize(ctx: Context, solver32, out) -> dict:
             "activations": "int8/uint8 per-tensor", "weights": "int8 per-channel", "graphs": ["step"],
             "calibration": dict(calibration_summary(ctx), method="NNCF min-max"), "float_modules": list(keep),
             "float_nodes": [{"node": m.name, "module": module_of(m)} for m in floats],
-            "quantized_matmuls": n_int8, "matmuls": len(ops), **guard_record(ctx, tries, speed, warnings),
+            "quantized_matmuls": n_int8, "matmuls": len(ops), **guard_record(ctx, climbed.tries, speed, warnings),
             "seconds": seconds}
 
 

@@ -15,20 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trm_edge.export.options import GUARD_PUZZLES, ExportOptions
-from trm_edge.export.verify import GENERATED, sample_puzzles
+from trm_edge.export.guard import heldout_plan
+from trm_edge.export.options import FORMATS, ExportOptions
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.model import TRM
 from trm_edge.runtimes.base import Adapter
 from trm_edge.runtimes.solver import Solver
 from trm_edge.tasks import Codec
-
-# format -> module with `write(ctx)`, `MODES` (int8 modes it offers) and `GRAPHS` (forms it writes)
-FORMATS = {
-    "onnx": "trm_edge.export.format_onnx",
-    "openvino": "trm_edge.export.format_openvino",
-    "litert": "trm_edge.export.format_litert",
-}
 
 
 def format_module(name: str):
@@ -57,7 +50,7 @@ class Context:
                       self.n_unrolled if graph == "unrolled" else None)
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
-        return sample_puzzles(self.codec, n, seed=seed)
+        return self.codec.sample(n, seed)
 
     @cached_property
     def verify_puzzles(self) -> np.ndarray:
@@ -73,14 +66,12 @@ class Context:
         return self.heldout_draw(0)
 
     def heldout_draw(self, k: int) -> np.ndarray | None:
-        """The k-th draw of held-out puzzles, each its own seed: `--heldout` puzzles, then half as many a draw
-        (the guard draws more while a decision is close, and stops as soon as it is not), or None once GUARD_PUZZLES
-        times the first draw are drawn or where the task cannot generate more (ARC's tasks are a fixed set)."""
+        """The k-th draw of held-out puzzles as the guard plans them (guard.heldout_plan), sampled once; None where
+        the plan ends."""
         if k not in self._draws:
-            n, half = self.options.quant.heldout, max(1, self.options.quant.heldout // 2)
-            if k and (self.codec.name not in GENERATED or n + (k - 1) * half >= GUARD_PUZZLES * n):
+            if (plan := heldout_plan(k, self.options.quant.heldout, self.codec.generated)) is None:
                 return None
-            self._draws[k] = self._sample(n if k == 0 else half, 2 if k == 0 else 100 + k)
+            self._draws[k] = self._sample(*plan)
         return self._draws[k]
 
     @cached_property

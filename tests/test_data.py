@@ -11,10 +11,10 @@ import pytest
 
 from trm_edge.atomic import MARKER
 from trm_edge.errors import TRMEdgeError
-from trm_edge.tasks import arc, decode_grid, encode_grid, get_codec
+from trm_edge.tasks import arc, decode_grid, encode_grid, get_codec, maze_gen
+from trm_edge.tasks import sudoku_gen as sg
 from trm_edge.tasks.maze import OPEN, PATH, START, WALL
-from trm_edge.training import arc_data, datasets, maze_gen
-from trm_edge.training import sudoku_gen as sg
+from trm_edge.training import arc_data, datasets
 
 SUDOKU = get_codec("sudoku")
 

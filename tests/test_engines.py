@@ -235,7 +235,6 @@ def test_litert_static_int8_quantizes_the_matmuls_and_stays_close(tmp_path):
     from conftest import tiny_config
 
     from trm_edge.export import ExportOptions, QuantOptions, export_bundle
-    from trm_edge.export.verify import sample_puzzles
     from trm_edge.model import TRM
 
     torch.manual_seed(0)
@@ -251,7 +250,7 @@ def test_litert_static_int8_quantizes_the_matmuls_and_stays_close(tmp_path):
     assert len(weights) == 8 and len(int8) > 2 * len(weights)  # gate_up + down of both mixers, 2 layers; activations
     assert all(d["dtype"] == np.float32 for d in details if "head" in d["name"] and len(d["shape"]) == 2)
     fp32, static = (open_solver(path, "litert", "step", p) for p in ("fp32", "int8-static"))
-    x = sample_puzzles(fp32.codec, 8, seed=5)
+    x = fp32.codec.sample(8, 5)
     z_H, z_L = fp32.carry(len(x))
     feeds = {"tokens": x, "puzzle_ids": np.zeros(len(x), np.int64), "z_H": z_H, "z_L": z_L}
     a, b = fp32.adapter.run(feeds), static.adapter.run(feeds)

@@ -18,7 +18,6 @@ from trm_edge.bundle import Bundle
 from trm_edge.checkpoint import load_model, load_official
 from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.export import ExportOptions, export_bundle
-from trm_edge.export.verify import sample_puzzles
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM, Batch
 from trm_edge.runtimes import open_solver
@@ -57,7 +56,7 @@ def test_every_form_matches_reference(bundle, backend, graph):
     """Both token mixers (the sudoku fixture is mlp_t, the maze one attention with RoPE), every engine's forms."""
     path, model = bundle
     solver = open_solver(path, backend, graph)
-    puzzles = sample_puzzles(solver.codec, 12, seed=5)
+    puzzles = solver.codec.sample(12, 5)
     qs = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
     policies = ["fixed", f"learned:{np.median(qs):.4f}", f"learned:{np.median(qs):.4f},min=2"]
     for h in policies:
@@ -75,7 +74,7 @@ def test_every_form_matches_reference(bundle, backend, graph):
 def test_continuous_batching_equals_solving_alone(bundle):
     path, model = bundle
     solver = open_solver(path, "ort", "step")
-    puzzles = sample_puzzles(solver.codec, 10, seed=7)
+    puzzles = solver.codec.sample(10, 7)
     q = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
     pol = solver.policy(f"learned:{np.median(q):.4f}")
     stream = solver.solve_stream(puzzles, pol, slots=3)
@@ -130,7 +129,7 @@ def test_reference_evaluator_agrees_with_ort_on_loop(tmp_path):
         model.q_head.bias.zero_()
     path = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("loop",)))
     solver = open_solver(path, "ort", "loop")
-    puzzles = sample_puzzles(solver.codec, 3)
+    puzzles = solver.codec.sample(3)
     pol = solver.policy("learned:0")
     got = solver.solve(puzzles, pol)
     ev = ReferenceEvaluator(str(Bundle(path).graph_file("loop")))
@@ -236,7 +235,7 @@ def test_graph_worse_than_the_references_own_noise_is_refused(tmp_path):
     bundle = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("step",)))
     good = open_solver(bundle, "ort", "step")
     with pytest.raises(CheckFailed, match="worse than float noise"):
-        verify(model, {"step": BrokenHalting(good)}, sample_puzzles(good.codec, 16), [HaltPolicy.parse("fixed", 16)])
+        verify(model, {"step": BrokenHalting(good)}, good.codec.sample(16), [HaltPolicy.parse("fixed", 16)])
 
 
 @pytest.mark.parametrize("backend,graph", [("ort", "loop"), ("openvino", "loop"), ("litert", "step")])
@@ -292,7 +291,7 @@ def test_bf16_checkpoint_exports_in_fp32(tmp_path):
     assert b.config.forward_dtype == "float32" and b.manifest["verification"]["passed"]
     twin, _ = load_model(d, dtype="float32")
     solver = open_solver(path, "ort", "step")
-    puzzles = sample_puzzles(solver.codec, 8, seed=3)
+    puzzles = solver.codec.sample(8, 3)
     pol = solver.policy("fixed")
     assert (solver.solve(puzzles, pol).tokens == _ref(twin, puzzles, pol).tokens).mean() >= 0.995
 
@@ -305,7 +304,7 @@ def test_ort_format_for_mobile(bundle, tmp_path):
     ort_file = to_ort_format(Bundle(path).graph_file("step"), tmp_path)
     assert ort_file.suffix == ".ort" and ort_file.stat().st_size > 0
     solver = open_solver(path, "ort", "step")
-    x = sample_puzzles(solver.codec, 2)
+    x = solver.codec.sample(2)
     z_H, z_L = solver.carry(2)
     feeds = {"tokens": x, "puzzle_ids": np.zeros(2, np.int64), "z_H": z_H, "z_L": z_L}
     a, b = OrtAdapter(ort_file).run(feeds), solver.adapter.run(feeds)
@@ -326,7 +325,7 @@ def test_export_at_another_depth_runs_that_depth(tmp_path, capsys):
     assert (solver.config.H_cycles, solver.config.L_cycles) == (1, 1)
     shallow, _ = load_model(d, depth=(1, 1))
     trained, _ = load_model(d)
-    puzzles = sample_puzzles(solver.codec, 6, seed=4)
+    puzzles = solver.codec.sample(6, 4)
     pol = solver.policy("fixed:3")
     got = solver.solve(puzzles, pol)
     assert np.allclose(got.q_halt, _ref(shallow, puzzles, pol).q_halt, atol=1e-3)
@@ -342,7 +341,7 @@ def test_replayed_reference_equals_the_references_own_solves():
     with torch.no_grad():  # an input-dependent halting head, so rows halt at different steps
         model.q_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
         model.q_head.bias.zero_()
-    puzzles = sample_puzzles(get_codec("sudoku"), 12, seed=4)
+    puzzles = get_codec("sudoku").sample(12, 4)
     steps = reference_steps(model, puzzles, [HaltPolicy.parse("fixed", 16)])
     q = np.quantile([s[3] for s in steps], [0.3, 0.6])  # thresholds that a random model's q_halt crosses
     policies = [HaltPolicy.parse(p, 16) for p in ("fixed", "fixed:5", f"learned:{q[1]:.6f}",

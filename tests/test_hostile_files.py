@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import TINY_PUZZLE, cli, copy_of, rehash
+from conftest import REPO, TINY_PUZZLE, cli, copy_of, rehash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -283,10 +283,10 @@ def test_a_payload_that_is_a_fifo_or_a_device_is_named(capsys, tiny_bundle, tmp_
 
 
 def test_the_hostile_benchmark_measures_every_case():
-    """benchmarks/hostile.py (its figures are in RESULTS.md) runs whole: every case one line, exit 2 but the two
-    that must not (a solve that works, a graph failing at run time)."""
-    res = subprocess.run([sys.executable, "-m", "trm_edge.benchmarks.hostile", "--json"], capture_output=True,
-                         text=True, timeout=600)
+    """benchmarks/studies/hostile.py (its figures are in benchmarks/results/reliability.md) runs whole: every case
+    one line, exit 2 but the two that must not (a solve that works, a graph failing at run time)."""
+    res = subprocess.run([sys.executable, "-m", "benchmarks.studies.hostile", "--json"], capture_output=True,
+                         text=True, timeout=600, cwd=REPO)
     cases = json.loads(res.stdout)
     assert res.returncode == 0 and len(cases) == 18, res.stderr[-2000:]
     for name, r in cases.items():

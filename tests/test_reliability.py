@@ -571,7 +571,7 @@ def test_arc_grids_over_30_are_refused():
 # -- threads, long runs, determinism -------------------------------------------------------------------------------
 
 def _puzzles(n: int, seed: int):
-    from trm_edge.training.sudoku_gen import generate, to_tokens
+    from trm_edge.tasks.sudoku_gen import generate, to_tokens
 
     return to_tokens(generate(n, givens=(24, 40), seed=seed)[0]).astype("int64")
 
@@ -607,7 +607,7 @@ def test_one_solver_shared_by_8_threads(tiny_bundle, backend, graph):
 
 def test_soak_memory_and_answers_hold(tiny_bundle):
     """A bounded count here; the 5,000-solve run on the bundled model is in the slow set and in the record."""
-    from trm_edge.benchmarks.soak import soak
+    from benchmarks.studies.soak import soak
     from trm_edge.runtimes import open_solver
 
     solver = open_solver(tiny_bundle, "ort", "step", threads=1)
@@ -617,16 +617,15 @@ def test_soak_memory_and_answers_hold(tiny_bundle):
 
 @pytest.mark.slow
 def test_soak_5000_solves_bundled_model(tmp_path):
-    from trm_edge.benchmarks.soak import soak
+    from benchmarks.studies.soak import soak
     from trm_edge.checkpoint import load_model
     from trm_edge.export import ExportOptions, export_bundle
-    from trm_edge.export.verify import sample_puzzles
     from trm_edge.runtimes import open_solver
 
     model, meta = load_model(None)
     b = export_bundle(model, meta, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(b, "ort", "step", threads=1)
-    res = soak(solver, sample_puzzles(solver.codec, 250, seed=7), solver.policy("learned:3"), solves=5000)
+    res = soak(solver, solver.codec.sample(250, 7), solver.policy("learned:3"), solves=5000)
     print(json.dumps(res))
     assert res["answers_changed"] == 0 and res["growth_mb"] <= 5, res
 

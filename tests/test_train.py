@@ -17,7 +17,7 @@ from conftest import REPO, as_from_a_terminal, tiny_config
 
 from trm_edge.checkpoint import load
 from trm_edge.errors import TRMEdgeError
-from trm_edge.training import sudoku_gen
+from trm_edge.tasks import sudoku_gen
 from trm_edge.training.recipes import heldout_sudoku, run, torch_solver
 from trm_edge.training.trainer import PACE_STEPS, TrainConfig, stablemax_cross_entropy, train
 
@@ -237,9 +237,9 @@ def test_resume_after_kill(tmp_path, sig):
 
 
 def test_wise_ft_blend_is_the_weighted_mean_of_the_two_models(tmp_path):
-    """benchmarks/wise_ft.py blend: every float tensor is (1-alpha)*base + alpha*tuned; the blend loads as a model
-    of the same architecture and says what it was blended from."""
-    from trm_edge.benchmarks.wise_ft import blend
+    """benchmarks/studies/wise_ft.py blend: every float tensor is (1-alpha)*base + alpha*tuned; the blend loads as a
+    model of the same architecture and says what it was blended from."""
+    from benchmarks.studies.wise_ft import blend
     from trm_edge.checkpoint import save
     from trm_edge.model import TRM
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from trm_edge.halting import HaltPolicy, Solution, halting_loop
-from trm_edge.tasks import SUDOKU, MazeCodec
-from trm_edge.training import maze_gen, sudoku_gen
+from trm_edge.tasks import SUDOKU, MazeCodec, maze_gen, sudoku_gen
 from trm_edge.views import solve_views
 
 MAZE = MazeCodec(12)

@@ -166,7 +166,8 @@ def test_page_solves_as_the_cli_step_by_step(site, browser, isolated, bundled_st
 
 def test_page_views_solve_what_one_view_does_not_single_threaded(site, browser, bundled_step_bundle):
     """Behind a plain static server (no cross-origin isolation: one WASM thread) the page's defaults, several views,
-    solve held-out puzzles on which one view fails (on 24-29 givens views solve 98-99%: RESULTS.md, "Solve more")."""
+    solve held-out puzzles on which one view fails (on 24-29 givens views solve 98-99%: benchmarks/results/views.md,
+    "Solve more")."""
     from trm_edge.api import builtin_data, open_model, solve_puzzles
     from trm_edge.tasks import read_puzzles
 

@@ -13,8 +13,7 @@ import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.arc import SIDE, dihedral, encode_grid, variant_name
-
-from .sudoku_gen import Progress
+from trm_edge.tasks.sudoku_gen import Progress
 
 _RETRIES = 5  # random draws per wanted variant before a task with many symmetries gives up
 

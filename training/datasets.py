@@ -150,7 +150,7 @@ def _grouped(base_inputs: np.ndarray, base_labels: np.ndarray, num_aug: int, aug
 
 def _sudoku(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, givens: tuple[int, int] = (24, 29),
             singles_only: bool | None = None, num_aug: int = 0, workers: int = 1):
-    from . import sudoku_gen as sg
+    from trm_edge.tasks import sudoku_gen as sg
 
     rng = np.random.default_rng([seed, 1])
     splits = {}
@@ -165,7 +165,7 @@ def _sudoku(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, 
 
 def _maze(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, size: int = 30, min_path_len: int = 0,
           canvas: int = 30, loops: float = 0.1, num_aug: int = 0):
-    from . import maze_gen as mg
+    from trm_edge.tasks import maze_gen as mg
 
     if not 0 <= num_aug <= 7:
         raise TRMEdgeError(f"maze num_aug counts distinct dihedral copies, so it must be in 0..7, "

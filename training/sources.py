@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.training import sudoku_gen
+from trm_edge.tasks import sudoku_gen
 from trm_edge.training.trainer import IGNORE, Stream
 
 

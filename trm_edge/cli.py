@@ -101,7 +101,7 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
             if r["tokens"] is not None:
                 out.print(loaded.codec.render(np.array(r["tokens"])), highlight=False)
         out.print(f"{res['solved']}/{res['n']} solved, {res['ms_per_puzzle']:.1f} ms per puzzle, "
-                  f"{res['halt'].replace(',min=1', '')}, {res['views']} view(s)")
+                  f"{res['halt']}, {res['views']} view(s)")  # the policy as --json gives it
         out.print(f"[dim]{res['model']}[/]", highlight=False)
     if res["faults"]:
         raise typer.Exit(1)

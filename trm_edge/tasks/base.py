@@ -34,6 +34,7 @@ class Codec(ABC):
     vocab_size: int
     seq_len: int
     default_views: int = 1  # what `trm-edge solve` tries per puzzle unless told (measured per task)
+    generated: bool = False  # whether sample() makes new puzzles for every seed (ARC's are a fixed set)
 
     @abstractmethod
     def parse(self, text: str) -> np.ndarray:
@@ -50,6 +51,11 @@ class Codec(ABC):
     def checker(self, puzzles: np.ndarray):
         """check() for rows of a batch: (row indices, their answers) -> which pass (a halting.Checker)."""
         return lambda rows, answers: np.array([self.check(puzzles[r], a) for r, a in zip(rows, answers)], bool)
+
+    @abstractmethod
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n real puzzles of the task as [n, seq_len] tokens, for verification, calibration and the int8 guard: the
+        task's own generator (no data files), seeds apart from the trainers' (10,000 on)."""
 
     def views(self, n: int, rng: np.random.Generator) -> list[View]:
         """The identity, then n - 1 random symmetries of the task (as the official augmentation draws them)."""

@@ -60,12 +60,18 @@ class MazeCodec(Codec):
 
     name = "maze"
     vocab_size = 6
+    generated = True
 
     def __init__(self, size: int = OFFICIAL_SIZE):
         if not isinstance(size, int) or size < 1:
             raise TRMEdgeError(f"maze: size must be a positive integer, got {size!r}")
         self.size = size
         self.seq_len = size * size
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        from trm_edge.tasks.maze_gen import generate
+
+        return generate(n, size=self.size, seed=10_000 + seed, canvas=self.size)[0].astype(np.int64)
 
     def parse(self, text: str) -> np.ndarray:
         """Rows of '#', ' ', 'S', 'G' (and 'o', so labels parse); surrounding newlines are ignored."""

@@ -1,5 +1,5 @@
 """Throughput with and without continuous batching, side by side in one process:
-`python -m trm_edge.benchmarks.throughput BUNDLE [--halt learned:0] [--slots 64] [-n 512] [--data FILE] [--views K]`.
+`python -m benchmarks.studies.throughput BUNDLE [--halt learned:0] [--slots 64] [-n 512] [--data FILE] [--views K]`.
 With K views, "batched" is rounds of views over batches of `slots` puzzles (views.solve_views), "continuous" the
 streamed views (Solver.solve_stream); both run the same views, so they solve the same puzzles."""
 

@@ -1,5 +1,5 @@
 """A randomly initialised model at the official Sudoku-MLP size (5.0M parameters), for latency benchmarks:
-`python -m trm_edge.benchmarks.official_size OUT_DIR` (random weights time the same as trained ones).
+`python -m benchmarks.studies.official_size OUT_DIR` (random weights time the same as trained ones).
 
 Down-projections are scaled by 0.1: at full random scale the recursion is chaotic (a 1e-4 difference at step 1
 flips most answers by step 16, so the export's end-to-end check rightly fails); damped, it is contractive and the

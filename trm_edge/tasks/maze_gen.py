@@ -13,8 +13,7 @@ import numpy as np
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.arc import dihedral
 from trm_edge.tasks.maze import GOAL, OFFICIAL_SIZE, OPEN, PATH, START, WALL, shortest_path
-
-from .sudoku_gen import Progress
+from trm_edge.tasks.sudoku_gen import Progress
 
 _TRIES = 100
 

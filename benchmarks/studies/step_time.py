@@ -6,7 +6,7 @@ step beside LiteRT, 9.0 ms beside OpenVINO). Here each engine gets a pause, warm
 of its own, round after round, so drift shows as the spread between rounds. numpy and the engines only (no torch):
 it runs where the engines are installed alone, as on a Pi.
 
-    python -m trm_edge.benchmarks.step_time BUNDLE:BACKEND:PRECISION ... [--rounds 3] [--runs 60] [--threads 2]
+    python -m benchmarks.studies.step_time BUNDLE:BACKEND:PRECISION ... [--rounds 3] [--runs 60] [--threads 2]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 a user would run it, in a child process, with its exit code, its stderr line count, wall time and peak memory. The
 target is exit 2 (1 for a failed engine run) with one line, within 5 s and 1 GB. The tests (tests/test_hostile_*.py)
 hold each case to its message; this records what each one costs.
-`python -m trm_edge.benchmarks.hostile [--json]` (needs the export extra: it exports a tiny bundle to attack)."""
+`python -m benchmarks.studies.hostile [--json]` (needs the export extra: it exports a tiny bundle to attack)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Seconds per optimizer step of the bundled recipe on this machine, fp32 against bf16 autocast, batch 32 and 64, side
 by side in one run (the machine is noisy; compare the rows, not sessions).
 
-`python -m trm_edge.benchmarks.train_pace` — each row trains 20 and 60 steps from scratch on 400 puzzles and takes
+`python -m benchmarks.studies.train_pace` — each row trains 20 and 60 steps from scratch on 400 puzzles and takes
 the difference, so set-up and the first steps' warm-up cancel out. Whether autocast_bf16 pays depends on the CPU:
 it needs AVX-512 BF16 (or a GPU).
 """

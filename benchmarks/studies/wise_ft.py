@@ -1,8 +1,9 @@
 """Weight-space interpolation (WiSE-FT) of a fine-tuned model back toward the model it started from, and puzzles
-solved under several draws of views: the candidate tried for a stronger bundled model (RESULTS.md, issue 16).
+solved under several draws of views: the candidate tried for a stronger bundled model (issue 16;
+benchmarks/results/training.md).
 
-`python -m trm_edge.benchmarks.wise_ft blend TUNED ALPHA -o OUT [--base MODEL]` writes (1-ALPHA)·BASE + ALPHA·TUNED
-(BASE: the bundled model); `python -m trm_edge.benchmarks.wise_ft draws BUNDLE FILE [--views 64] [--seeds 0,1,2]`
+`python -m benchmarks.studies.wise_ft blend TUNED ALPHA -o OUT [--base MODEL]` writes (1-ALPHA)·BASE + ALPHA·TUNED
+(BASE: the bundled model); `python -m benchmarks.studies.wise_ft draws BUNDLE FILE [--views 64] [--seeds 0,1,2]`
 solves FILE (e.g. top95.txt) under the default view policy once per view seed: on top95 one draw of 64 views moves
 the rate by several points, so one draw cannot rank two models.
 """

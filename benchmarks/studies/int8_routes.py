@@ -2,7 +2,7 @@
 engine they hold, solves the same held-out puzzles as the reference bundle's ORT fp32 graph, and each drop is a
 paired comparison with its 95% interval.
 
-`python -m trm_edge.benchmarks.int8_routes REFERENCE_BUNDLE [OTHER_BUNDLE ...] [-n 1000] [--halt fixed,learned:3]
+`python -m benchmarks.studies.int8_routes REFERENCE_BUNDLE [OTHER_BUNDLE ...] [-n 1000] [--halt fixed,learned:3]
 [--json]` — e.g. the bundled model exported with every route, and its QAT fine-tune exported with int8. The
 puzzles are generated with a seed no export, guard or training run uses. Speed: `trm-edge bench` on the same bundles.
 """
@@ -16,16 +16,15 @@ import time
 
 from trm_edge.bundle import Bundle
 from trm_edge.evaluate import paired_drop
-from trm_edge.export.quantize import solved_rows
-from trm_edge.export.verify import sample_puzzles
+from trm_edge.export.guard import solved_rows
 from trm_edge.runtimes import ENGINES, open_solver
 
-HELDOUT_SEED = 3  # sample_puzzles seeds 0-2 are the export's verification, calibration and guard sets
+HELDOUT_SEED = 3  # Codec.sample seeds 0-2 are the export's verification, calibration and guard sets
 
 
 def measure(bundles: list[str], n: int, halts: list[str], threads: int = 2, slots: int = 64) -> list[dict]:
     ref = open_solver(bundles[0], "ort", "step", "fp32", threads)
-    puzzles = sample_puzzles(ref.codec, n, seed=HELDOUT_SEED)
+    puzzles = ref.codec.sample(n, HELDOUT_SEED)
 
     def run(solver, halt):  # continuous batching: a halted row's slot takes the next puzzle at once
         t0 = time.perf_counter()

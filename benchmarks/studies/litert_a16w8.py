@@ -1,8 +1,8 @@
 """LiteRT static int8 weights with 16-bit activations ("A16W8") beside the bundle's fp32 LiteRT step: accuracy
 (paired, held-out) and step time at batch 1. Not an export mode: XNNPACK has no int16-activation kernels, so LiteRT
-runs it on its reference kernels (RESULTS.md, issue 13).
+runs it on its reference kernels (benchmarks/results/engines.md, issue 13).
 
-`python -m trm_edge.benchmarks.litert_a16w8 BUNDLE [-n 512] [--halt learned:3]` — BUNDLE exported with
+`python -m benchmarks.studies.litert_a16w8 BUNDLE [-n 512] [--halt learned:3]` — BUNDLE exported with
 `--format litert` (the dynamic-batch signatures); calibration as `litert:int8-static` (seed-1 puzzles, all steps).
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from trm_edge.benchmarks.int8_routes import HELDOUT_SEED
+from benchmarks.studies.int8_routes import HELDOUT_SEED
 from trm_edge.bundle import Bundle
 from trm_edge.evaluate import paired_drop
 from trm_edge.export.format_litert import BATCHES, STATIC, calibration_calls, recipe_rules
-from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, calibration_feeds, solved_rows, step_ms
-from trm_edge.export.verify import sample_puzzles
+from trm_edge.export.guard import solved_rows, step_ms
+from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, calibration_feeds
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
@@ -31,7 +31,7 @@ def measure(bundle: str, n: int, halt: str, calib: int = 32, threads: int = 2) -
     b = Bundle(bundle)
     fp32 = open_solver(b, "litert", "step", "fp32", threads)
     feeds = calibration_feeds(open_solver(b, "ort", "step", "fp32", threads),
-                              sample_puzzles(fp32.codec, calib, seed=1), b.config.halt_max_steps)
+                              fp32.codec.sample(calib, 1), b.config.halt_max_steps)
     with tempfile.TemporaryDirectory() as tmp, quiet_native_output():
         dst = Path(tmp) / "a16w8.tflite"
         rules = recipe_rules(STATIC, DEFAULT_FLOAT_MODULES, activation_bits=16)
@@ -39,7 +39,7 @@ def measure(bundle: str, n: int, halt: str, calib: int = 32, threads: int = 2) -
         q.quantize(q.calibrate(calibration_calls(feeds, BATCHES))).export_model(str(dst))
         a16 = open_solver(b, "litert", "step", "fp32", threads)
         a16.adapter = LiteRtAdapter(dst, threads)
-        puzzles = sample_puzzles(fp32.codec, n, seed=HELDOUT_SEED)
+        puzzles = fp32.codec.sample(n, HELDOUT_SEED)
         s32, s16 = (s.solve_stream(puzzles, halt, slots=64) for s in (fp32, a16))
         z_H, z_L = fp32.carry(1)
         feed = {"tokens": puzzles[:1], "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}

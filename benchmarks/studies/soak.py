@@ -1,6 +1,6 @@
 """Long runs: thousands of solves with one loaded solver, as an app embedding it would make. Reports resident
 memory after warm-up and at the end, and whether any answer or step count changed between passes over the same
-puzzles. `python -m trm_edge.benchmarks.soak BUNDLE [--solves 5000] [--graph step] [--halt learned:3] [--json]`."""
+puzzles. `python -m benchmarks.studies.soak BUNDLE [--solves 5000] [--graph step] [--halt learned:3] [--json]`."""
 
 from __future__ import annotations
 

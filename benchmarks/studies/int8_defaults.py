@@ -1,7 +1,7 @@
 """Which MatMuls int8 keeps in float by default, decided by measurement: quantize a bundle's step graph with
 nothing kept in float and with the defaults (q_head, lm_head), and (--per-module) with one module at a time in
 int8, and compare accuracy and latency side by side:
-`python -m trm_edge.benchmarks.int8_defaults BUNDLE [--calib 32] [--heldout 128] [--per-module]`."""
+`python -m benchmarks.studies.int8_defaults BUNDLE [--calib 32] [--heldout 128] [--per-module]`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,8 @@ from pathlib import Path
 import onnx
 
 from trm_edge.bundle import Bundle
-from trm_edge.export.quantize import (
-    DEFAULT_FLOAT_MODULES,
-    calibration_feeds,
-    guard_figures,
-    matmul_nodes,
-    module_of,
-    quantize_step,
-    step_ms,
-)
-from trm_edge.export.verify import sample_puzzles
+from trm_edge.export.guard import guard_figures, step_ms
+from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, calibration_feeds, matmul_nodes, module_of, quantize_step
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.runtimes.solver import Solver
@@ -34,8 +26,8 @@ def measure(bundle: str, calib: int, heldout: int, threads: int = 2, per_module:
     src = b.graph_file("step")
     mm = matmul_nodes(onnx.load(str(src)))
     defaults = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
-    feeds = calibration_feeds(fp32, sample_puzzles(fp32.codec, calib, seed=1), fp32.config.halt_max_steps)
-    x = sample_puzzles(fp32.codec, heldout, seed=2)
+    feeds = calibration_feeds(fp32, fp32.codec.sample(calib, 1), fp32.config.halt_max_steps)
+    x = fp32.codec.sample(heldout, 2)
     refs = {p: fp32.solve(x, p) for p in ("fixed", "learned:0")}
     trials = [(label, exclude) for label, exclude in (("all quantized", []), ("q_head+lm_head float", defaults))]
     if per_module:  # one module quantized at a time (its ~9 calls per step), everything else float

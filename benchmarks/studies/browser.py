@@ -1,5 +1,5 @@
 """The web page's latency per solve in headless Chromium (onnxruntime-web, WASM) beside native ONNX Runtime on the
-same machine, in one run: `python -m trm_edge.benchmarks.browser BUNDLE [--precision fp32,int8-dynamic] [-n 32]`.
+same machine, in one run: `python -m benchmarks.studies.browser BUNDLE [--precision fp32,int8-dynamic] [-n 32]`.
 These are desktop Chromium figures; a phone's browser is slower, and only a phone can say by how much."""
 
 from __future__ import annotations
