@@ -101,7 +101,8 @@ def quantize(ctx: Context, solver32, out) -> dict:
     n_int8 = sum(op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize" for op in ops)
     speed, warnings = speed_check("int8", solver32, solver8, ctx.probe_feed, f"{n_int8} of {len(ops)} MatMuls in int8",
                                   "openvino ")
-    return {"mode": "int8", "format": "OpenVINO IR with FakeQuantize (NNCF, TRANSFORMER preset, SmoothQuant off)",
+    return {"mode": "int8", "route": "nncf-int8",
+            "format": "OpenVINO IR with FakeQuantize (NNCF, TRANSFORMER preset, SmoothQuant off)",
             "activations": "int8/uint8 per-tensor", "weights": "int8 per-channel", "graphs": ["step"],
             "calibration": dict(calibration_summary(ctx), method="NNCF min-max"), "float_modules": list(keep),
             "float_nodes": [{"node": m.name, "module": module_of(m)} for m in floats],

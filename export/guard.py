@@ -4,8 +4,8 @@ check, and the ladder each format climbs.
 `int8` makes one promise on every engine: the fastest route that passes the guard on this engine. What that is
 differs by engine and is measured (benchmarks/RESULTS.md): ONNX Runtime takes int8-static where `finetune --qat`
 learned the ranges and int8-rows otherwise (export.quantize.route_of), LiteRT takes int8-dynamic, OpenVINO has one
-route (NNCF's calibrated static int8). The manifest's int8 section names the mode asked for (`mode`) and what was
-built: `route` (ONNX Runtime and LiteRT) and `format`, the graph's scheme, on every engine.
+route (NNCF's calibrated static int8, `nncf-int8`). The manifest's int8 section names the mode asked for (`mode`)
+and what was built: the `route` and `format`, the graph's scheme, on every engine.
 
 The guard compares a candidate with fp32 on held-out puzzles (exact-solve rate, token accuracy, agreement, mean
 steps under the bundle's halting policy) and passes it while the paired exact-solve drop fits the budget. A format

@@ -57,6 +57,13 @@ def quiet_native_output():
             cap.text = f.read().decode(errors="replace")
 
 
+def looping_ops(interpreter) -> list[str]:
+    """The control-flow ops of a .tflite graph (a WHILE runs as long as its condition says): ours have none, the
+    halting loop runs on the host."""
+    details = getattr(interpreter, "_get_ops_details", lambda: [])()
+    return sorted({d["op_name"] for d in details} & {"WHILE", "IF", "CALL_ONCE"})
+
+
 class LiteRtAdapter:
     name = "litert"
 
@@ -68,6 +75,9 @@ class LiteRtAdapter:
             sigs = self.interpreter.get_signature_list()
         except Exception as e:  # a corrupt or hostile file
             raise TRMEdgeError(f"{path}: LiteRT cannot load this graph ({engine_cause(e)})") from None
+        if loops := looping_ops(self.interpreter):
+            raise TRMEdgeError(f"{path}: {', '.join(loops)} op in the graph; trm-edge's .tflite graphs are one "
+                               "supervision step without loops; refused (re-export the bundle)")
         self.runners = {int(k[1:]): self.interpreter.get_signature_runner(k)
                         for k in sigs if re.fullmatch(r"b[1-9]\d*", k)}
         if not self.runners:

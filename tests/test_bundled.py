@@ -57,7 +57,7 @@ def test_int8_bundle_within_budget(tmp_path, backend, mode):
     q = (mf if fmt == "onnx" else mf["formats"][fmt])["quantization"][mode]
     assert q["guard"]["exact_drop_pp"] <= 1.0 and q.get("quantized_matmuls", 1) >= 1
     routes = {("ort", "int8"): "int8-rows", ("ort", "int8-dynamic"): "int8-dynamic",
-              ("litert", "int8"): "int8-dynamic"}
+              ("litert", "int8"): "int8-dynamic", ("openvino", "int8"): "nncf-int8"}
     assert q.get("route") == routes.get((backend, mode)), q.get("route")  # int8: each engine's best route
     pairs = read_puzzles(SUDOKU, str(builtin_data("sudoku")[-1]))[:64]  # 30-40 givens
     x = np.stack([p for p, _ in pairs])

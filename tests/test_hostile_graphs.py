@@ -271,3 +271,37 @@ def test_mutated_graphs_are_read_or_malformed(tiny_bundle, data):
         except Malformed:
             continue
         assert why is None or isinstance(why, str)
+
+
+# -- OpenVINO IR and LiteRT: the loops an engine would run as written ---------------------------------------------
+
+def test_an_openvino_loop_beyond_the_step_cap_is_refused_at_load(tiny_bundle, tmp_path):
+    """The loop graph as OpenVINO IR (as export/format_openvino.py converts it): ours loads; the same Loop given a
+    constant trip count of 2^62 is refused before compiling."""
+    ov = pytest.importorskip("openvino")
+    from trm_edge.runtimes.openvino import unbounded_loop
+
+    model = ov.convert_model(str(tiny_bundle / "loop.onnx"))
+    assert unbounded_loop(model) is None
+    loop = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Loop")
+    loop.input(0).replace_source_output(ov.opset13.constant(np.array(1 << 62, np.int64)).output(0))
+    ov.save_model(model, str(tmp_path / "loop.xml"), compress_to_fp16=False)
+    t0 = time.perf_counter()
+    with pytest.raises(TRMEdgeError, match=r"loop.xml: Loop .* runs a trip count \(Constant\) beyond the 256-step "
+                                           r"cap; refused"):
+        OpenVinoAdapter(tmp_path / "loop.xml")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_a_tflite_graph_with_a_loop_is_refused():
+    from trm_edge.runtimes.litert import looping_ops
+
+    class Graph:
+        def __init__(self, ops):
+            self.ops = ops
+
+        def _get_ops_details(self):
+            return [{"op_name": name} for name in self.ops]
+
+    assert looping_ops(Graph(["FULLY_CONNECTED", "WHILE", "ADD", "IF"])) == ["IF", "WHILE"]
+    assert looping_ops(Graph(["FULLY_CONNECTED", "EMBEDDING_LOOKUP", "ARG_MAX"])) == []
