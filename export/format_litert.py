@@ -151,7 +151,8 @@ def quantize(ctx: Context, mode: str, solver32, out: Path, batches: tuple[int, .
 
 
 def recipe_rules(name: str, keep: tuple[str, ...], activation_bits: int = 8) -> list:
-    """16-bit activations ("A16W8": benchmarks/litert_a16w8.py) hold the accuracy, but XNNPACK has no such kernels."""
+    """16-bit activations ("A16W8": benchmarks/studies/litert_a16w8.py) hold the accuracy, but XNNPACK has no such
+    kernels."""
     from ai_edge_quantizer import recipe, recipe_manager
 
     if name == STATIC:
