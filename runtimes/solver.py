@@ -9,7 +9,7 @@ import numpy as np
 
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
-from trm_edge.halting import MAX_STEPS, HaltPolicy, Solution, finite_rows, halting_loop
+from trm_edge.halting import HaltPolicy, Solution, finite_rows, halting_loop
 from trm_edge.runtimes.base import Adapter
 from trm_edge.tasks import Codec
 from trm_edge.views import ViewJobs
@@ -29,8 +29,6 @@ class Solver:
 
     def policy(self, halt: HaltPolicy | str) -> HaltPolicy:
         p = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
-        if not 1 <= p.min_steps <= p.max_steps <= MAX_STEPS:  # a policy built in code skips parse's check
-            raise TRMEdgeError(f"halting policy {p}: need 1 <= min <= max <= {MAX_STEPS} steps")
         if self.max_unrolled is not None and p.max_steps > self.max_unrolled:
             raise TRMEdgeError(f"the unrolled graph has {self.max_unrolled} steps; policy {p} needs {p.max_steps}")
         if p.verify and self.graph != "step":

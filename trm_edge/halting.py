@@ -21,6 +21,11 @@ _USAGE = "use fixed[:N] or learned[:TAU][,min=K][,max=M], then ,verify to stop a
          "e.g. fixed:16 or learned:3,max=6,verify"
 
 
+def _unbounded(min_steps: int, max_steps: int) -> str | None:
+    return None if 1 <= min_steps <= max_steps <= MAX_STEPS else \
+        f"need 1 <= min <= max <= {MAX_STEPS} steps, got min={min_steps} max={max_steps}"
+
+
 @dataclass(frozen=True)
 class HaltPolicy:
     kind: str  # "fixed" | "learned"
@@ -28,6 +33,11 @@ class HaltPolicy:
     threshold: float = math.inf
     min_steps: int = 1
     verify: bool = False  # a row also stops once its answer passes the task's checker
+
+    def __post_init__(self) -> None:
+        """Bounded however it is made (parsed, or built in code): a loop graph runs up to max_steps steps."""
+        if why := _unbounded(self.min_steps, self.max_steps):
+            raise TRMEdgeError(f"halting policy {self}: {why}")
 
     @classmethod
     def parse(cls, text: str, halt_max_steps: int) -> HaltPolicy:
@@ -40,21 +50,20 @@ class HaltPolicy:
             if kind == "fixed":
                 if opts:
                     raise ValueError
-                n = int(arg) if arg else halt_max_steps
-                pol = cls("fixed", max_steps=n, min_steps=1, verify=verify)
+                kw = dict(kind="fixed", max_steps=int(arg) if arg else halt_max_steps, min_steps=1)
             elif kind == "learned":
-                kw = dict(o.split("=", 1) for o in opts)
-                if set(kw) - {"min", "max"}:
+                given = dict(o.split("=", 1) for o in opts)
+                if set(given) - {"min", "max"}:
                     raise ValueError
-                pol = cls("learned", max_steps=int(kw.get("max", halt_max_steps)),
-                          threshold=float(arg) if arg else 0.0, min_steps=int(kw.get("min", 1)), verify=verify)
+                kw = dict(kind="learned", max_steps=int(given.get("max", halt_max_steps)),
+                          threshold=float(arg) if arg else 0.0, min_steps=int(given.get("min", 1)))
             else:
                 raise ValueError
         except ValueError:
             raise TRMEdgeError(f"halting policy {text!r} not understood: {_USAGE}") from None
-        if not 1 <= pol.min_steps <= pol.max_steps <= MAX_STEPS:
-            raise TRMEdgeError(f"halting policy {text!r}: need 1 <= min <= max <= {MAX_STEPS} steps, got "
-                               f"min={pol.min_steps} max={pol.max_steps}")
+        if why := _unbounded(kw["min_steps"], kw["max_steps"]):
+            raise TRMEdgeError(f"halting policy {text!r}: {why}")
+        pol = cls(**kw, verify=verify)
         if math.isnan(pol.threshold):
             raise TRMEdgeError(f"halting policy {text!r}: the threshold must be a number, not NaN")
         return pol

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import stat
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,6 @@ def parse_json(data: bytes | str, origin: object, what: str, max_depth: int = MA
     except json.JSONDecodeError as e:
         raise TRMEdgeError(f"{origin}: not a {what}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") \
             from None
-    except RecursionError:  # unreachable within max_depth; kept one line if a caller passes a huge one
-        raise TRMEdgeError(f"{origin}: not a {what}: JSON nested too deeply") from None
 
 
 def load_json(path: str | os.PathLike, what: str, limit: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
@@ -151,8 +150,6 @@ def _member(z: zipfile.ZipFile, key: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def read_stdin(limit: int) -> bytes:
     """Standard input up to `limit` + 1 bytes; closed or unreadable stdin is one line."""
-    import sys
-
     stream = sys.stdin
     if stream is None:
         raise TRMEdgeError("<stdin>: standard input is closed; pipe the puzzles in or give a file")
