@@ -41,6 +41,7 @@ def lines(top95: str, seeds: list[int]) -> list[tuple[str, str, int, int, str]]:
 def solve_line(bundle: str, data: str, views: int, seed: int, halt: str, limit: int | None) -> dict:
     """Per-puzzle 'the rules accept the answer' flags, the view-steps spent and the time, through what `trm-edge
     solve --views` runs."""
+    from trm_edge.halting import HaltPolicy
     from trm_edge.runtimes import open_solver
     from trm_edge.tasks import read_puzzles
     from trm_edge.views import view_policy
@@ -48,7 +49,8 @@ def solve_line(bundle: str, data: str, views: int, seed: int, halt: str, limit: 
     solver = open_solver(bundle, "ort", "step")
     x = np.stack([p for p, _ in read_puzzles(solver.codec, data)][:limit])
     t0 = time.perf_counter()
-    sol = solver.solve_stream(x, view_policy(solver.policy(halt), views), views=views, seed=seed)
+    policy = view_policy(solver.policy(HaltPolicy.parse(halt, solver.config.halt_max_steps)), views)
+    sol = solver.solve_stream(x, policy, views=views, seed=seed)
     return {"per_puzzle": [bool(solver.codec.check(p, t)) for p, t in zip(x, sol.tokens)],
             "mean_view_steps": float(np.mean(sol.view_steps)), "s_per_puzzle": (time.perf_counter() - t0) / len(x)}
 

@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         report.json, report.md and, where matplotlib is installed, plots to --out."""
         plots = _announce_plots()
         if remote:
-            from trm_edge.benchmarks.remote import run_remote
+            from trm_edge.benchmarks.remote import RemoteTarget, run_remote
             from trm_edge.errors import TRMEdgeError
 
             if len(bundles) > 1:
@@ -75,16 +75,16 @@ def register(app: typer.Typer) -> None:
                     "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
                     "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
             with Reporter("bench", err, quiet) as rep:
-                report = run_remote(remote, bundle, args, out_dir, shlex.split(ssh_opts), remote_command, data=data,
-                                    announce=rep.status)
+                report = run_remote(RemoteTarget(remote, shlex.split(ssh_opts), remote_command), bundle, args, out_dir,
+                                    data, announce=rep.status)
         else:
-            from trm_edge.benchmarks.harness import run_bench
+            from trm_edge.benchmarks.harness import BenchOptions, run_bench
 
+            options = BenchOptions(split_list(backend), split_list(precision), split_list(graph), split_halts(halt),
+                                   parse_int_list(views, "--views"), data, n, batch, threads, warmup, energy,
+                                   idle_seconds)
             with Reporter("bench", err, quiet) as rep:
-                report = run_bench(
-                    bundles, split_list(backend), split_list(precision), split_list(graph), split_halts(halt), data,
-                    n, batch, threads, warmup, energy, out_dir, idle_seconds=idle_seconds,
-                    views=parse_int_list(views, "--views"), progress=rep.progress)
+                report = run_bench(bundles, options, out_dir, progress=rep.progress)
         if as_json:
             print(json.dumps(report, indent=2))
             return

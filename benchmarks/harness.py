@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -33,6 +34,42 @@ from trm_edge.views import solve_views
 
 SCHEMA_VERSION = 1
 Progress = Callable[[str, int, int], None]  # (what runs now, puzzles done, puzzles in all)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """A bench apart from its bundles: the axes crossed (backend, precision, graph, halting policy, views), the
+    puzzles (a file or 'builtin', the first `n`) and how each run is measured. Policies stay text: `fixed` and
+    `learned` without max= take each bundle's own halt_max_steps. `energy` names a meter (energy.open_meter) or is
+    one."""
+    backends: Sequence[str] = ("ort",)
+    precisions: Sequence[str] = ("fp32",)
+    graphs: Sequence[str] = ("step",)
+    halts: Sequence[str] = ("fixed", "learned:0")
+    views: Sequence[int] = (1,)
+    data: str | os.PathLike = "builtin"
+    n: int | None = 64
+    batch: int = 1
+    threads: int | None = None
+    warmup: int = 2
+    energy: str | Meter | None = "auto"
+    idle_seconds: float = 1.0
+
+    def __post_init__(self):
+        if self.batch < 1 or self.warmup < 0 or (self.n is not None and self.n < 1):
+            raise TRMEdgeError(f"need batch >= 1, warmup >= 0 and n >= 1 (got batch={self.batch}, "
+                               f"warmup={self.warmup}, n={self.n})")
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How one run is measured: `warmup` untimed batches, then `batch` puzzles a solve call, each puzzle in up to
+    `views` views; energy from `meter` less `idle_w` watts of idle power (run_bench opens and baselines it)."""
+    batch: int = 1
+    warmup: int = 2
+    views: int = 1
+    meter: Meter | None = None
+    idle_w: float | None = None
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -133,14 +170,14 @@ def _close(solver) -> None:
         close()
 
 
-def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, batch: int, warmup: int,
-            meter: Meter | None, idle_w: float | None, advance: Callable[[int], None] | None = None, views: int = 1):
-    """One run: warm up, then solve (each puzzle in up to `views` views) and score every puzzle; returns the
+def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: MeasureOptions,
+            advance: Callable[[int], None] | None = None):
+    """One run: warm up, then solve (each puzzle in up to `how.views` views) and score every puzzle; returns the
     metrics and the joined Solution."""
     puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
-    solve = partial(solve_views, solver.solve, codec, views=views)
-    for k in range(warmup):
-        solve(puzzles[np.arange(k * batch, (k + 1) * batch) % len(puzzles)], policy)
+    solve = partial(solve_views, solver.solve, codec, views=how.views)
+    for k in range(how.warmup):
+        solve(puzzles[np.arange(k * how.batch, (k + 1) * how.batch) % len(puzzles)], policy)
     per_solve, per_step, busy = [], [], []
 
     def timed(x: np.ndarray):
@@ -152,32 +189,28 @@ def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, batch: 
         per_step.append(per_solve[-1] / max(float(np.mean(sol.view_steps)), 1.0))
         return sol
 
+    meter = how.meter
     e0, t0 = (meter.read() if meter else None), time.perf_counter()
-    summary, sol = evaluate(timed, codec, pairs, batch, advance)
+    summary, sol = evaluate(timed, codec, pairs, how.batch, advance)
     e1, t1 = (meter.read() if meter else None), time.perf_counter()
     raw = net = None
     if meter:
         raw = (e1 - e0) / len(pairs)
-        net = raw if idle_w is None else (e1 - e0 - idle_w * (t1 - t0)) / len(pairs)
+        net = raw if how.idle_w is None else (e1 - e0 - how.idle_w * (t1 - t0)) / len(pairs)
     summary["steps_histogram"] = {str(k): v for k, v in summary["steps_histogram"].items()}
     return dict(summary, latency_ms=percentiles(per_solve), latency_per_step_ms=percentiles(per_step),
                 throughput_per_s=len(pairs) / sum(busy), energy_j_per_solve=net, energy_j_per_solve_raw=raw,
                 seconds=t1 - t0), sol
 
 
-def run_bench(bundle: str | Sequence[str], backends: Sequence[str] = ("ort",), precisions: Sequence[str] = ("fp32",),
-              graphs: Sequence[str] = ("step",), halts: Sequence[str] = ("fixed", "learned:0"),
-              data: str = "builtin", n: int | None = 64, batch: int = 1, threads: int | None = None,
-              warmup: int = 2, energy: str | Meter | None = "auto", out_dir: str | os.PathLike | None = None,
-              progress: Progress | None = None, solver_factory=None, idle_seconds: float = 1.0,
-              views: Sequence[int] = (1,)) -> dict:
+def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(),
+              out_dir: str | os.PathLike | None = None, progress: Progress | None = None, solver_factory=None) -> dict:
     """Benchmark one or more bundles (e.g. one model exported at several depths) over the cross product of the
     axes; writes report.json/.md and plots to `out_dir` when given. Each run is compared with its own bundle's
-    fp32 reference. `solver_factory` defaults to `trm_edge.runtimes.open_solver`; `energy` may be a Meter."""
+    fp32 reference. `solver_factory` defaults to `trm_edge.runtimes.open_solver`."""
+    o = options
     bundles = [os.fspath(bundle)] if isinstance(bundle, (str, os.PathLike)) else [os.fspath(b) for b in bundle]
-    if batch < 1 or warmup < 0 or (n is not None and n < 1):
-        raise TRMEdgeError(f"need batch >= 1, warmup >= 0 and n >= 1 (got batch={batch}, warmup={warmup}, n={n})")
-    if not (bundles and backends and precisions and graphs and halts):
+    if not (bundles and o.backends and o.precisions and o.graphs and o.halts):
         raise TRMEdgeError("every axis (bundle, backend, precision, graph, halt) needs at least one value")
     for b in bundles:
         if not Path(b).exists():
@@ -185,8 +218,8 @@ def run_bench(bundle: str | Sequence[str], backends: Sequence[str] = ("ort",), p
     if out_dir is not None:
         claim(out_dir, "report")
     factory = solver_factory or _default_factory()
-    meter = open_meter(energy) if isinstance(energy, str) else energy
-    combos = list(itertools.product(backends, precisions, graphs))
+    meter = open_meter(o.energy) if isinstance(o.energy, str) else o.energy
+    combos = list(itertools.product(o.backends, o.precisions, o.graphs))
     runs, skipped, references, pairs, done, total = [], [], [], None, 0, 0
 
     def advance(label: str):
@@ -198,22 +231,22 @@ def run_bench(bundle: str | Sequence[str], backends: Sequence[str] = ("ort",), p
         return step
 
     with meter or contextlib.nullcontext():
-        idle_w = idle_power_w(meter, idle_seconds) if meter else None
+        idle_w = idle_power_w(meter, o.idle_seconds) if meter else None
         for b in bundles:
-            ref, ref_errors = _open_reference(factory, b, threads)
+            ref, ref_errors = _open_reference(factory, b, o.threads)
             codec, max_steps = ref.codec, ref.config.halt_max_steps
             depth = f"{ref.config.H_cycles},{ref.config.L_cycles}"
-            policies = [HaltPolicy.parse(h, max_steps) for h in halts]
+            policies = [HaltPolicy.parse(h, max_steps) for h in o.halts]
             if pairs is None:
-                pairs = load_pairs(codec, data, n)
-                total = len(pairs) * len(bundles) * (1 + len(combos) * len(policies) * len(views))
+                pairs = load_pairs(codec, o.data, o.n)
+                total = len(pairs) * len(bundles) * (1 + len(combos) * len(policies) * len(o.views))
                 first_codec = codec.name
             elif codec.name != first_codec:
                 raise TRMEdgeError(f"{b}: a {codec.name} bundle; the bundles of one bench share a task "
                                    f"({bundles[0]} is {first_codec})")
 
             ref_policy = HaltPolicy.parse("fixed", max_steps)
-            ref_summary, ref_sol = evaluate(lambda x, r=ref, p=ref_policy: r.solve(x, p), codec, pairs, batch,
+            ref_summary, ref_sol = evaluate(lambda x, r=ref, p=ref_policy: r.solve(x, p), codec, pairs, o.batch,
                                             advance("fp32 reference"))
             references.append({"bundle": b, "depth": depth, "backend": ref.describe().get("backend", "?"),
                                "precision": "fp32", "graph": "step", "halt": str(ref_policy),
@@ -225,22 +258,22 @@ def run_bench(bundle: str | Sequence[str], backends: Sequence[str] = ("ort",), p
             for backend, precision, graph in combos:
                 reset_peak_rss()
                 try:
-                    solver = factory(b, backend=backend, graph=graph, precision=precision, threads=threads)
+                    solver = factory(b, backend=backend, graph=graph, precision=precision, threads=o.threads)
                 except (TRMEdgeError, ImportError) as e:
                     skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e),
                                     "bundle": b})
-                    advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(views))
+                    advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(o.views))
                     continue
                 info = solver.describe()
-                for policy, k in itertools.product(policies, views):
+                for policy, k in itertools.product(policies, o.views):
                     label = f"{backend}/{precision}/{graph} {policy} x{k}" + (f" d{depth}" if len(bundles) > 1 else "")
-                    metrics, sol = measure(solver, codec, pairs, policy, batch, warmup, meter, idle_w, advance(label),
-                                           k)
+                    metrics, sol = measure(solver, codec, pairs, policy,
+                                           MeasureOptions(o.batch, o.warmup, k, meter, idle_w), advance(label))
                     runs.append({
                         "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
                         "bundle": b, "depth": depth,
-                        "batch": batch, "threads": threads if threads is not None else info.get("threads"),
-                        "warmup": warmup, **metrics,
+                        "batch": o.batch, "threads": o.threads if o.threads is not None else info.get("threads"),
+                        "warmup": o.warmup, **metrics,
                         "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
                         "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
                         "graph_mb": graph_mb(backend, graph, precision),
@@ -256,10 +289,10 @@ def run_bench(bundle: str | Sequence[str], backends: Sequence[str] = ("ort",), p
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "trm-edge", "version": trm_edge.__version__},
         "bundle": bundles[0], "bundle_mb": size_mb(bundles[0]), "bundles": bundles,
-        "data": {"source": os.fspath(data), "n": len(pairs), "labelled": sum(lab is not None for _, lab in pairs)},
+        "data": {"source": os.fspath(o.data), "n": len(pairs), "labelled": sum(lab is not None for _, lab in pairs)},
         "machine": machine_facts(), "reference": references[0], "references": references,
         "energy": {"source": meter.source if meter else "none", "estimate": bool(meter and meter.estimate),
-                   "idle_power_w": idle_w, "idle_seconds": float(idle_seconds) if meter else 0.0},
+                   "idle_power_w": idle_w, "idle_seconds": float(o.idle_seconds) if meter else 0.0},
         "runs": runs, "skipped": skipped,
     }
     if out_dir is not None:

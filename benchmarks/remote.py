@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from trm_edge.atomic import claim
@@ -65,6 +66,16 @@ def _last_line(text: str) -> str:
     """ssh and the device's trm-edge end with the line that says what went wrong; an error stays one line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1][:500] if lines else "no message"
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """The device a remote bench runs on: ssh://[user@]host[:port], extra ssh options (given first, so they win),
+    the device's trm-edge command and the seconds its bench may take (None: no limit)."""
+    url: str
+    ssh_options: Sequence[str] = ()
+    command: str = "trm-edge"
+    timeout: float | None = None
 
 
 class _Ssh:
@@ -117,14 +128,13 @@ def _bundle_members(path: str | os.PathLike) -> tuple[str, dict[str, Path]]:
     return name, {f"{name}/{rel}": full for rel, full in files.items()}
 
 
-def run_remote(ssh_url: str, bundle: str | os.PathLike, bench_args: Sequence[str] = (),
-               out_dir: str | os.PathLike = "bench-report", ssh_options: Sequence[str] = (),
-               remote_command: str = "trm-edge", data: str | None = None, timeout: float | None = None,
+def run_remote(target: RemoteTarget, bundle: str | os.PathLike, bench_args: Sequence[str] = (),
+               out_dir: str | os.PathLike = "bench-report", data: str | None = None,
                announce: Callable[[str], None] | None = None) -> dict:
-    """Run `REMOTE_COMMAND bench BUNDLE BENCH_ARGS --out DIR` on the device; a local `data` file travels along.
+    """Run `COMMAND bench BUNDLE BENCH_ARGS --out DIR` on the target device; a local `data` file travels along.
     Everything is checked before ssh first starts; `announce` then hears the line to show the user.
     Returns the fetched report, also written (with report.md and plots) to `out_dir`."""
-    ssh = _Ssh(ssh_url, ssh_options)
+    ssh = _Ssh(target.url, target.ssh_options)
     name, members = _bundle_members(bundle)
     args = list(bench_args)
     if data and data != "builtin":
@@ -136,15 +146,15 @@ def run_remote(ssh_url: str, bundle: str | os.PathLike, bench_args: Sequence[str
         args += ["--data", data]
     claim(out_dir, "report")
     if announce:
-        announce(f"running on {ssh_url} ...")
+        announce(f"running on {target.url} ...")
     tmp = ssh.run("mktemp -d", "creating a scratch directory", timeout=60).strip()
     if not re.fullmatch(r"/[\w./-]+", tmp):
-        raise TRMEdgeError(f"{ssh_url}: mktemp -d printed {tmp!r}, not a directory")
+        raise TRMEdgeError(f"{target.url}: mktemp -d printed {tmp!r}, not a directory")
     q = shlex.quote
     try:
         ssh.send_tar(tmp, members)
-        ssh.run(f"cd {q(tmp)} && {remote_command} bench {q(name)} "
-                f"{' '.join(q(a) for a in args)} --out out", f"`{remote_command} bench`", timeout=timeout)
+        ssh.run(f"cd {q(tmp)} && {target.command} bench {q(name)} {' '.join(q(a) for a in args)} --out out",
+                f"`{target.command} bench`", timeout=target.timeout)
         text = ssh.run(f"cat {q(tmp)}/out/report.json", "fetching report.json", timeout=120)
     finally:
         try:
@@ -154,7 +164,7 @@ def run_remote(ssh_url: str, bundle: str | os.PathLike, bench_args: Sequence[str
     try:
         report = json.loads(text)
     except json.JSONDecodeError as e:
-        raise TRMEdgeError(f"{ssh_url}: report.json is not JSON ({e})") from None
+        raise TRMEdgeError(f"{target.url}: report.json is not JSON ({e})") from None
     validate_report(report)
     write_report(report, out_dir)
     return report

@@ -51,7 +51,9 @@ t0 = time.perf_counter()
 from trm_edge.runtimes import open_solver
 s = open_solver(sys.argv[1], "ort", sys.argv[2], threads=2)
 t1 = time.perf_counter()
-s.solve(s.codec.parse("4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......")[None], "fixed")
+from trm_edge.halting import HaltPolicy  # loaded with the runtime already
+fixed = HaltPolicy.parse("fixed", s.config.halt_max_steps)
+s.solve(s.codec.parse("4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2.....1.4......")[None], fixed)
 t2 = time.perf_counter()
 print(json.dumps({"graph": sys.argv[2], "import_and_session_ms": round(1000 * (t1 - t0), 1),
                   "session_ms": round(s.init_ms, 1), "first_solve_ms": round(1000 * (t2 - t1), 1)}))

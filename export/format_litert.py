@@ -20,38 +20,20 @@ import numpy as np
 import torch
 
 from trm_edge.errors import TRMEdgeError
-from trm_edge.export.formats import Context
+from trm_edge.export.formats import Context, Format, Written
 from trm_edge.export.guard import Rung, guard_record, judge, ladder, speed_check
 from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, quiet_logging
-from trm_edge.model import TRM, Batch, Carry
+from trm_edge.model import TRM, StepModule
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
-MODES = ("int8", "int8-dynamic", "int8-static")
-MODES_NOTE = "LiteRT int8 is ai-edge-quantizer's: int8 (= int8-dynamic, the accurate one) or int8-static"
 # int8: the route that holds accuracy (-0.2 pp as guarded) and pays on XNNPACK where the CPU has VNNI (2.4x ORT fp32
 # per solve; 0.9x on AVX2 only: RESULTS.md)
 ROUTES = {"int8": "int8-dynamic"}
-GRAPHS, GRAPHS_NOTE = ("step",), "litert-torch cannot lower a while_loop: LiteRT runs the step with the host loop"
-REQUIRES, EXTRA = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), "litert-export"
 DIR = "litert"
 BATCHES = (1, 8, 64)  # signatures of a dynamic-batch bundle
 
 
-class _Step(torch.nn.Module):
-    """One supervision step with LiteRT's types (int32 in and out) and the spec's names on every input and output."""
-
-    def __init__(self, model: TRM):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, puzzle_ids, z_H, z_L):
-        carry, logits, q = self.model.step(Carry(z_H, z_L), Batch(tokens.long(), puzzle_ids.long()))
-        logits = logits.float()
-        return {"z_H_out": carry.z_H.float(), "z_L_out": carry.z_L.float(), "pred": logits.argmax(-1).int(),
-                "q_halt": q.float(), "logits": logits}
-
-
-def write(ctx: Context, modes: tuple[str, ...]) -> dict:
+def write(ctx: Context, modes: tuple[str, ...]) -> Written:
     out = ctx.tmp / DIR
     out.mkdir()
     batches = (ctx.options.batch,) if ctx.options.batch else BATCHES
@@ -67,10 +49,10 @@ def write(ctx: Context, modes: tuple[str, ...]) -> dict:
     entry = {"engine": "litert", "graphs": graphs, "signatures": [f"b{b}" for b in batches],
              "session_init_ms": {"step": init_ms}, "convert_seconds": round(seconds, 2),
              "verification": ctx.verify({"step": solver}, "LiteRT")}
-    for mode in (m for m in MODES if m in modes):
+    for mode in (m for m in FORMAT.modes if m in modes):
         entry.setdefault("quantization", {})[mode] = quantize(ctx, mode, solver, out, batches)
         graphs["step"][mode] = f"{DIR}/step.{mode}.tflite"
-    return entry
+    return Written(entry, {"step": solver})
 
 
 def convert(model: TRM, batches: tuple[int, ...], path: Path) -> None:
@@ -78,7 +60,7 @@ def convert(model: TRM, batches: tuple[int, ...], path: Path) -> None:
         try:
             import litert_torch
 
-            step, cfg = _Step(model).eval(), model.config
+            step, cfg = StepModule(model, torch.int32).eval(), model.config  # LiteRT's integers are int32
             chain = litert_torch
             for b in batches:
                 z = model.initial_carry(b)
@@ -188,3 +170,9 @@ def versions() -> dict:
 
     return {p: version(p) for p in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
 
+
+FORMAT = Format(name="litert", modes=("int8", "int8-dynamic", "int8-static"),
+                modes_note="LiteRT int8 is ai-edge-quantizer's: int8 (= int8-dynamic, the accurate one) or int8-static",
+                graphs=("step",), graphs_note="litert-torch cannot lower a while_loop: LiteRT runs the step with the "
+                "host loop", requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"), extra="litert-export",
+                needs=("onnx",), write=write, versions=versions)  # int8 calibrated and judged on ONNX's fp32 solves

@@ -21,31 +21,28 @@ from functools import partial
 
 import onnx
 
-from trm_edge.export.formats import Context
+from trm_edge.export.formats import Context, Format, Written
 from trm_edge.export.guard import Rung, guard_record, judge, ladder, speed_check
 from trm_edge.export.quantize import calibration_summary, matmul_nodes, module_of, quiet_logging
 from trm_edge.int8 import FLOAT_MODULES
 from trm_edge.runtimes.openvino import OpenVinoAdapter
 
-MODES, MODES_NOTE = ("int8",), "NNCF quantizes with calibrated static ranges: ask for int8"
-GRAPHS, GRAPHS_NOTE = ("step", "loop", "unrolled"), ""
-REQUIRES, EXTRA = ("openvino", "nncf"), "openvino-export"
 DIR = "openvino"
 
 
-def write(ctx: Context, modes: tuple[str, ...]) -> dict:
+def write(ctx: Context, modes: tuple[str, ...]) -> Written:
     import openvino as ov
 
     out = ctx.tmp / DIR
     out.mkdir()
     graphs, init_ms, solvers = {}, {}, {}
     t0 = time.perf_counter()
-    for g in ctx.options.graphs:
+    for g in ctx.graphs:
         ctx.status(f"converting the {g} graph to OpenVINO IR")
         ov.save_model(ov.convert_model(str(ctx.tmp / f"{g}.onnx")), str(out / f"{g}.xml"), compress_to_fp16=False)
         graphs[g] = {"fp32": f"{DIR}/{g}.xml"}
     seconds = time.perf_counter() - t0
-    for g in ctx.options.graphs:
+    for g in ctx.graphs:
         t = time.perf_counter()
         adapter = OpenVinoAdapter(out / f"{g}.xml")
         init_ms[g] = round(1000 * (time.perf_counter() - t), 1)
@@ -56,7 +53,7 @@ def write(ctx: Context, modes: tuple[str, ...]) -> dict:
     if "int8" in modes:
         entry["quantization"] = {"int8": quantize(ctx, solvers["step"], out)}
         graphs["step"]["int8"] = f"{DIR}/step.int8.xml"
-    return entry
+    return Written(entry, solvers)
 
 
 # The guard's ladder, first rung first: the modules (last name in the model) each rung keeps in float, and how the
@@ -115,3 +112,9 @@ def versions() -> dict:
     import openvino
 
     return {"openvino": openvino.__version__, "nncf": nncf.__version__}
+
+
+FORMAT = Format(name="openvino", modes=("int8",),
+                modes_note="NNCF quantizes with calibrated static ranges: ask for int8",
+                graphs=("step", "loop", "unrolled"), graphs_note="", requires=("openvino", "nncf"),
+                extra="openvino-export", needs=("onnx",), write=write, versions=versions)  # converts ONNX's graphs

@@ -25,22 +25,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from trm_edge.export.options import DEFAULT_OPSET
-from trm_edge.model import TRM, Batch, Carry
+from trm_edge.model import STEP_OUTPUTS, TRM, StepModule
 from trm_edge.spec import SPEC
 
 _OUTER = {"tokens": "tokens", "puzzle_ids": "puzzle_ids"}  # step inputs the loop and unrolled graphs pass through
 _DT = {"int64": TensorProto.INT64, "float32": TensorProto.FLOAT, "bool": TensorProto.BOOL}
-
-
-class _StepModule(torch.nn.Module):
-    def __init__(self, model: TRM):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, puzzle_ids, z_H, z_L):
-        carry, logits, q = self.model.step(Carry(z_H, z_L), Batch(tokens, puzzle_ids))
-        logits = logits.float()
-        return carry.z_H.float(), carry.z_L.float(), logits.argmax(-1), q, logits
 
 
 def export_step(model: TRM, opset: int = DEFAULT_OPSET, batch: int | None = None) -> onnx.ModelProto:
@@ -56,8 +45,8 @@ def export_step(model: TRM, opset: int = DEFAULT_OPSET, batch: int | None = None
         dim = torch.export.Dim("batch", min=1, max=4096)
         dyn = {n: {0: dim} for n in names}
     with torch.no_grad(), _benign_export_warnings_silenced():
-        prog = torch.onnx.export(_StepModule(model).eval(), args, dynamo=True, opset_version=opset, input_names=names,
-                                 output_names=[n for n, _, _ in SPEC["step"]["outputs"]], dynamic_shapes=dyn,
+        prog = torch.onnx.export(StepModule(model).eval(), args, dynamo=True, opset_version=opset, input_names=names,
+                                 output_names=list(STEP_OUTPUTS), dynamic_shapes=dyn,
                                  optimize=True, verbose=False)
     proto = prog.model_proto
     _name_batch_dim(proto)

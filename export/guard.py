@@ -15,24 +15,27 @@ judges them in order and ships the first that passes, or refuses the export (Che
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
 from trm_edge.errors import CheckFailed, TRMEdgeError
-from trm_edge.evaluate import paired_drop, row_scores, summarize
+from trm_edge.evaluate import paired_drop, paired_interval, paired_score, row_scores, summarize
 from trm_edge.export.options import GUARD_PUZZLES
 from trm_edge.halting import Solution
+from trm_edge.progress import duration
 
 if TYPE_CHECKING:
     from trm_edge.export.formats import Context
     from trm_edge.runtimes.solver import Solver
 
 T = TypeVar("T")
+ALPHA = 0.05  # the sequential rule's false-accept rate at a drop equal to the budget, over all its looks
+PIECE = 64  # held-out puzzles solved between two glances at the clock (the solver's slots)
 
 
 def heldout_plan(k: int, n: int, generated: bool) -> tuple[int, int] | None:
@@ -53,40 +56,117 @@ def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarr
         return row_scores(codec, puzzles, list(fp32_tokens), sol)[0]
 
 
+def looks(n: int, generated: bool) -> list[int]:
+    """How many held-out puzzles the guard has solved when it looks at the drop: half the first draw, the first draw,
+    then after each further draw that heldout_plan gives (256, 512, 768, ..., 2,048 by default)."""
+    sizes, k = [n // 2] if n > 1 else [], 0
+    while (plan := heldout_plan(k, n, generated)) is not None:
+        sizes.append((sizes[-1] if k else 0) + plan[0])
+        k += 1
+    return sizes
+
+
+def boundaries(plan: list[int], n: int) -> list[float]:
+    """The z of the interval the guard decides by at each look of `plan`. The look at the first draw's end (`n`)
+    spends ALPHA / 2, as strict as a 95% interval there; the other looks share the other half (Bonferroni), so that
+    a candidate whose drop is the budget passes by the interval at most ALPHA of the time over all its looks."""
+    others = max(len(plan) - 1, 1)
+    return [NormalDist().inv_cdf(1 - ALPHA / 2 / (1 if look == n else others)) for look in plan]
+
+
 def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
     """The guard's figures for one int8 candidate (`solve(puzzles, advance=...)`: its answers, `advance(n)` as
-    puzzles finish), beside fp32 on the first held-out draw and, while the drop's 95% interval straddles the budget, on
-    further (half-size) draws while Context.heldout_draw gives them: a close call then rests on more puzzles instead
-    of one draw's noise (one graph measured +1.17 pp on 512 puzzles and +0.3 on 1,000), and half-size draws stop it
-    as soon as the interval clears. `passed`: the drop fits the budget, by the interval when it clears the budget
-    on one side, else by the point estimate on every puzzle drawn."""
-    budget = ctx.options.quant.max_drop
-    puzzles, fp32, got = [], [], []
-    decided = "the point estimate (the interval straddles the budget)"
-    for k in itertools.count():
-        if (draw := ctx.heldout_draw(k)) is None:
-            break
-        n = sum(map(len, puzzles)) + len(draw)
-        tail = f"{len(draw)} more held-out (close call, {n} in all)" if k else f"{len(draw)} held-out"
-        puzzles.append(draw)
-        fp32.append(ctx.heldout_fp32(k, _counting(ctx.status, f"{what}: fp32", tail)))
-        got.append(solve(draw, advance=_counting(ctx.status, f"{what}: int8", tail)))
+    puzzles finish), paired with fp32 on the held-out draws (Context.heldout_draw), PIECE puzzles at a time.
+
+    Sequential: at each of `looks` it decides as soon as the drop's interval at `boundaries` clears the budget (pass)
+    or lies above it (fail), by the score test of a drop at the budget (evaluate.paired_score). A clear case stops
+    at half the first draw; a close call rests on up to GUARD_PUZZLES draws' worth instead of one draw's noise (one
+    graph measured +1.17 pp on 512 puzzles and +0.3 on 1,000). When the puzzles run out, or --guard-minutes before
+    them, undecided, the point estimate decides, and the figures say so (`decided_by`, `capped`): that decision has
+    no stated error."""
+    quant = ctx.options.quant
+    budget, plan = quant.max_drop, looks(quant.heldout, ctx.codec.generated)
+    zs, cap = boundaries(plan, quant.heldout), 60 * quant.guard_minutes if quant.guard_minutes else None
+    take, t0 = _held_out(ctx), time.perf_counter()
+    pace = ctx.guard_forecast["seconds_per_puzzle"]  # a paired puzzle's seconds: the forecast's, then as measured
+    puzzles, fp32, got, seen, capped = [], [], [], [], False
+    for look, z in zip(plan, zs):
+        solved = sum(map(len, puzzles))
+        advance = _counting(ctx.status, f"{what}: guard", f"solves (fp32 and int8 on {look} held-out puzzles)",
+                            2 * solved, 2 * look)
+        while solved < look:
+            room = PIECE if cap is None else int((cap - (time.perf_counter() - t0)) / pace)
+            if capped := room < 1 and bool(puzzles):
+                break
+            if (piece := take(min(look - solved, PIECE, max(room, 1)))) is None:
+                break
+            k, start, draw = piece
+            puzzles.append(draw)
+            fp32.append(ctx.heldout_fp32(k, start, draw, advance))
+            got.append(solve(draw, advance=advance))
+            solved += len(draw)
+            pace = (time.perf_counter() - t0) / solved
         figs = guard_figures(Solution.concat(fp32), Solution.concat(got), np.concatenate(puzzles), ctx.codec)
-        lo, hi = figs["drop_ci95_pp"]
-        if hi <= budget or lo > budget:
-            decided = "the 95% interval"
+        score = float(paired_score(figs["lost"], figs["gained"], figs["n"], budget / 100))
+        seen.append(figs["n"])
+        if (clear := abs(score) >= z) or solved < look:
             break
-    return dict(figs, decided_by=decided, passed=figs["exact_drop_pp"] <= budget)
+    lo, hi = paired_interval(figs["lost"], figs["gained"], figs["n"], z)
+    passed = score <= -z if clear else figs["exact_drop_pp"] <= budget
+    decided = (f"the interval at look {len(seen)} of {len(plan)} (z {z:.2f}; a drop at the budget passes by the "
+               f"interval at most {ALPHA:.0%} of the time over all the looks)" if clear else
+               f"the point estimate: --guard-minutes {quant.guard_minutes:g} ended the guard undecided" if capped else
+               "the point estimate (the interval straddles the budget on every puzzle drawn)")
+    return dict(figs, decided_by=decided, passed=passed, decision_interval_pp=[round(lo, 2), round(hi, 2)],
+                looks=seen, capped=capped, seconds=round(time.perf_counter() - t0, 1))
 
 
-def _counting(status: Callable[[str], None], head: str, tail: str) -> Callable[[int], None]:
-    """`advance(n)` for a solve of minutes: the status line counts the puzzles done ("HEAD 300/TAIL")."""
-    done = 0
+def forecast(ctx: Context) -> dict:
+    """What the guard will cost here, said before it starts: the fp32 step timed on a piece of held-out puzzles, times
+    the steps a solve takes under the bundle's policy (the reference's mean on the verification puzzles), for fp32
+    and int8 alike (int8 is as fast or faster: an upper bound), at each look. A policy under which no row halts
+    early is named: every solve then costs the step cap."""
+    from trm_edge.export.verify import replay, step_seconds
 
+    quant, solver = ctx.options.quant, ctx.onnx_solvers["step"]
+    batch = ctx.heldout[:PIECE]
+    steps = float(replay(ctx.reference_steps, ctx.policy).steps.mean())
+    per = 2 * steps * step_seconds(solver, batch)
+    plan = looks(quant.heldout, ctx.codec.generated)
+    text = (f"int8 guard: {plan[0]:,} to {plan[-1]:,} held-out puzzles x {steps:.1f} steps x 2 precisions, "
+            f"~{per:.2g} s a puzzle here: {duration(per * plan[0])} to {duration(per * plan[-1])}")
+    if (cap := 60 * (quant.guard_minutes or 0)) and per * plan[-1] > cap:
+        text += f"; --guard-minutes {quant.guard_minutes:g} stops it after about {max(1, int(cap / per)):,} a candidate"
+    never = ctx.policy.kind != "fixed" and steps >= ctx.policy.max_steps
+    return {"seconds_per_puzzle": per, "mean_steps": round(steps, 2), "text": text,
+            "warning": f"no verification puzzle halted before the {ctx.policy.max_steps}-step cap under {ctx.policy} "
+                       f"(random weights?): every solve costs all {ctx.policy.max_steps} steps" if never else None}
+
+
+def _held_out(ctx: Context) -> Callable[[int], tuple[int, int, np.ndarray] | None]:
+    """`take(size)`: the next `size` held-out puzzles (fewer at a draw's end) as (draw, start, puzzles); None once
+    the plan's draws are spent."""
+    k = start = 0
+
+    def take(size: int) -> tuple[int, int, np.ndarray] | None:
+        nonlocal k, start
+        while (draw := ctx.heldout_draw(k)) is not None and start >= len(draw):
+            k, start = k + 1, 0
+        if draw is None:
+            return None
+        start += size
+        return k, start - size, draw[start - size:start]
+
+    return take
+
+
+def _counting(status: Callable[[str], None], head: str, tail: str, done: int = 0, total: int = 0
+              ) -> Callable[[int], None]:
+    """`advance(n)` for a solve of minutes: the status line counts what is done ("HEAD 300/512 TAIL")."""
     def advance(n: int) -> None:
         nonlocal done
         done += n
-        status(f"{head} {done}/{tail}")
+        status(f"{head} {done}/{total} {tail}")
 
     advance(0)
     return advance
@@ -146,9 +226,19 @@ def ladder(rungs: Iterable[Rung[T]], judged: Callable[[T, str], dict], who: str,
 
 def guard_record(ctx: Context, tries: list[dict], speed: dict, warnings: list[str]) -> dict:
     """The manifest keys every format's int8 section shares: the guard's last attempt (what shipped) and every
-    attempt, on how many held-out puzzles, under which policy and budget, and the side-by-side speed check."""
-    return {"heldout_puzzles": tries[-1]["n"], "policy": str(ctx.policy), "max_drop_pp": ctx.options.quant.max_drop,
-            "guard": tries[-1], "attempts": tries, "speed": speed, "warnings": warnings}
+    attempt, on how many held-out puzzles, under which policy, budget and time cap, what it was forecast to cost,
+    and the side-by-side speed check. A decision the time cap forced, and a model that never halts, are warned of."""
+    last, told = tries[-1], ctx.guard_forecast
+    if last["capped"]:
+        lo, hi = last["decision_interval_pp"]
+        warnings = [*warnings, f"int8 guard: --guard-minutes {ctx.options.quant.guard_minutes:g} ended it undecided "
+                    f"on {last['n']} held-out puzzles: the point estimate ({last['exact_drop_pp']:+.2f} pp) decided, "
+                    f"its interval [{lo:g}, {hi:g}] does not clear the {ctx.options.quant.max_drop:g} pp budget; "
+                    "--guard-minutes 0 decides by the interval"]
+    return {"heldout_puzzles": last["n"], "policy": str(ctx.policy), "max_drop_pp": ctx.options.quant.max_drop,
+            "guard_minutes": ctx.options.quant.guard_minutes, "forecast": told["text"],
+            "forecast_s_per_puzzle": round(told["seconds_per_puzzle"], 4), "guard": last,
+            "attempts": tries, "speed": speed, "warnings": [*warnings, *filter(None, [told["warning"]])]}
 
 
 def speed_check(mode: str, solver32: Solver, solver8: Solver, feed: dict, what: str, engine: str = ""
@@ -177,7 +267,7 @@ def step_ms(solvers: list[Solver], feed: dict, blocks: int = 5, runs: int = 4, s
         for t, solver in zip(times, solvers):
             for i in range(skip + runs):
                 t0 = time.perf_counter()
-                solver.adapter.run(row)
+                solver.run(row)
                 if i >= skip:
                     t.append(time.perf_counter() - t0)
     return [round(1000 * float(np.median(t)), 3) for t in times]

@@ -4,6 +4,7 @@ model's task and is compared with the PyTorch reference, step by step and under 
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import torch
@@ -11,7 +12,6 @@ import torch
 from trm_edge.errors import CheckFailed
 from trm_edge.halting import HaltPolicy, Solution, halting_loop
 from trm_edge.model import TRM, Batch
-from trm_edge.runtimes.base import Adapter
 from trm_edge.runtimes.solver import Solver
 
 # fp32 tolerances on logits: step 1 is one graph call; later steps feed ORT its own carry, so float noise
@@ -26,6 +26,53 @@ MIN_TOKENS_IDENTICAL, MIN_STEPS_IDENTICAL = 0.995, 0.95
 # reference as well as the reference agrees with itself, within these margins (16 puzzles: one is 6% of the steps);
 # the per-step check (the graph fed the reference's carry) still holds it to TOL_STEP1 / TOL_ANY.
 CHAOS_TOKEN_MARGIN, CHAOS_STEP_MARGIN = 0.05, 0.125
+# What verification may cost before it checks fewer puzzles than asked, in floating-point operations, so that the
+# count follows the model and not a busy machine's moment (about 2 min on two cores; ARC's 239 GFLOP a step would
+# spend an hour on 16 puzzles). Never fewer than one, with every step of it: the per-step check catches a wrong graph
+# on one puzzle as surely as on sixteen.
+VERIFY_TFLOP = 10.0
+
+
+def verify_plan(model: TRM, puzzles: np.ndarray, engines: int, forms: int, policies: int) -> dict:
+    """How many of `puzzles` (the asked verification set) fit in VERIFY_TFLOP: a puzzle costs its steps for the
+    reference, for its one-ulp twin (a chaotic model's), and in each engine for the per-step check and a solve of
+    each form under each policy."""
+    steps = model.config.halt_max_steps
+    passes = steps * (2 + engines * (1 + forms * policies))
+    n = max(1, min(len(puzzles), int(VERIFY_TFLOP * 1e12 / (passes * model.config.flops_per_step()))))
+    return {"puzzles": n, "asked": len(puzzles), "budget_tflop": VERIFY_TFLOP, "steps": steps}
+
+
+def verify_seconds(model: TRM, solver: Solver | None, puzzles: np.ndarray, forms: int, policies: int,
+                   reference: bool) -> float:
+    """What verifying one engine on `puzzles` takes here, said before it starts: its step (the reference's where
+    the engine has no step graph) timed at this batch, for the per-step check and each form under each policy at
+    every step (an upper bound: a learned policy halts sooner), and the reference's own pass where not yet run."""
+    ref = _reference_seconds(model, puzzles) if reference or solver is None else 0.0
+    own = step_seconds(solver, puzzles) if solver else ref
+    return len(puzzles) * model.config.halt_max_steps * (own * (1 + forms * policies) + ref * reference)
+
+
+def step_seconds(solver: Solver, puzzles: np.ndarray) -> float:
+    """One engine step's seconds a puzzle at this batch, timed here: the fastest of two runs after a warm-up."""
+    z_H, z_L = solver.carry(len(puzzles))
+    feed = {"tokens": puzzles, "puzzle_ids": np.zeros(len(puzzles), np.int64), "z_H": z_H, "z_L": z_L}
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        solver.run(feed)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:]) / len(puzzles)
+
+
+def _reference_seconds(model: TRM, puzzles: np.ndarray) -> float:
+    """One reference step's seconds a puzzle at this batch, timed here (the second of two runs: the first warms)."""
+    batch = Batch(torch.from_numpy(puzzles), torch.zeros(len(puzzles), dtype=torch.int64))
+    with torch.inference_mode():
+        for _ in range(2):
+            t0 = time.perf_counter()
+            model.halting_step(model.initial_carry(len(puzzles)), batch)
+    return (time.perf_counter() - t0) / len(puzzles)
 
 
 def reference_steps(model: TRM, puzzles: np.ndarray, policies: list[HaltPolicy]) -> list[tuple]:
@@ -65,16 +112,14 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
         "logits_step1": TOL_STEP1, "logits_any_step": TOL_ANY, "tokens_identical": MIN_TOKENS_IDENTICAL,
         "steps_identical": MIN_STEPS_IDENTICAL}}
     if "step" in solvers:
-        report["step"] = _per_step(reference[:model.config.halt_max_steps], solvers["step"].adapter, puzzles, ids,
+        report["step"] = _per_step(reference[:model.config.halt_max_steps], solvers["step"], puzzles, ids,
                                    engine)
-    batch = Batch(torch.from_numpy(puzzles), torch.from_numpy(ids))
+    twin: list[tuple] | None = None  # the one-ulp twin's steps, recorded once if a graph falls below the bar
     for pol in policies:
         ref, own = replay(reference, pol), None
         for form, solver in solvers.items():
             got = solver.solve(puzzles, pol)
-            entry = {"answers_identical": float((got.tokens == ref.tokens).all(-1).mean()),
-                     "tokens_identical": float((got.tokens == ref.tokens).mean()),
-                     "steps_identical": float((got.steps == ref.steps).mean()),
+            entry = {"answers_identical": float((got.tokens == ref.tokens).all(-1).mean()), **agreement(got, ref),
                      "max_q_halt_error": float(np.abs(got.q_halt - ref.q_halt).max()),
                      "faults": int((got.fault > 0).sum()), "reference_faults": int((ref.fault > 0).sum())}
             report.setdefault("policies", {}).setdefault(str(pol), {})[form] = entry
@@ -85,18 +130,23 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
                                   "written")
             if entry["tokens_identical"] < MIN_TOKENS_IDENTICAL or entry["steps_identical"] < MIN_STEPS_IDENTICAL:
                 if own is None:  # once per policy, however many forms need it
-                    own = self_agreement(model, batch, pol, ref)
+                    twin = twin or reference_steps(nudged(model), puzzles, policies)
+                    own = agreement(replay(twin, pol), ref)
                 _judge_by_self_agreement(own, entry, f"{engine} {form} graph under {pol}", report)
     return report
 
 
-def self_agreement(model: TRM, batch: Batch, policy: HaltPolicy, ref) -> dict:
-    """How well the reference agrees with itself when its initial state moves by one float ulp (a rounding)."""
-    nudged = copy.deepcopy(model)
+def nudged(model: TRM) -> TRM:
+    """The model with its initial state moved by one float ulp (a rounding): how far a chaotic model's answers move
+    on their own."""
+    twin = copy.deepcopy(model)
     with torch.no_grad():
-        for buf in (nudged.H_init, nudged.L_init):
+        for buf in (twin.H_init, twin.L_init):
             buf.copy_(torch.from_numpy(np.nextafter(buf.numpy(), np.float32(np.inf))))
-    got = nudged.solve(batch, policy)
+    return twin
+
+
+def agreement(got: Solution, ref: Solution) -> dict:
     return {"tokens_identical": float((got.tokens == ref.tokens).mean()),
             "steps_identical": float((got.steps == ref.steps).mean())}
 
@@ -123,13 +173,13 @@ def _judge_by_self_agreement(own: dict, entry: dict, what: str, report: dict) ->
                       "no bundle written")
 
 
-def _per_step(reference: list[tuple], adapter: Adapter, puzzles: np.ndarray, ids: np.ndarray, engine: str) -> dict:
+def _per_step(reference: list[tuple], solver: Solver, puzzles: np.ndarray, ids: np.ndarray, engine: str) -> dict:
     """The graph's own error at each step: the engine gets the reference's carry as input. (Fed its own carry, the
     error compounds through the recursion: on a random 5M model, 1e-4 at step 1 grows to O(1) by step 16,
     a property of the model's dynamics, not of the graph; the end-to-end answers are checked separately.)"""
     errs = []
     for z_in, logits, *_ in reference:
-        o = adapter.run({"tokens": puzzles, "puzzle_ids": ids, **z_in})
+        o = solver.run({"tokens": puzzles, "puzzle_ids": ids, **z_in})
         errs.append(float(np.abs(o["logits"] - logits).max()))
     res = {"max_abs_logit_error_per_step": errs}
     if errs[0] > TOL_STEP1 or max(errs) > TOL_ANY:

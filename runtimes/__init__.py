@@ -18,6 +18,7 @@ import numpy as np
 from trm_edge.bundle import Bundle
 from trm_edge.errors import TRMEdgeError
 from trm_edge.extras import missing_error, require
+from trm_edge.halting import HaltPolicy
 from trm_edge.runtimes.solver import Solver
 from trm_edge.spec import io_spec
 from trm_edge.tasks import codec_for
@@ -74,7 +75,7 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     _check_io(b, graph, precision, adapter.io(), backend)
     steps = b.manifest["graphs"][graph].get("steps") if graph == "unrolled" else None
     return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps,
-                  b.halting)
+                  HaltPolicy.parse(b.halting, b.config.halt_max_steps))
 
 
 def initial_state(b: Bundle) -> dict[str, np.ndarray]:

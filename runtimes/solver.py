@@ -17,18 +17,21 @@ from trm_edge.views import ViewJobs
 
 class Solver:
     def __init__(self, adapter: Adapter, graph: str, config: TRMConfig, codec: Codec, init: dict[str, np.ndarray],
-                 init_ms: float = 0.0, max_unrolled: int | None = None, halt: str = "fixed"):
+                 init_ms: float = 0.0, max_unrolled: int | None = None, halt: HaltPolicy | None = None):
         self.adapter, self.graph, self.config, self.codec = adapter, graph, config, codec
-        self.halt = halt  # the policy the bundle recommends (its manifest's `halting`)
+        # the policy the bundle recommends (its manifest's `halting`; none: the official fixed steps)
+        self.halt = halt or HaltPolicy("fixed", config.halt_max_steps)
         self.H_init = np.asarray(init["H_init"], np.float32)
         self.L_init = np.asarray(init["L_init"], np.float32)
         self.init_ms, self.max_unrolled = init_ms, max_unrolled
+        rows = adapter.io().get("tokens", [None])[0]
+        self.batch = rows if isinstance(rows, int) else None  # a graph exported with --batch B takes B rows a call
 
     def describe(self) -> dict:
         return dict(self.adapter.describe(), graph_form=self.graph)
 
-    def policy(self, halt: HaltPolicy | str) -> HaltPolicy:
-        p = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
+    def policy(self, p: HaltPolicy) -> HaltPolicy:
+        """`p`, refused where this graph cannot run it."""
         if self.max_unrolled is not None and p.max_steps > self.max_unrolled:
             raise TRMEdgeError(f"the unrolled graph has {self.max_unrolled} steps; policy {p} needs {p.max_steps}")
         if p.verify and self.graph != "step":
@@ -43,11 +46,26 @@ class Solver:
 
     def step(self, tokens, pids, z_H, z_L):
         """One supervision step on numpy arrays: (z_H, z_L, predicted tokens, q_halt, rows all finite)."""
-        o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, "z_H": z_H, "z_L": z_L})
+        o = self.run({"tokens": tokens, "puzzle_ids": pids, "z_H": z_H, "z_L": z_L})
         ok = finite_rows(o["z_H_out"], o["z_L_out"], o["q_halt"], o["logits"])
         return o["z_H_out"], o["z_L_out"], o["pred"], o["q_halt"], ok
 
-    def solve(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", puzzle_ids: np.ndarray | None = None,
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One graph call on any number of rows: a static-batch graph gets its B rows a call, the last call padded
+        with copies of its first row and the outputs cut back."""
+        n, b = len(feeds["tokens"]), self.batch
+        if b is None or n == b:
+            return self.adapter.run(feeds)
+        parts = []
+        for i in range(0, n, b):
+            part = {k: v[i:i + b] if np.ndim(v) and len(v) == n else v for k, v in feeds.items()}
+            m = len(part["tokens"])
+            part = {k: np.concatenate([v, np.repeat(v[:1], b - m, 0)]) if np.ndim(v) and len(v) == m else v
+                    for k, v in part.items()}
+            parts.append({k: v[:m] for k, v in self.adapter.run(part).items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def solve(self, tokens: np.ndarray, halt: HaltPolicy, puzzle_ids: np.ndarray | None = None,
               advance: Callable[[int], None] | None = None) -> Solution:
         """One batch: every row starts together; the batch ends when its last row halts (then `advance(rows)`, as
         `solve_stream` reports puzzles finishing)."""
@@ -55,7 +73,7 @@ class Solver:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         pids = np.zeros(len(tokens), np.int64) if puzzle_ids is None else np.asarray(puzzle_ids, np.int64)
         if self.graph != "step":
-            o = self.adapter.run({"tokens": tokens, "puzzle_ids": pids, **policy.graph_inputs()})
+            o = self.run({"tokens": tokens, "puzzle_ids": pids, **policy.graph_inputs()})
             sol = Solution(o["pred"], o["steps"], o["q_halt"], o["fault"])
         else:
             def step(carry):
@@ -68,7 +86,7 @@ class Solver:
             advance(len(tokens))
         return sol
 
-    def solve_stream(self, tokens: np.ndarray, halt: HaltPolicy | str = "fixed", slots: int = 64,
+    def solve_stream(self, tokens: np.ndarray, halt: HaltPolicy, slots: int = 64,
                      puzzle_ids: np.ndarray | None = None, views: int = 1, seed: int = 0,
                      advance: Callable[[int], None] | None = None) -> Solution:
         """Continuous batching: a row that halts is refilled at once with the next job (its carry reset), so

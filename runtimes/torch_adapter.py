@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trm_edge.model import TRM, Batch, Carry
+from trm_edge.model import TRM, StepModule
 from trm_edge.spec import io_spec
 
 
@@ -16,14 +16,12 @@ class TorchAdapter:
         if threads:
             torch.set_num_threads(threads)
         self.model, self.threads = model.eval(), threads
+        self.step = StepModule(self.model).eval()
 
     @torch.inference_mode()
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
-        carry, logits, q = self.model.step(Carry(t["z_H"], t["z_L"]), Batch(t["tokens"], t["puzzle_ids"]))
-        logits = logits.float()
-        return {"z_H_out": carry.z_H.float().numpy(), "z_L_out": carry.z_L.float().numpy(),
-                "pred": logits.argmax(-1).numpy(), "q_halt": q.numpy(), "logits": logits.numpy()}
+        out = self.step(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()})
+        return {k: v.numpy() for k, v in out.items()}
 
     def io(self) -> dict[str, list]:
         """The reference's own shapes: its weights were checked against the config when it was loaded."""

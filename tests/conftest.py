@@ -67,6 +67,23 @@ def bf16_official(tmp_path: Path, cast_init: bool = False) -> Path:
     return d
 
 
+def official_with_rows(d: Path, rows: int, **config) -> Path:
+    """A tiny official-format checkpoint (step_1) whose puzzle rows differ (the official init leaves them zero) and
+    whose halting head reads its input, so a wrong row shows in the answers and q_halt."""
+    import torch
+
+    from trm_edge.checkpoint import export_official
+    from trm_edge.model import TRM
+
+    torch.manual_seed(0)
+    model = TRM(tiny_config(num_puzzle_identifiers=rows, **config))
+    with torch.no_grad():
+        model.puzzle_emb.weights.normal_()
+        model.q_head.weight.normal_(0, 0.5)
+        model.q_head.bias.zero_()
+    return export_official(model, d, step=1, task="sudoku")
+
+
 @pytest.fixture(scope="session")
 def bundled_step_bundle(tmp_path_factory) -> Path:
     """The bundled model's step graph as a bundle, exported once per test session (the device tests share it)."""

@@ -24,7 +24,7 @@ from trm_edge.benchmarks import energy as en
 from trm_edge.benchmarks import harness
 from trm_edge.benchmarks.commands import register, split_halts
 from trm_edge.benchmarks.machine import cpu_info, doctor
-from trm_edge.benchmarks.remote import parse_ssh_url, run_remote
+from trm_edge.benchmarks.remote import RemoteTarget, parse_ssh_url, run_remote
 from trm_edge.benchmarks.report import compare, load_report, pareto_front, schema_errors, validate_report
 from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import HaltPolicy, halting_loop
@@ -112,8 +112,8 @@ def _estimate():
 
 def _small_report(s, **kw) -> dict:
     args = dict(backends=["ort"], halts=["fixed"], data=str(s.data), n=4, batch=2, warmup=0, energy="none",
-                idle_seconds=0, solver_factory=s.factory)
-    return harness.run_bench(str(s.bundle), **{**args, **kw})
+                idle_seconds=0)
+    return harness.run_bench(str(s.bundle), harness.BenchOptions(**{**args, **kw}), solver_factory=s.factory)
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
@@ -132,10 +132,10 @@ def test_rule_breaking_answer_is_not_a_solve(bench_setup):
                                 0, policy)
 
     pairs = [(pz, None), (pz, None)]
-    m, _ = harness.measure(Fixed(), SUDOKU, pairs, HaltPolicy.parse("fixed:3", 3), 2, 0, None, None)
+    m, _ = harness.measure(Fixed(), SUDOKU, pairs, HaltPolicy.parse("fixed:3", 3), harness.MeasureOptions(2, 0))
     assert m["exact_accuracy"] == 0.5 and m["token_accuracy"] is None
     labelled = [(pz, sol), (pz, sol)]
-    m, _ = harness.measure(Fixed(), SUDOKU, labelled, HaltPolicy.parse("fixed:3", 3), 2, 0, None, None)
+    m, _ = harness.measure(Fixed(), SUDOKU, labelled, HaltPolicy.parse("fixed:3", 3), harness.MeasureOptions(2, 0))
     assert m["exact_accuracy"] == 0.5 and m["token_accuracy"] == pytest.approx((1 + 79 / 81) / 2)
     assert m["steps_histogram"] == {"3": 2} and m["latency_per_step_ms"]["p50"] * 3 == pytest.approx(
         m["latency_ms"]["p50"])
@@ -268,10 +268,10 @@ def test_bench_end_to_end(bench_setup, tmp_path):
     s = bench_setup
     seen = []
     out = tmp_path / "report"
-    report = harness.run_bench(
-        str(s.bundle), backends=["ort", "torch"], precisions=["fp32", "int8"], graphs=["step"],
-        halts=["fixed", "learned:0"], data=str(s.data), n=12, batch=2, warmup=1, energy=_estimate(),
-        idle_seconds=0, out_dir=out, solver_factory=s.factory, progress=lambda *a: seen.append(a))
+    report = harness.run_bench(str(s.bundle), harness.BenchOptions(
+        backends=["ort", "torch"], precisions=["fp32", "int8"], graphs=["step"], halts=["fixed", "learned:0"],
+        data=str(s.data), n=12, batch=2, warmup=1, energy=_estimate(), idle_seconds=0), out_dir=out,
+        solver_factory=s.factory, progress=lambda *a: seen.append(a))
     assert schema_errors(report) == [] and schema_errors(report, use_jsonschema=False) == []
     assert [(r["backend"], r["precision"], r["halt"]) for r in report["runs"]] == [
         ("ort", "fp32", "fixed:4"), ("ort", "fp32", "learned:0,min=1,max=4"), ("ort", "int8", "fixed:4"),
@@ -320,8 +320,8 @@ def test_depth_is_a_bench_axis(bench_setup, tmp_path):
             solver.config = SimpleNamespace(halt_max_steps=4, H_cycles=1, L_cycles=1)
         return solver
 
-    report = harness.run_bench([str(s.bundle), str(shallow)], halts=["fixed", "learned:0"], data=str(s.data), n=6,
-                               warmup=0, energy="none", solver_factory=factory)
+    report = harness.run_bench([str(s.bundle), str(shallow)], harness.BenchOptions(
+        halts=["fixed", "learned:0"], data=str(s.data), n=6, warmup=0, energy="none"), solver_factory=factory)
     assert schema_errors(report) == [] and schema_errors(report, use_jsonschema=False) == []
     assert [(r["bundle"], r["depth"]) for r in report["runs"]] == [(str(s.bundle), "3,2")] * 2 + [
         (str(shallow), "1,1")] * 2
@@ -331,7 +331,8 @@ def test_depth_is_a_bench_axis(bench_setup, tmp_path):
     _, rows = table(report["runs"][:2], compact=True)  # one depth: not repeated on every row
     assert [row[1] for row in rows] == ["fixed:4", "learned:0 max=4"]
     with pytest.raises(TRMEdgeError, match="no such bundle"):
-        harness.run_bench([str(s.bundle), str(tmp_path / "nope")], solver_factory=factory, energy="none")
+        harness.run_bench([str(s.bundle), str(tmp_path / "nope")], harness.BenchOptions(energy="none"),
+                          solver_factory=factory)
 
 
 def test_views_are_a_bench_axis(bench_setup):
@@ -350,8 +351,8 @@ def test_views_are_a_bench_axis(bench_setup):
         sums = [int(v.forward(p).sum()) % 4 for v in frames]
         expect[p.tobytes()] = {1: sums[0] != 0, 4: any(x != 0 for x in sums)}
 
-    report = harness.run_bench(str(s.bundle), halts=["fixed"], data=str(s.data), n=12, warmup=0, energy="none",
-                               views=[1, 4], solver_factory=s.factory)  # its solvers share the answers just added
+    report = harness.run_bench(str(s.bundle), harness.BenchOptions(  # its solvers share the answers just added
+        halts=["fixed"], data=str(s.data), n=12, warmup=0, energy="none", views=[1, 4]), solver_factory=s.factory)
     by_views = {r["views"]: r for r in report["runs"]}
     for k in (1, 4):
         assert by_views[k]["exact_accuracy"] == pytest.approx(np.mean([e[k] for e in expect.values()]))
@@ -530,8 +531,8 @@ rep["remote_argv"] = args
 """)
     device.chmod(0o755)
     out = tmp_path / "remote-report"
-    rep = run_remote(sshd.url, bundle, ["-n", "8", "--halt", "fixed:4,learned:0,min=2"], out,
-                     sshd.options, remote_command=str(device), data=str(bench_setup.data), timeout=60)
+    rep = run_remote(RemoteTarget(sshd.url, sshd.options, str(device), timeout=60), bundle,
+                     ["-n", "8", "--halt", "fixed:4,learned:0,min=2"], out, data=str(bench_setup.data))
     assert rep["machine"]["label"] == "trm-edge-bundle"
     listed = json.loads((bundle / "manifest.json").read_text())["files"]
     assert rep["remote_files"] == sorted([*listed, "manifest.json"])
@@ -541,7 +542,7 @@ rep["remote_argv"] = args
     assert not Path(rep["bundle"]).exists()  # the scratch directory on the "device" was removed
     assert load_report(out)["remote_argv"] == rep["remote_argv"] and (out / "pareto.png").stat().st_size > 0
     with pytest.raises(TRMEdgeError, match="bench"):
-        run_remote(sshd.url, bundle, [], tmp_path / "never", sshd.options, remote_command="false")
+        run_remote(RemoteTarget(sshd.url, sshd.options, "false"), bundle, [], tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
@@ -563,8 +564,9 @@ def test_real_runtime_on_tiny_bundle(tmp_path):
                                   export.ExportOptions(("step",), verify_n=4))
     data = tmp_path / "p.txt"
     data.write_text("\n".join(_text(_puzzle(_solution(i), i)) for i in range(4)) + "\n")
-    rep = harness.run_bench(str(bundle), backends=["ort", "torch"], halts=["fixed", "learned:0"], data=str(data),
-                            n=4, batch=2, warmup=1, energy="none", idle_seconds=0, out_dir=tmp_path / "out")
+    rep = harness.run_bench(str(bundle), harness.BenchOptions(
+        backends=["ort", "torch"], halts=["fixed", "learned:0"], data=str(data), n=4, batch=2, warmup=1, energy="none",
+        idle_seconds=0), out_dir=tmp_path / "out")
     validate_report(rep)
     ref = rep["reference"]
     assert ref["backend"] == "torch" or "torch" in ref["fallback_from"]
@@ -584,10 +586,9 @@ def test_terminal_table_fits_80_columns_and_tells_forms_apart(bench_setup):
     from trm_edge.benchmarks.commands import _print_runs
 
     s = bench_setup
-    report = harness.run_bench(
-        str(s.bundle), backends=["ort"], precisions=["fp32", "int8"], graphs=["step", "loop"],
-        halts=["fixed", "learned:0,min=2"], data=str(s.data), n=12, batch=2, warmup=0, energy=_estimate(),
-        idle_seconds=0, solver_factory=s.factory)
+    report = harness.run_bench(str(s.bundle), harness.BenchOptions(
+        backends=["ort"], precisions=["fp32", "int8"], graphs=["step", "loop"], halts=["fixed", "learned:0,min=2"],
+        data=str(s.data), n=12, batch=2, warmup=0, energy=_estimate(), idle_seconds=0), solver_factory=s.factory)
     buf = io.StringIO()
     _print_runs(Console(file=buf, width=80), report["runs"], title="machine: bundle")
     text = buf.getvalue()
@@ -698,9 +699,9 @@ def test_terminal_table_keeps_numbers_whole_and_names_what_ref_is(bench_setup, t
     from trm_edge.benchmarks.report import table
 
     s = bench_setup
-    report = harness.run_bench(
-        str(s.bundle), backends=["ort", "torch"], precisions=["fp32", "int8"], halts=["fixed", "learned:0,min=2"],
-        data=str(s.data), n=4, batch=2, warmup=0, energy=_estimate(), idle_seconds=0, solver_factory=s.factory)
+    report = harness.run_bench(str(s.bundle), harness.BenchOptions(
+        backends=["ort", "torch"], precisions=["fp32", "int8"], halts=["fixed", "learned:0,min=2"],
+        data=str(s.data), n=4, batch=2, warmup=0, energy=_estimate(), idle_seconds=0), solver_factory=s.factory)
     for r in report["runs"]:  # a Pi's figures
         r["latency_ms"].update(p50=897.0, p90=1024.4)
         r.update(throughput_per_s=1.1, energy_j_per_solve=12.3)

@@ -10,9 +10,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, TOP95
+from conftest import FIXTURES, TOP95, official_with_rows
 from conftest import cli as run
 
 SUDOKU = FIXTURES / "sudoku_mlp_fp32"
@@ -30,6 +31,54 @@ def test_info_json(capsys):
     res = json.loads(out)
     assert code == 0 and res["task"] == "sudoku" and res["config"]["hidden_size"] == 64
     assert res["flops_per_solve"] == res["flops_per_step"] * 4 and res["files"]["step_1234"] > 0
+
+
+def test_export_keeps_the_puzzle_rows_asked_in_their_order(capsys, tmp_path):
+    """`export --puzzle-ids 0,5,2` (the rows read alone at load): the bundle's ids 0, 1, 2 answer as the model's
+    0, 5, 2, and its id 1 not as the model's 1."""
+    from trm_edge.checkpoint import load_official
+    from trm_edge.halting import HaltPolicy
+    from trm_edge.model import Batch
+    from trm_edge.runtimes import open_solver
+
+    d = official_with_rows(tmp_path / "run", 8)
+    code, _, err = run(capsys, "export", str(d), "--graph", "step", "--puzzle-ids", "0,5,2", "-o", str(tmp_path / "b"),
+                       "--quiet")
+    assert code == 0, err
+    solver, (model, _) = open_solver(tmp_path / "b", "ort", "step"), load_official(d)
+    assert solver.config.num_puzzle_identifiers == 3
+    puzzles, policy = solver.codec.sample(3, 0), HaltPolicy.parse("fixed", 4)
+    got = solver.solve(puzzles, policy, np.array([0, 1, 2]))
+    want, other = (model.solve(Batch(torch.from_numpy(puzzles), torch.tensor(ids)), policy)
+                   for ids in ([0, 5, 2], [0, 1, 2]))
+    assert (got.tokens == want.tokens).mean() >= 0.99 and np.abs(got.q_halt - want.q_halt).max() < 1e-3
+    assert np.abs(got.q_halt - other.q_halt)[1] > 1e-2
+
+
+@pytest.mark.slow
+def test_info_and_a_subset_export_never_read_the_puzzle_table(tmp_path):
+    """An official checkpoint with a 391 MiB puzzle table (200,000 rows of 512, ARC's width) beside its 4-row twin:
+    `info` and `export --puzzle-ids` peak within a tenth of the table above the twin's peak (measured: +0.2 and
+    +2.6 MiB; reading the table, as before issue 35, cost twice it), and the bundle holds the rows asked."""
+    from benchmarks.studies.hostile import child
+    from trm_edge.checkpoint import OFFICIAL_PREFIXES, PUZZLE_TABLE, load
+
+    twin = official_with_rows(tmp_path / "twin", 4, mlp_t=False, puzzle_emb_ndim=512)
+    big = shutil.copytree(twin, tmp_path / "big")
+    state = torch.load(big / "step_1", weights_only=True)
+    table = state[OFFICIAL_PREFIXES[0] + PUZZLE_TABLE] = torch.randn(200_000, 512)
+    torch.save(state, big / "step_1")
+    del state
+    for cmd, *rest in (["info", "--json"], ["export", "--graph", "step", "--puzzle-ids", "1,2,3", "--quiet", "-o"]):
+        peaks = []
+        for d in (twin, big):
+            r = child([cmd, str(d), *rest] + ([str(tmp_path / f"bundle-{d.name}")] if cmd == "export" else []),
+                      timeout=600)
+            assert r["exit"] == 0, r
+            peaks.append(r["peak_mb"])
+        assert peaks[1] <= peaks[0] + 0.1 * table.numel() * 4 / 2**20, (cmd, peaks)
+    kept, _ = load(tmp_path / "bundle-big" / "reference")
+    assert torch.equal(kept.puzzle_emb.weights, table[[1, 2, 3]])
 
 
 def test_solve_string_file_and_stdin(capsys, tmp_path, monkeypatch):

@@ -277,8 +277,7 @@ def test_write_read_round_trip_matches_official_layout(tmp_path):
               "puzzle_identifiers": np.array([0, 1, 2]), "puzzle_indices": np.array([0, 2, 5, 6]),
               "group_indices": np.array([0, 2, 3])}
     names = ["<blank>", "a", "b"]
-    datasets.write_dataset(tmp_path, "train", **arrays, vocab_size=11, num_puzzle_identifiers=3,
-                           identifiers=names)
+    datasets.write_dataset(tmp_path, "train", arrays, vocab_size=11, num_puzzle_identifiers=3, identifiers=names)
     ds = datasets.read_dataset(tmp_path, "train")
     for name, a in arrays.items():
         assert np.array_equal(getattr(ds, name), a)
@@ -293,10 +292,15 @@ def test_write_read_round_trip_matches_official_layout(tmp_path):
     assert json.loads((tmp_path / "identifiers.json").read_text()) == names
     # Overwriting swaps the whole split and leaves no temporary directories behind.
     arrays["labels"] = np.zeros((6, 81), np.uint8)
-    datasets.write_dataset(tmp_path, "train", **arrays, vocab_size=11, num_puzzle_identifiers=3,
-                           identifiers=names)
+    datasets.write_dataset(tmp_path, "train", arrays, vocab_size=11, num_puzzle_identifiers=3, identifiers=names)
     assert (datasets.read_dataset(tmp_path, "train").labels == 0).all()
     assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, "identifiers.json", "train"]
+
+
+def _split(inputs, labels) -> dict:
+    """One puzzle (identifier 0) of one example, in one group."""
+    return {"inputs": inputs, "labels": labels, "puzzle_identifiers": [0], "puzzle_indices": [0, 1],
+            "group_indices": [0, 1]}
 
 
 def test_interrupted_write_leaves_no_split(tmp_path, monkeypatch):
@@ -310,20 +314,19 @@ def test_interrupted_write_leaves_no_split(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets.np, "save", failing_save)
     with pytest.raises(TRMEdgeError, match="disk full"):  # an OS error while writing is one line
-        datasets.write_dataset(tmp_path, "train", np.ones((1, 4)), np.ones((1, 4)), [0], [0, 1], [0, 1], 6, 1)
+        datasets.write_dataset(tmp_path, "train", _split(np.ones((1, 4)), np.ones((1, 4))), 6, 1)
     assert [p.name for p in tmp_path.iterdir()] == [MARKER]
 
 
 def test_bad_writes_and_reads_raise_actionable_errors(tmp_path):
     with pytest.raises(TRMEdgeError, match="puzzle_indices"):
-        datasets.write_dataset(tmp_path, "train", np.ones((2, 4)), np.ones((2, 4)), [0], [0, 1], [0, 1], 6, 1)
+        datasets.write_dataset(tmp_path, "train", _split(np.ones((2, 4)), np.ones((2, 4))), 6, 1)
     with pytest.raises(TRMEdgeError, match="outside"):
-        datasets.write_dataset(tmp_path, "train", np.full((1, 4), 9), np.ones((1, 4)), [0], [0, 1], [0, 1],
-                               6, 1)
+        datasets.write_dataset(tmp_path, "train", _split(np.full((1, 4), 9), np.ones((1, 4))), 6, 1)
     assert not (tmp_path / "train").exists()
     with pytest.raises(TRMEdgeError, match="no dataset split"):
         datasets.read_dataset(tmp_path, "train")
-    datasets.write_dataset(tmp_path, "train", np.ones((1, 4)), np.ones((1, 4)), [0], [0, 1], [0, 1], 6, 1)
+    datasets.write_dataset(tmp_path, "train", _split(np.ones((1, 4)), np.ones((1, 4))), 6, 1)
     (tmp_path / "train" / "all__labels.npy").unlink()
     with pytest.raises(TRMEdgeError, match="corrupt"):
         datasets.read_dataset(tmp_path, "train")

@@ -17,11 +17,13 @@ import pytest
 from trm_edge.api import builtin_data
 from trm_edge.bundle import Bundle
 from trm_edge.checkpoint import DEFAULT_MODEL
+from trm_edge.halting import HaltPolicy
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.litert import LiteRtAdapter
 from trm_edge.tasks import SUDOKU, read_puzzles
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason="no bundled model in this checkout")
+FIXED, LEARNED3 = HaltPolicy.parse("fixed", 16), HaltPolicy.parse("learned:3", 16)  # the bundled model: 16 steps
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_openvino_loop_graph_equals_host_loop(bundle, puzzles):
     """OpenVINO runs our ONNX Loop (converted to IR): answers and step counts identical to its step graph driven
     by the host loop, under the bundle's learned policy (rows halt at different steps) and fixed:16."""
     loop, step = open_solver(bundle, "openvino", "loop"), open_solver(bundle, "openvino", "step")
-    for halt, x in ((step.halt, puzzles), ("fixed", puzzles[:6])):
+    for halt, x in ((step.halt, puzzles), (FIXED, puzzles[:6])):
         a, b = loop.solve(x, halt), step.solve(x, halt)
         assert np.array_equal(a.steps, b.steps) and np.array_equal(a.tokens, b.tokens), halt
     assert len(set(step.solve(puzzles, step.halt).steps.tolist())) > 1
@@ -55,16 +57,16 @@ def test_engines_agree_with_ort_and_across_threads(bundle, puzzles, backend):
     same answers. A wrong answer after 16 recursive steps may differ in a near-tie cell, since the recursion
     amplifies rounding (the bundled model of 2026-12-04: 1-3 cells of 1-3 unsolved rows of 24); within an engine,
     threads change nothing."""
-    ort = open_solver(bundle, "ort", "step").solve(puzzles, "learned:3")
+    ort = open_solver(bundle, "ort", "step").solve(puzzles, LEARNED3)
     solver = open_solver(bundle, backend, "step", threads=1)
-    alone = solver.solve(puzzles, "learned:3")
+    alone = solver.solve(puzzles, LEARNED3)
     solved = np.array([SUDOKU.check(p, t) for p, t in zip(puzzles, ort.tokens)], bool)
     assert np.array_equal(alone.steps, ort.steps) and solved.any()
     assert np.array_equal([SUDOKU.check(p, t) for p, t in zip(puzzles, alone.tokens)], solved)
     assert np.array_equal(alone.tokens[solved], ort.tokens[solved]) and (alone.tokens != ort.tokens).mean() < 0.01
     rows = [puzzles[i:i + 3] for i in range(0, len(puzzles), 3)]
     with ThreadPoolExecutor(8) as pool:  # one solver, 8 threads at once
-        parts = list(pool.map(lambda x: solver.solve(x, "learned:3"), rows))
+        parts = list(pool.map(lambda x: solver.solve(x, LEARNED3), rows))
     assert np.array_equal(np.concatenate([p.tokens for p in parts]), alone.tokens)
     assert np.array_equal(np.concatenate([p.steps for p in parts]), alone.steps)
 

@@ -49,6 +49,11 @@ def _ref(model: TRM, tokens: np.ndarray, policy: HaltPolicy):
     return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long)), policy)
 
 
+def _policy(solver, text: str) -> HaltPolicy:
+    """A policy as the CLI gives it, parsed for this solver's model and refused where its graph cannot run it."""
+    return solver.policy(HaltPolicy.parse(text, solver.config.halt_max_steps))
+
+
 @pytest.mark.parametrize("backend,graph", [("ort", "step"), ("ort", "loop"), ("ort", "unrolled"),
                                            ("openvino", "step"), ("openvino", "loop"), ("openvino", "unrolled"),
                                            ("litert", "step")])
@@ -60,14 +65,14 @@ def test_every_form_matches_reference(bundle, backend, graph):
     qs = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
     policies = ["fixed", f"learned:{np.median(qs):.4f}", f"learned:{np.median(qs):.4f},min=2"]
     for h in policies:
-        pol = solver.policy(h)
+        pol = _policy(solver, h)
         ref = _ref(model, puzzles, pol)
         for sl in (slice(0, 1), slice(0, 12)):  # batch 1 and batch > 1
             got = solver.solve(puzzles[sl], pol)
             assert (got.tokens == ref.tokens[sl]).mean() >= 0.995
             assert (got.steps == ref.steps[sl]).mean() >= 0.9
             assert np.abs(got.q_halt - ref.q_halt[sl]).max() < 5e-2
-    learned = _ref(model, puzzles, solver.policy(policies[1]))
+    learned = _ref(model, puzzles, _policy(solver, policies[1]))
     assert len(set(learned.steps.tolist())) > 1, "rows should halt at different steps"
 
 
@@ -76,7 +81,7 @@ def test_continuous_batching_equals_solving_alone(bundle):
     solver = open_solver(path, "ort", "step")
     puzzles = solver.codec.sample(10, 7)
     q = _ref(model, puzzles, HaltPolicy.parse("fixed:1", 9)).q_halt
-    pol = solver.policy(f"learned:{np.median(q):.4f}")
+    pol = _policy(solver, f"learned:{np.median(q):.4f}")
     stream = solver.solve_stream(puzzles, pol, slots=3)
     alone = [solver.solve(puzzles[i:i + 1], pol) for i in range(len(puzzles))]
     assert [int(a.steps[0]) for a in alone] == stream.steps.tolist()
@@ -130,7 +135,7 @@ def test_reference_evaluator_agrees_with_ort_on_loop(tmp_path):
     path = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(("loop",)))
     solver = open_solver(path, "ort", "loop")
     puzzles = solver.codec.sample(3)
-    pol = solver.policy("learned:0")
+    pol = _policy(solver, "learned:0")
     got = solver.solve(puzzles, pol)
     ev = ReferenceEvaluator(str(Bundle(path).graph_file("loop")))
     pred, steps, q, fault = ev.run(None, {"tokens": puzzles, "puzzle_ids": np.zeros(3, np.int64),
@@ -226,7 +231,7 @@ def test_graph_worse_than_the_references_own_noise_is_refused(tmp_path):
         """A graph that passes the per-step check but stops every solve halfway (steps the reference never varies:
         at chance-level answers only such figures can tell)."""
         def __init__(self, real):
-            self.real, self.adapter = real, real.adapter
+            self.real, self.run = real, real.run  # the per-step check calls the graph through Solver.run
 
         def solve(self, puzzles, policy):
             s = self.real.solve(puzzles, policy)
@@ -250,16 +255,18 @@ def test_torch_free_device_loads_and_solves(bundle, backend, graph):
                     raise ImportError("torch is hidden in this test")
         sys.meta_path.insert(0, Block())
         import numpy as np
+        from trm_edge.halting import HaltPolicy
         from trm_edge.runtimes import open_solver
         s = open_solver({str(path)!r}, {backend!r}, {graph!r})
         x = np.ones((2, s.config.seq_len), np.int64)
-        sol = s.solve(x, "fixed")
+        sol = s.solve(x, HaltPolicy.parse("fixed", s.config.halt_max_steps))
         assert "torch" not in sys.modules
         print(sol.steps.tolist(), sol.tokens.tolist())
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert res.returncode == 0, res.stderr[-800:]
-    here = open_solver(path, backend, graph).solve(np.ones((2, Bundle(path).config.seq_len), np.int64), "fixed")
+    here = open_solver(path, backend, graph)
+    here = here.solve(np.ones((2, here.config.seq_len), np.int64), _policy(here, "fixed"))
     assert res.stdout.strip() == f"{here.steps.tolist()} {here.tokens.tolist()}"
 
 
@@ -292,7 +299,7 @@ def test_bf16_checkpoint_exports_in_fp32(tmp_path):
     twin, _ = load_model(d, dtype="float32")
     solver = open_solver(path, "ort", "step")
     puzzles = solver.codec.sample(8, 3)
-    pol = solver.policy("fixed")
+    pol = _policy(solver, "fixed")
     assert (solver.solve(puzzles, pol).tokens == _ref(twin, puzzles, pol).tokens).mean() >= 0.995
 
 
@@ -326,7 +333,7 @@ def test_export_at_another_depth_runs_that_depth(tmp_path, capsys):
     shallow, _ = load_model(d, depth=(1, 1))
     trained, _ = load_model(d)
     puzzles = solver.codec.sample(6, 4)
-    pol = solver.policy("fixed:3")
+    pol = _policy(solver, "fixed:3")
     got = solver.solve(puzzles, pol)
     assert np.allclose(got.q_halt, _ref(shallow, puzzles, pol).q_halt, atol=1e-3)
     assert not np.allclose(got.q_halt, _ref(trained, puzzles, pol).q_halt, atol=1e-3)

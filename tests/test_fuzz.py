@@ -76,7 +76,7 @@ class _FakeLoaded:
 
     def __init__(self, codec):
         self.codec, self.config, self.describe = codec, SimpleNamespace(halt_max_steps=16), "fake"
-        self.halt, self.graph, self.stream = "learned:3", "step", None
+        self.halt, self.graph, self.stream = HaltPolicy.parse("learned:3", 16), "step", None
 
     solve_all = api.Loaded.solve_all  # rounds of views over the fake `solve`
 

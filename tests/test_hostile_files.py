@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trm_edge.errors import TRMEdgeError
+from trm_edge.halting import HaltPolicy
 from trm_edge.untrusted import json_depth, load_arrays, parse_json
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -217,7 +218,7 @@ def test_batch_never_allocates_more_slots_than_puzzles(tiny_bundle):
     rows, carry = [], solver.carry
     solver.carry = lambda n: rows.append(n) or carry(n)
     puzzles = np.stack([SUDOKU.parse(TINY_PUZZLE)] * 3)
-    sol = solver.solve_stream(puzzles, "fixed:2", slots=65536, views=2)
+    sol = solver.solve_stream(puzzles, HaltPolicy.parse("fixed:2", 16), slots=65536, views=2)
     assert max(rows) == 3 and len(sol.steps) == 3
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trm_edge.benchmarks.remote import run_remote
+from trm_edge.benchmarks.remote import RemoteTarget, run_remote
 from trm_edge.bundle import MANIFEST
 from trm_edge.cli import main
 from trm_edge.errors import TRMEdgeError
@@ -80,7 +80,7 @@ def test_hostile_url_is_refused_before_ssh_starts(capsys, tmp_path, ssh_calls, t
 ])
 def test_url_parts_never_become_ssh_options(tmp_path, ssh_calls, tiny_bundle, url, port, dest):
     with pytest.raises(TRMEdgeError):  # the fake device has no trm-edge
-        run_remote(url, tiny_bundle, [], tmp_path / "out", ["-i", "key"])
+        run_remote(RemoteTarget(url, ["-i", "key"]), tiny_bundle, [], tmp_path / "out")
     calls = ssh_calls()
     assert [argv[-1].split()[0] for argv, _ in calls] == ["mktemp", "tar", "cd", "rm"]
     for argv, _ in calls:
@@ -101,11 +101,11 @@ def test_a_tampered_bundle_or_a_fifo_for_data_is_never_sent(tmp_path, ssh_calls,
     fifo = tmp_path / "puzzles.fifo"
     os.mkfifo(fifo)
     with pytest.raises(TRMEdgeError, match=r"is a FIFO \(named pipe\), not a data file"):
-        run_remote("ssh://device", bundle, [], tmp_path / "out", data=str(fifo))
+        run_remote(RemoteTarget("ssh://device"), bundle, [], tmp_path / "out", data=str(fifo))
     victim = bundle / next(iter(json.loads((bundle / MANIFEST).read_text())["files"]))
     victim.write_bytes(victim.read_bytes() + b"\0")
     with pytest.raises(TRMEdgeError, match="sha256"):
-        run_remote("ssh://device", bundle, [], tmp_path / "out")
+        run_remote(RemoteTarget("ssh://device"), bundle, [], tmp_path / "out")
     assert ssh_calls() == []
 
 
@@ -115,7 +115,7 @@ def test_only_the_manifest_and_its_files_travel(tmp_path, ssh_calls, tiny_bundle
     data = tmp_path / "puzzles.csv"
     data.write_text("0" * 81 + "\n")
     with pytest.raises(TRMEdgeError):
-        run_remote("ssh://device", bundle, [], tmp_path / "out", data=str(data))
+        run_remote(RemoteTarget("ssh://device"), bundle, [], tmp_path / "out", data=str(data))
     (_, sent), = [(argv, stdin) for argv, stdin in ssh_calls() if stdin]
     with tarfile.open(fileobj=io.BytesIO(sent)) as tar:
         got = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
@@ -126,7 +126,7 @@ def test_only_the_manifest_and_its_files_travel(tmp_path, ssh_calls, tiny_bundle
 
 def test_an_ssh_failure_is_one_line(capsys, tmp_path, ssh_calls, tiny_bundle):
     with pytest.raises(TRMEdgeError) as e:
-        run_remote("ssh://device", tiny_bundle, [], tmp_path / "out")
+        run_remote(RemoteTarget("ssh://device"), tiny_bundle, [], tmp_path / "out")
     assert str(e.value) == "ssh://device: `trm-edge bench` failed (exit 1): bash: line 1: trm-edge: command not found"
     code, err = bench_cli(capsys, str(tiny_bundle), "--remote=ssh://device", "--out", str(tmp_path / "out"))
     assert code == 2 and len(err) == 2 and err[0].endswith("bench: running on ssh://device ...") and \

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import FIXTURES, bf16_official, tiny_config
+from conftest import FIXTURES, bf16_official, official_with_rows, tiny_config
 
-from trm_edge.checkpoint import export_official, load, load_model, load_official, save
+from trm_edge.checkpoint import export_official, load, load_model, load_official, save, with_rows
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import HaltPolicy
@@ -181,6 +181,45 @@ def test_ours_official_ours_round_trip(tmp_path, official_dir):
             assert np.array_equal(a, b) and np.array_equal(qa, qb)
 
 
+def test_kept_puzzle_rows_equal_the_whole_table_on_those_rows(tmp_path):
+    """Rows 0, 5, 2 of 8, read alone at load (and kept from a loaded model, as export does for a library caller), as
+    ids 0, 1, 2: the answers and q_halt of the whole table under ids 0, 5, 2 at every step in fp32, and not those of
+    its rows 0, 1, 2."""
+    d = official_with_rows(tmp_path / "run", 8)
+    full, _ = load_official(d)
+    kept, meta = load_model(d, rows=[0, 5, 2])
+    assert kept.config.num_puzzle_identifiers == 3 and meta["puzzle_ids"] == [0, 5, 2]
+    tokens = torch.randint(1, 11, (3, 81), generator=torch.Generator().manual_seed(1))
+
+    def steps(model: TRM, ids: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        carry, batch, out = model.initial_carry(3), Batch(tokens, torch.tensor(ids)), []
+        with torch.no_grad():
+            for _ in range(model.config.halt_max_steps):
+                carry, _, answers, q_halt, _ = model.halting_step(carry, batch)
+                out.append((answers, q_halt))
+        return out
+
+    want = steps(full, [0, 5, 2])
+    for got in (steps(kept, [0, 1, 2]), steps(with_rows(full, [0, 5, 2]), [0, 1, 2])):
+        for (a, q), (b, r) in zip(want, got, strict=True):
+            assert np.array_equal(a, b) and np.array_equal(q, r)
+    assert not all(np.array_equal(q, r) for (_, q), (_, r) in zip(want, steps(full, [0, 1, 2])))  # rows matter
+    with pytest.raises(TRMEdgeError, match=r"^--puzzle-ids: \[8, -1\] outside the model's table of 8 rows$"):
+        load_model(d, rows=[0, 8, -1])
+
+
+def test_the_structure_alone_is_the_model_without_its_weights(official_dir):
+    """What `info` reads (weights=False: the meta device, nothing read): the loaded model's config, names, shapes
+    and parameter count."""
+    from trm_edge.api import model_info
+
+    full, _ = load_official(official_dir)
+    bare, _ = load_model(official_dir, weights=False)
+    assert bare.config == full.config and all(v.is_meta for v in bare.state_dict().values())
+    assert {k: v.shape for k, v in bare.state_dict().items()} == {k: v.shape for k, v in full.state_dict().items()}
+    assert model_info(str(official_dir))["parameters"] == sum(p.numel() for p in full.parameters())
+
+
 def test_corrupt_safetensors_refused(tmp_path):
     save(TRM(tiny_config()), tmp_path / "m", task="sudoku")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"\x00garbage")
@@ -196,16 +235,17 @@ def test_halting_learned_inf_equals_fixed_and_rows_halt_independently():
         model.q_head.bias.zero_()
     tokens = torch.randint(1, 11, (8, 81))
     batch = Batch(tokens, torch.zeros(8, dtype=torch.long))
-    fixed = model.solve(batch, "fixed")
-    inf = model.solve(batch, "learned:inf")
+    policy = lambda text: HaltPolicy.parse(text, 6)  # noqa: E731
+    fixed = model.solve(batch, policy("fixed"))
+    inf = model.solve(batch, policy("learned:inf"))
     assert np.array_equal(fixed.tokens, inf.tokens) and np.array_equal(fixed.steps, inf.steps)
     assert (fixed.steps == 6).all()
-    qs = [model.solve(Batch(tokens[i:i + 1], batch.puzzle_ids[:1]), "fixed:1").q_halt[0] for i in range(8)]
+    qs = [model.solve(Batch(tokens[i:i + 1], batch.puzzle_ids[:1]), policy("fixed:1")).q_halt[0] for i in range(8)]
     tau = float(np.median(qs))
-    learned = model.solve(batch, f"learned:{tau}")
+    learned = model.solve(batch, policy(f"learned:{tau}"))
     assert len(set(learned.steps.tolist())) > 1  # rows halted at different steps
     for i in range(8):  # each row's answer equals solving it alone: frozen rows are not disturbed
-        alone = model.solve(Batch(tokens[i:i + 1], batch.puzzle_ids[:1]), f"learned:{tau}")
+        alone = model.solve(Batch(tokens[i:i + 1], batch.puzzle_ids[:1]), policy(f"learned:{tau}"))
         assert alone.steps[0] == learned.steps[i]
         assert np.array_equal(alone.tokens[0], learned.tokens[i])
 

@@ -20,6 +20,7 @@ from conftest import copy_of, edit_manifest, refused, rehash, tiny_config
 from trm_edge import atomic
 from trm_edge.atomic import MARKER, atomic_dir, claim, clean_stale, read_marker
 from trm_edge.errors import TRMEdgeError
+from trm_edge.halting import HaltPolicy
 
 
 def user_folder(tmp_path, name="mydata"):
@@ -81,7 +82,7 @@ def test_data_build_refuses_before_generating(capsys, tmp_path, monkeypatch):
     from trm_edge.training import datasets
 
     d = user_folder(tmp_path)
-    monkeypatch.setitem(datasets._BUILDERS, "sudoku", never)
+    monkeypatch.setitem(datasets._BUILDERS, "sudoku", (never, datasets.SudokuKnobs))
     assert_refused(*run(capsys, "data", "build", "sudoku", "-o", str(d))[::2], d)
 
 
@@ -298,7 +299,7 @@ def test_nan_is_reported_with_its_step_on_every_form(tmp_path, form):
     cfg = SimpleNamespace(total_len=S, hidden_size=D, halt_max_steps=4)
     solver = Solver(OrtAdapter(tmp_path / "g.onnx"), "step" if form == "stream" else form, cfg, None, init)
     tokens = np.array([[0, 1, 1, 1], [1, 2, 2, 2], [2, 1, 1, 1], [0, 2, 2, 2]], np.int64)
-    for policy in ("fixed:4", "learned:0"):
+    for policy in (HaltPolicy.parse("fixed:4", 4), HaltPolicy.parse("learned:0", 4)):
         sol = solver.solve_stream(tokens, policy, slots=2) if form == "stream" else solver.solve(tokens, policy)
         assert sol.fault.tolist() == [0, 3, 2, 0] and sol.steps.tolist() == [4, 3, 2, 4]
         assert (sol.tokens[[1, 2]] == 0).all() and (sol.tokens[[0, 3]] == tokens[[0, 3]]).all()
@@ -314,7 +315,8 @@ def test_nan_weights_are_never_an_answer_on_the_reference(capsys, tmp_path):
     model = TRM(tiny_config(num_puzzle_identifiers=2))
     with torch.no_grad():
         model.puzzle_emb.weights[1] = float("nan")  # puzzle id 1 only
-    sol = model.solve(Batch(torch.ones(2, 81, dtype=torch.long), torch.tensor([0, 1])), "fixed")
+    sol = model.solve(Batch(torch.ones(2, 81, dtype=torch.long), torch.tensor([0, 1])),
+                      HaltPolicy.parse("fixed", model.config.halt_max_steps))
     assert sol.fault.tolist() == [0, 1] and (sol.tokens[1] == 0).all() and sol.steps.tolist() == [4, 1]
     with torch.no_grad():
         model.H_init[0] = float("inf")
@@ -523,6 +525,7 @@ def _bad_inputs(tmp_path):
         (["bench", str(tmp_path / "dir"), "-o", str(tmp_path / "binary" / "r")], "binary is not a writable directory"),
         (["export", "-o", str(tmp_path / "b"), "--max-steps", "0"], "Invalid value for '--max-steps'"),
         (["export", "-o", str(tmp_path / "b"), "--puzzle-ids", "a,b"], "expected comma-separated integers"),
+        (["export", "-o", str(tmp_path / "b"), "--puzzle-ids", "0,3"], "[3] outside the model's table of 1 rows"),
         (["export", "-o", str(tmp_path / "b"), "--graph", "spiral"], "choose from step, loop, unrolled"),
         (["export", "-o", str(tmp_path / "b"), "--max-drop", "-1"], "Invalid value for '--max-drop'"),
         (["export", str(tmp_path / "dir"), "-o", str(tmp_path / "b")], "no checkpoint here"),
@@ -586,7 +589,7 @@ def test_one_solver_shared_by_8_threads(tiny_bundle, backend, graph):
 
     solver = open_solver(tiny_bundle, backend, graph, threads=2)
     puzzles = _puzzles(48, seed=3)
-    policy = solver.policy("learned:0")
+    policy = solver.policy(HaltPolicy.parse("learned:0", solver.config.halt_max_steps))
     jobs = [(puzzles[6 * i:6 * i + 6], 1 + i % 3) for i in range(8)] * 2
 
     def work(job):
@@ -611,7 +614,8 @@ def test_soak_memory_and_answers_hold(tiny_bundle):
     from trm_edge.runtimes import open_solver
 
     solver = open_solver(tiny_bundle, "ort", "step", threads=1)
-    res = soak(solver, _puzzles(50, seed=4), solver.policy("learned:0"), solves=1500, warmup=300)
+    res = soak(solver, _puzzles(50, seed=4), HaltPolicy.parse("learned:0", solver.config.halt_max_steps),
+               solves=1500, warmup=300)
     assert res["answers_changed"] == 0 and res["growth_mb"] <= 5, res
 
 
@@ -625,7 +629,7 @@ def test_soak_5000_solves_bundled_model(tmp_path):
     model, meta = load_model(None)
     b = export_bundle(model, meta, tmp_path / "b", ExportOptions(("step",)))
     solver = open_solver(b, "ort", "step", threads=1)
-    res = soak(solver, solver.codec.sample(250, 7), solver.policy("learned:3"), solves=5000)
+    res = soak(solver, solver.codec.sample(250, 7), HaltPolicy.parse("learned:3", 16), solves=5000)
     print(json.dumps(res))
     assert res["answers_changed"] == 0 and res["growth_mb"] <= 5, res
 

@@ -19,7 +19,7 @@ from trm_edge.checkpoint import load
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks import sudoku_gen
 from trm_edge.training.recipes import heldout_sudoku, run, torch_solver
-from trm_edge.training.trainer import PACE_STEPS, TrainConfig, stablemax_cross_entropy, train
+from trm_edge.training.trainer import PACE_STEPS, RunOptions, TrainConfig, stablemax_cross_entropy, train
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -86,23 +86,23 @@ def test_a_time_budget_fits_the_run_length_and_a_resume_keeps_it(tmp_path):
     """--minutes: the length is fitted from the pace of the warm-up's steps 20-40, written to the state, and a run
     resumed with the budget again ends at that length instead of fitting a new one."""
     logs = []
-    cfg = _cfg(steps=10**6, warmup_steps=50)  # the placeholder length must not matter
-    path = train(cfg, tmp_path, _fixed_stream(4)[2], log=logs.append, budget_s=1.0)
+    cfg, budget = _cfg(steps=10**6, warmup_steps=50), RunOptions(budget_s=1.0)  # the placeholder length must not matter
+    path = train(cfg, tmp_path, _fixed_stream(4)[2], log=logs.append, options=budget)
     fit = next(r for r in logs if r.get("event") == "fitted")
     assert fit["step"] == 40 and fit["steps"] == max(41, int(1.0 / fit["s_per_step"])) < 10**6
     assert load(path)[1]["trained_steps"] == fit["steps"]
     assert torch.load(tmp_path / "state" / "train.pt", weights_only=True)["fitted_steps"] == fit["steps"]
     logs.clear()
-    train(cfg, tmp_path, _fixed_stream(4)[2], log=logs.append, budget_s=1.0)
+    train(cfg, tmp_path, _fixed_stream(4)[2], log=logs.append, options=budget)
     assert [r.get("event") for r in logs] == ["resumed"] and load(path)[1]["trained_steps"] == fit["steps"]
     with pytest.raises(TRMEdgeError, match="needs at least 40 warm-up steps"):
-        train(_cfg(), tmp_path / "short", _fixed_stream(4)[2], budget_s=1.0)
+        train(_cfg(), tmp_path / "short", _fixed_stream(4)[2], options=budget)
     # time spent evaluating (or saving) among the timed steps is not a step's pace: a 2 s evaluation at step 30
     # would otherwise add 0.1 s to each of the 20
     logs.clear()
     evals = []
     train(_cfg(steps=10**6, warmup_steps=50, eval_every=30), tmp_path / "aside", _fixed_stream(4)[2],
-          lambda model: evals.append(time.sleep(0 if evals else 2.0)) or {}, log=logs.append, budget_s=1.0)
+          lambda model: evals.append(time.sleep(0 if evals else 2.0)) or {}, log=logs.append, options=budget)
     fit = next(r for r in logs if r.get("event") == "fitted")
     assert evals and fit["s_per_step"] < 2.0 / PACE_STEPS
 

@@ -141,10 +141,11 @@ def test_depth_is_a_knob_on_the_same_weights(capsys):
     twin = with_config(base, __import__("dataclasses").replace(base.config, H_cycles=1, L_cycles=1)).eval()
     x = torch.from_numpy(_sudokus(4, seed=5)[0])
     batch = Batch(x, torch.zeros(4, dtype=torch.long))
-    a, b = shallow.solve(batch, "fixed:3"), twin.solve(batch, "fixed:3")
+    fixed3 = HaltPolicy.parse("fixed:3", 16)
+    a, b = shallow.solve(batch, fixed3), twin.solve(batch, fixed3)
     assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.q_halt, b.q_halt)
-    assert not np.array_equal(a.q_halt, base.solve(batch, "fixed:3").q_halt)  # the depth did change the model
-    assert api.open_model(None, depth="2,3").config.L_cycles == 3
+    assert not np.array_equal(a.q_halt, base.solve(batch, fixed3).q_halt)  # the depth did change the model
+    assert api.open_model(None, api.Opening(depth="2,3")).config.L_cycles == 3
     for bad in ("2", "0,2", "a,b"):
         with pytest.raises(SystemExit) as e:
             main(["solve", "." * 81, "--depth", bad])
@@ -173,7 +174,8 @@ def test_continuous_batching_runs_the_views_the_rounds_run(bundled_step_bundle):
     first = stream.view == 0
     assert np.array_equal(stream.view_steps[first], stream.steps[first])
     assert sum(finished) == len(puzzles)
-    one = solver.solve_stream(puzzles, "learned:3", slots=4)  # one view: the plain stream, view 0 throughout
+    learned3 = HaltPolicy.parse("learned:3", 16)
+    one = solver.solve_stream(puzzles, learned3, slots=4)  # one view: the plain stream, view 0 throughout
     batch = []  # one batch reports its rows once, when its last row halts
-    assert np.array_equal(one.tokens, solver.solve(puzzles, "learned:3", advance=batch.append).tokens)
+    assert np.array_equal(one.tokens, solver.solve(puzzles, learned3, advance=batch.append).tokens)
     assert not one.view.any() and batch == [len(puzzles)]

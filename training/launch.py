@@ -13,7 +13,7 @@ import torch.distributed as dist
 from trm_edge.errors import TRMEdgeError
 from trm_edge.progress import Reporter
 from trm_edge.training.recipes import RECIPES, run
-from trm_edge.training.trainer import TrainConfig, check_architecture
+from trm_edge.training.trainer import RunOptions, TrainConfig, check_architecture
 from trm_edge.untrusted import load_json
 
 # Fine-tuning from trained weights: a short run at a tenth of the bundled recipe's peak rate, evaluated at the end
@@ -51,12 +51,11 @@ def _reported(report: Reporter | None, what: str, steps: int | None) -> dict:
             "at_step": lambda step: report.progress(what, step, total)}
 
 
-def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bool = False,
-                 report: Reporter | None = None, config: str | None = None, device: str = "auto",
-                 minutes: float | None = None, data_only: bool = False) -> Path:
+def train_recipe(task: str, out_dir: str, options: RunOptions, steps: int | None = None, config: str | None = None,
+                 data_only: bool = False, report: Reporter | None = None) -> Path:
     """Train the named recipe, or the TrainConfig JSON in `config` (e.g. a recipe's `recipe` field, edited);
-    `minutes` fits the optimizer steps to that much training time (instead of `steps`); `report` shows the progress
-    (under torchrun, rank 0's)."""
+    `options.budget_s` fits the optimizer steps to that much training time (instead of `steps`); `options.device`
+    is a name (train_device); `report` shows the progress (under torchrun, rank 0's)."""
     if config:
         doc = load_json(config, "training config")
         try:
@@ -67,19 +66,18 @@ def train_recipe(task: str, out_dir: str, steps: int | None = None, official: bo
         cfg = RECIPES[task]
     else:
         raise TRMEdgeError(f"train: no recipe for task {task!r} (have: {', '.join(RECIPES)})")
-    if steps is not None and minutes is not None:
+    if steps is not None and options.budget_s is not None:
         raise TRMEdgeError("train: give --steps or --minutes, not both")
     if steps is not None:
         cfg = dataclasses.replace(cfg, steps=steps)
-    dev = train_device(device)
+    dev = train_device(options.device)
     distributed = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     try:
         shown = _reported(report if not distributed or dist.get_rank() == 0 else None, "training",
-                          cfg.steps if minutes is None else None)
-        return run(cfg, out_dir, official=official, device=dev, budget_s=None if minutes is None else 60 * minutes,
-                   data_only=data_only, **shown)
+                          cfg.steps if options.budget_s is None else None)
+        return run(cfg, out_dir, dataclasses.replace(options, device=dev), data_only=data_only, **shown)
     finally:
         if distributed:
             dist.destroy_process_group()

@@ -15,10 +15,11 @@ from trm_edge.atomic import claim_live, os_errors, stop_at_a_safe_point
 from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
+from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM, Batch
 from trm_edge.tasks import get_codec
 from trm_edge.training import sources
-from trm_edge.training.trainer import TrainConfig, jsonl_logger, train
+from trm_edge.training.trainer import RunOptions, TrainConfig, jsonl_logger, train
 
 # The bundled model: the official mlp_t architecture at a size 2 CPU cores train in ~100 minutes.
 SUDOKU_DEFAULT = TrainConfig(
@@ -65,16 +66,16 @@ def heldout_sudoku(seed: int, n: int, buckets, cache: Path | None = None) -> dic
 
 def torch_solver(model: TRM, halt: str):
     dev = model.H_init.device  # the trainer evaluates where it trains
+    policy = HaltPolicy.parse(halt, model.config.halt_max_steps)
 
     def solve(tokens: np.ndarray):
         t = torch.from_numpy(tokens).to(dev)
-        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long, device=dev)), halt)
+        return model.solve(Batch(t, torch.zeros(len(t), dtype=torch.long, device=dev)), policy)
     return solve
 
 
-def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None, progress=None,
-        device: str = "cpu", budget_s: float | None = None, data_only: bool = False,
-        at_step: Callable[[int], None] | None = None) -> Path:
+def run(cfg: TrainConfig, out_dir: str | Path, options: RunOptions = RunOptions(), echo=None, progress=None,
+        data_only: bool = False, at_step: Callable[[int], None] | None = None) -> Path:
     """Build the data (cached in the run directory), train, evaluate periodically on held-out puzzles, write the
     model. `data_only` stops after the data: a GPU's minutes then go to training alone. `echo(record)` hears the
     log, `progress` wraps the puzzle pool's generation (sudoku_gen.generate), `at_step(n)` hears each optimizer step
@@ -118,8 +119,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, official: bool = False, echo=None
         safe = (nullcontext(lambda: False) if dist.is_initialized()
                 else stop_at_a_safe_point("the training state for the same command to resume"))
         with safe as stop:
-            return train(cfg, out, stream, evaluate_model, log=log, official=official, device=device,
-                         budget_s=budget_s, stop=stop)
+            return train(cfg, out, stream, evaluate_model, log=log, options=options, stop=stop)
 
 
 def with_overrides(cfg: TrainConfig, **kw) -> TrainConfig:

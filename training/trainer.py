@@ -75,6 +75,16 @@ class TrainConfig:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run trains, kept out of TrainConfig (the recipe, which the model records): where (a torch device
+    name or device), for how long (`budget_s` fits the optimizer steps to that many seconds; None: the recipe's
+    steps) and whether it also writes the official checkpoint format."""
+    device: str | torch.device = "cpu"
+    budget_s: float | None = None
+    official: bool = False
+
+
 # -- losses ------------------------------------------------------------------------------------------
 
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -164,18 +174,17 @@ Stream = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
           evaluate: Callable[[TRM], dict] | None = None, log: Callable[[dict], None] = print,
-          official: bool = False, device: str | torch.device = "cpu", budget_s: float | None = None,
-          stop: Callable[[], bool] = lambda: False) -> Path:
+          options: RunOptions = RunOptions(), stop: Callable[[], bool] = lambda: False) -> Path:
     """Train (resuming from `out_dir/state` if present) and write the EMA model to `out_dir/model`.
 
-    The model, its carry and the optimizer live on `device`; batches are drawn on the host and copied over, and the
-    halting decisions are made on the host. `budget_s`: the optimizer steps are fitted to this many seconds of
-    training, from the pace of the warm-up's first steps (the cosine schedule needs its length in advance, and the
-    warm-up does not depend on it); the number chosen is kept in the state, so a run resumed with a budget again
+    The model, its carry and the optimizer live on `options.device`; batches are drawn on the host and copied over,
+    and the halting decisions are made on the host. `options.budget_s`: the optimizer steps are fitted to this many
+    seconds of training, from the pace of the warm-up's first steps (the cosine schedule needs its length in advance,
+    and the warm-up does not depend on it); the number chosen is kept in the state, so a run resumed with a budget again
     ends where it would have (resumed without one, it takes `cfg.steps`, as any resumed run). When `stop()` turns
     true (an interruption, one process), the state is saved at the step reached and KeyboardInterrupt raised."""
-    out = Path(out_dir)
-    dev = torch.device(device)
+    out, budget_s = Path(out_dir), options.budget_s
+    dev = torch.device(options.device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
         raise TRMEdgeError(f"train: batch size {cfg.batch_size} is not divisible by the {world} processes")
@@ -297,7 +306,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, stream: Stream,
             final, sites = qat.detach(final)
         save(final, out / "model", task=cfg.task, recipe=cfg.to_dict(), trained_steps=step, **inherited,
              **({"int8_sites": sites} if sites else {}))
-        if official:
+        if options.official:
             export_official(final, out / "official", step=step, task=cfg.task)
     return out / "model"
 

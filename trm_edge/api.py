@@ -44,7 +44,7 @@ class Loaded:
     codec: Codec
     solve: Callable[[np.ndarray, HaltPolicy], Solution]
     describe: str
-    halt: str = "fixed"  # the halting policy the model recommends (its metadata, or the bundle's manifest)
+    halt: HaltPolicy  # the halting policy the model recommends (its metadata, or the bundle's manifest), parsed
     graph: str = "step"  # the form that runs: only the step graph's host loop checks answers between steps
     model: Any = None  # the PyTorch reference (what export starts from); None for a bundle
     # continuous batching over views (Solver.solve_stream): a bundle's step graph; None where there is none
@@ -60,12 +60,28 @@ class Loaded:
                           batch, advance)
 
 
-def open_model(source: str | None, *, seq_len: int | None = None, task: str | None = None, backend: str | None = None,
-               graph: str = "step", precision: str = "fp32", threads: int | None = None, depth: str | None = None
-               ) -> Loaded:
-    """Whatever a path names: a bundle (run by `backend`, ORT by default), a model (the PyTorch reference), or
-    the bundled default model when `source` is None. `depth` "H,L": cycles per supervision step (models only)."""
-    _refuse_what_does_not_apply(source, {"--task": task, "--seq-len": seq_len, "--depth": depth},
+@dataclass(frozen=True)
+class Opening:
+    """How to open what a path names. A model: its task and sequence length where its files do not say, its depth
+    ("H,L": cycles per supervision step), and the only puzzle-table rows to read (the model's puzzle ids then index
+    them in this order). A bundle: the engine (ORT by default), the graph form, the precision and the threads."""
+    task: str | None = None
+    seq_len: int | None = None
+    depth: str | None = None
+    puzzle_ids: tuple[int, ...] | None = None
+    backend: str | None = None
+    graph: str = "step"
+    precision: str = "fp32"
+    threads: int | None = None
+
+
+def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
+    """Whatever a path names: a bundle (run by `how.backend`), a model (the PyTorch reference), or the bundled
+    default model when `source` is None; what does not apply to it is refused."""
+    task, seq_len, depth, puzzle_ids = how.task, how.seq_len, how.depth, how.puzzle_ids
+    backend, graph, precision, threads = how.backend, how.graph, how.precision, how.threads
+    _refuse_what_does_not_apply(source, {"--task": task, "--seq-len": seq_len, "--depth": depth,
+                                         "--puzzle-ids": puzzle_ids},
                                 {"--graph": graph != "step" and graph, "--precision": precision != "fp32" and precision,
                                  "--threads": threads})
     if is_bundle(source):
@@ -84,7 +100,8 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
     from trm_edge.checkpoint import load_model
     from trm_edge.model import Batch
 
-    model, meta = load_model(source, seq_len=seq_len, depth=parse_depth(depth) if depth else None)
+    rows = list(puzzle_ids) if puzzle_ids else None
+    model, meta = load_model(source, seq_len=seq_len, depth=parse_depth(depth) if depth else None, rows=rows)
     cfg = model.config
     codec = codec_for(task or meta.get("task"), cfg.seq_len, source)
 
@@ -95,7 +112,7 @@ def open_model(source: str | None, *, seq_len: int | None = None, task: str | No
         return model.solve(Batch(t, ids), policy, codec.checker(t.numpy()) if policy.verify else None)
 
     return Loaded(cfg, meta, codec, solve, f"torch reference ({meta.get('source')})",
-                  meta.get("recommended_halt", "fixed"), model=model)
+                  HaltPolicy.parse(meta.get("recommended_halt") or "fixed", cfg.halt_max_steps), model=model)
 
 
 def _refuse_what_does_not_apply(source: str | None, for_models: dict, for_bundles: dict) -> None:
@@ -103,8 +120,9 @@ def _refuse_what_does_not_apply(source: str | None, for_models: dict, for_bundle
     bundle = is_bundle(source)
     given = [k for k, v in (for_models if bundle else for_bundles).items() if v]
     if given and bundle:
-        raise TRMEdgeError(f"{given[0]} applies to models; {source} is an exported bundle, whose task, sequence length "
-                           "and depth were fixed by its export (re-export the model to change them)")
+        raise TRMEdgeError(f"{given[0]} applies to models; {source} is an exported bundle, whose task, sequence "
+                           "length, depth and puzzle rows were fixed by its export (re-export the model to change "
+                           "them)")
     if given:
         raise TRMEdgeError(f"{given[0]} applies to exported bundles; {source or 'the bundled model'} is a model, run "
                            "on the PyTorch reference (trm-edge export makes a bundle)")
@@ -127,10 +145,11 @@ def info(source: str | None, seq_len: int | None = None) -> dict:
 
 
 def model_info(source: str | None, seq_len: int | None = None) -> dict:
+    """Read from the config and the weights' shapes alone: an official ARC file is ~1.8 GB of puzzle table."""
     needs_torch(source)
     from trm_edge.checkpoint import load_model
 
-    model, meta = load_model(source, seq_len=seq_len)
+    model, meta = load_model(source, seq_len=seq_len, weights=False)
     cfg = model.config
     src = Path(meta["source"])
     files = [src] if src.is_file() else sorted(f for f in src.iterdir() if f.is_file())
@@ -207,7 +226,7 @@ def _policy(loaded: Loaded, halt: str | None, views: int) -> HaltPolicy:
     """The policy asked for, else the model's recommended one (with several views, its verifying form)."""
     if halt:
         return HaltPolicy.parse(halt, loaded.config.halt_max_steps)
-    return view_policy(HaltPolicy.parse(loaded.halt, loaded.config.halt_max_steps), views, loaded.graph == "step")
+    return view_policy(loaded.halt, views, loaded.graph == "step")
 
 
 def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, batch_size: int = 64,

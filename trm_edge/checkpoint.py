@@ -3,6 +3,7 @@ own format (safetensors weights + JSON config, which never executes code on load
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,22 +26,25 @@ OUR_CONFIG, OUR_WEIGHTS = "config.json", "model.safetensors"
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
 _NON_PERSISTENT = re.compile(r"(^|\.)rotary_emb\.(cos|sin)_cached$")
 _STEP = re.compile(r"^step_(\d+)$")
+PUZZLE_TABLE = "puzzle_emb.weights"
 DEFAULT_MODEL = Path(__file__).parent / "models" / "sudoku-default"
 
 
 def load_model(path: str | os.PathLike | None = None, *, seq_len: int | None = None,
-               dtype: str | None = None, depth: tuple[int, int] | None = None) -> tuple[TRM, dict[str, Any]]:
+               dtype: str | None = None, depth: tuple[int, int] | None = None, rows: list[int] | None = None,
+               weights: bool = True) -> tuple[TRM, dict[str, Any]]:
     """Any model a user may name: our format, an official run directory or step file, or (None) the
     bundled default. Returns the model in eval mode and its metadata (task, source, ...). `depth` runs the
-    same weights with other (H_cycles, L_cycles) per supervision step: the recursion shares its weights."""
+    same weights with other (H_cycles, L_cycles) per supervision step: the recursion shares its weights.
+    `rows` and `weights`: see `_build` (an official ARC puzzle table is ~1.8 GB of the file)."""
     p = Path(path) if path is not None else DEFAULT_MODEL
     if not p.exists():
         hint = " (no bundled default model in this install)" if path is None else ""
         raise TRMEdgeError(f"{p}: no such model file or directory{hint}")
     if (p / OUR_CONFIG).is_file():
-        model, meta = load(p)
+        model, meta = load(p, rows, weights)
     else:
-        model, meta = load_official(p, seq_len=seq_len)
+        model, meta = load_official(p, seq_len, rows, weights)
     changes = dict(H_cycles=depth[0], L_cycles=depth[1]) if depth else {}
     if dtype and dtype != model.config.forward_dtype:
         changes["forward_dtype"] = dtype
@@ -51,17 +55,18 @@ def load_model(path: str | os.PathLike | None = None, *, seq_len: int | None = N
 
 # -- official checkpoints ----------------------------------------------------------------------------
 
-def load_official(path: str | os.PathLike, seq_len: int | None = None) -> tuple[TRM, dict[str, Any]]:
-    """An official `step_N` file, or the run directory holding it (the highest N is taken)."""
+def load_official(path: str | os.PathLike, seq_len: int | None = None, rows: list[int] | None = None,
+                  weights: bool = True) -> tuple[TRM, dict[str, Any]]:
+    """An official `step_N` file, or the run directory holding it (the highest N is taken), memory-mapped: only
+    what the model reads is read from disk (`_build`)."""
     p = Path(path)
     ckpt = p if p.is_file() else _latest_step(p)
     state = _strip_prefix(_torch_load(ckpt))
     arch = read_official_arch(ckpt.parent)
     cfg = _config_from_state(state, arch, ckpt, seq_len)
-    model = TRM(cfg)
-    _load_state(model, state, ckpt)
     task = {11: "sudoku", 6: "maze", 12: "arc"}.get(cfg.vocab_size)
-    return model.eval(), {"task": task, "source": str(ckpt), "format": "official"}
+    return _build(cfg, state, ckpt, rows, weights), {"task": task, "source": str(ckpt), "format": "official",
+                                                     "puzzle_ids": rows}
 
 
 def _latest_step(d: Path) -> Path:
@@ -76,7 +81,7 @@ def _torch_load(f: Path) -> dict[str, torch.Tensor]:
     if not zipfile.is_zipfile(f):  # torch.save writes a zip; anything else is truncated, corrupt, or no checkpoint
         raise TRMEdgeError(f"{f}: not a readable PyTorch checkpoint (no torch.save archive); is the file complete?")
     try:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+        state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unsupported object"
         raise TRMEdgeError(f"{f}: refused: the file holds pickled objects, not only tensors ({first[:120]}); "
@@ -113,7 +118,7 @@ def _config_from_state(state: dict[str, torch.Tensor], arch: dict[str, Any], ckp
                            f"{'mlp_t' if has_mlp_t else 'attention'} variant: the config belongs to another run")
     layers = {int(m.group(1)) for k in state if (m := re.match(r"L_level\.layers\.(\d+)\.", k))}
     fields = dict(arch, vocab_size=vocab, hidden_size=hidden, mlp_t=has_mlp_t, L_layers=len(layers) or 1,
-                  num_puzzle_identifiers=shape("puzzle_emb.weights")[0] if "puzzle_emb.weights" in state else 1)
+                  num_puzzle_identifiers=shape(PUZZLE_TABLE)[0] if PUZZLE_TABLE in state else 1)
     probe = TRMConfig(**dict(fields, seq_len=1))
     if has_mlp_t:
         fields["seq_len"] = shape("L_level.layers.0.mlp_t.gate_up_proj.weight")[1] - probe.prefix_len
@@ -129,7 +134,30 @@ def _config_from_state(state: dict[str, torch.Tensor], arch: dict[str, Any], ckp
     return TRMConfig(**fields)
 
 
-def _load_state(model: TRM, state: dict[str, torch.Tensor], source: Path) -> None:
+def _build(cfg: TRMConfig, state: dict[str, torch.Tensor], source: Path | str, rows: list[int] | None = None,
+           weights: bool = True) -> TRM:
+    """The model of these weights, in eval mode. `rows`: only these rows of its puzzle table, in this order (the
+    graph's puzzle_ids then index them); from a memory-mapped file the others are never read. `weights=False`: its
+    structure only, on the meta device (the weights' names and shapes checked, none read: what `info` needs)."""
+    if rows is not None:
+        n = len(state[PUZZLE_TABLE]) if PUZZLE_TABLE in state else cfg.num_puzzle_identifiers
+        if bad := [i for i in rows if not 0 <= i < n]:
+            raise TRMEdgeError(f"--puzzle-ids: {bad[:5]} outside the model's table of {n} rows")
+        cfg = dataclasses.replace(cfg, num_puzzle_identifiers=len(rows))
+        if PUZZLE_TABLE in state:
+            state = dict(state, **{PUZZLE_TABLE: state[PUZZLE_TABLE][list(rows)]})
+    with contextlib.nullcontext() if weights else torch.device("meta"):
+        model = TRM(cfg)
+    _load_state(model, state, source, weights)
+    return model.eval()
+
+
+def with_rows(model: TRM, rows: list[int]) -> TRM:
+    """A model holding only these rows of `model`'s puzzle table (see `_build`), sharing its other weights."""
+    return _build(model.config, model.state_dict(), "the model", rows)
+
+
+def _load_state(model: TRM, state: dict[str, torch.Tensor], source: Path | str, weights: bool = True) -> None:
     expected = {k for k in model.state_dict()}
     missing = sorted(expected - set(state))
     unknown = sorted(k for k in set(state) - expected if not _NON_PERSISTENT.search(k))
@@ -142,7 +170,8 @@ def _load_state(model: TRM, state: dict[str, torch.Tensor], source: Path) -> Non
         if tuple(state[k].shape) != tuple(own[k].shape):
             raise TRMEdgeError(f"{source}: {k} has shape {tuple(state[k].shape)}, the config expects "
                                f"{tuple(own[k].shape)}")
-    model.load_state_dict({k: state[k] for k in expected}, strict=True)
+    if weights:  # assigned, not copied: a memory-mapped tensor stays on disk until read
+        model.load_state_dict({k: state[k].to(own[k].dtype) for k in expected}, strict=True, assign=True)
 
 
 def export_official(model: TRM, out_dir: str | os.PathLike, step: int = 0, task: str | None = None) -> Path:
@@ -184,7 +213,7 @@ def save(model: TRM, out_dir: str | os.PathLike, **meta: Any) -> Path:
     return atomic_dir(out_dir, write, "model")
 
 
-def load(path: str | os.PathLike) -> tuple[TRM, dict[str, Any]]:
+def load(path: str | os.PathLike, rows: list[int] | None = None, weights: bool = True) -> tuple[TRM, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -198,9 +227,8 @@ def load(path: str | os.PathLike) -> tuple[TRM, dict[str, Any]]:
         state = load_file(str(d / OUR_WEIGHTS))
     except (OSError, SafetensorError) as e:
         raise TRMEdgeError(f"{d / OUR_WEIGHTS}: unreadable weights ({str(e)[:100]}); re-save the model") from None
-    model = TRM(cfg)
-    _load_state(model, state, d / OUR_WEIGHTS)
-    return model.eval(), dict(doc.get("meta") or {}, source=str(d), format="trm-edge")
+    return _build(cfg, state, d / OUR_WEIGHTS, rows, weights), dict(doc.get("meta") or {}, source=str(d),
+                                                                    format="trm-edge", puzzle_ids=rows)
 
 
 def with_config(model: TRM, cfg: TRMConfig) -> TRM:

@@ -83,8 +83,7 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
           depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
     """Solve puzzles: prints each answer, whether it is right, the steps used and the time."""
     model, puzzles = api.split_model_and_puzzles(args)
-    loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
-                            threads=threads, depth=depth)
+    loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads))
     res = api.solve_puzzles(loaded, puzzles, halt, batch, views)
     for i, r in enumerate(res["results"], 1):
         if r["fault_step"]:
@@ -119,8 +118,7 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
           depth: DepthOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
-    loaded = api.open_model(model, seq_len=seq_len, task=task, backend=backend, graph=graph, precision=precision,
-                            threads=threads, depth=depth)
+    loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads))
     with Reporter("eval", err, quiet, stage="solving") as rep:
         res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=rep.advance, views=views or [1])
     if as_json:
@@ -172,6 +170,9 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            heldout: Annotated[int, typer.Option(help="Held-out puzzles for the int8 accuracy guard (a close call "
                                                       "draws half as many more at a time, up to 4 times as many).")]
            = 512,
+           guard_minutes: Annotated[float, typer.Option(min=0, help="Cap on the int8 guard's time a candidate; "
+                                                        "undecided then, the point estimate decides, and the bundle "
+                                                        "says so (0: no cap).")] = 5.0,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False,
            quiet: QuietOpt = False) -> None:
     """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
@@ -181,11 +182,12 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
 
     ids = tuple(api.parse_int_list(puzzle_ids, "--puzzle-ids")) if puzzle_ids else None
     options = ExportOptions(tuple(api.split_list(graph)), tuple(api.split_list(formats)), halt, max_steps, opset,
-                            batch, ids, quant=QuantOptions(tuple(api.split_list(quantize)), calib, heldout, max_drop))
+                            batch, ids, quant=QuantOptions(tuple(api.split_list(quantize)), calib, heldout, max_drop,
+                                                           guard_minutes))
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
     claim(out_dir, "bundle")  # before minutes of work, not after
-    loaded = api.open_model(model, seq_len=seq_len, task=task, depth=depth)
+    loaded = api.open_model(model, api.Opening(task, seq_len, depth, ids))  # only the kept rows read
     with Reporter("export", err, quiet, stage="exporting") as rep:
         path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, options,
                              status=rep.status)
@@ -207,7 +209,8 @@ def print_bundle(summary: dict) -> None:
                   str(row["session_init_ms"] or ""))
     out.print(t)
     for fmt, v in summary["verification"].items():
-        out.print(f"{fmt}: verified against the PyTorch reference on {v['puzzles']} puzzles: passed")
+        fewer = f" of {v['asked']} asked (the model's cost)" if v.get("asked", v["puzzles"]) > v["puzzles"] else ""
+        out.print(f"{fmt}: verified against the PyTorch reference on {v['puzzles']} puzzles{fewer}: passed")
     for note in summary["notes"]:
         out.print(f"note: {note}")
     for name, q in summary["quantization"].items():
@@ -218,7 +221,8 @@ def print_bundle(summary: dict) -> None:
                   f"(drop {g['exact_drop_pp']:.2f} pp, 95% interval [{lo:g}, {hi:g}], "
                   f"budget {q['max_drop_pp']:g}), answers agree {g['answer_agreement']:.1%}, mean steps "
                   f"{g['int8_mean_steps']:.2f} vs {g['fp32_mean_steps']:.2f}; {share}"
-                  f"step {q['speed']['speedup']:.2f}x fp32's speed at batch 1")
+                  f"step {q['speed']['speedup']:.2f}x fp32's speed at batch 1"
+                  + (f"; decided by {g['decided_by']}" if "decided_by" in g else ""))
 
 
 @app.command()
@@ -238,10 +242,11 @@ def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run director
     """Train a TRM with a named recipe (CPU or GPU; under torchrun, DDP)."""
     require("train", "train", "torch")
     from trm_edge.training.launch import train_recipe
+    from trm_edge.training.trainer import RunOptions
 
+    options = RunOptions(device, None if minutes is None else 60 * minutes, official)
     with Reporter("train", err, quiet) as rep:
-        path = train_recipe(task, out_dir, steps=steps, official=official, config=config, device=device,
-                            minutes=minutes, data_only=data_only, report=rep)
+        path = train_recipe(task, out_dir, options, steps, config, data_only, report=rep)
     out.print(f"data written to {path}; train with the same -o" if data_only else f"model written to {path}")
 
 

@@ -73,19 +73,41 @@ def score(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None]
                 mean_view_steps=float(sol.view_steps.mean()))
 
 
-def paired_drop(reference: np.ndarray, other: np.ndarray, z: float = 1.96) -> dict:
+def paired_drop(reference: np.ndarray, other: np.ndarray) -> dict:
     """The exact-solve drop of `other` against `reference` on the same puzzles (percentage points), with its 95%
-    interval. Paired: only the puzzles one solves and the other does not carry information (b: lost, c: gained);
-    the Agresti-Min interval (half a puzzle added to each cell) stays honest when they are few."""
+    interval (`paired_interval`)."""
     ref, oth = np.asarray(reference, bool), np.asarray(other, bool)
     n, b, c = len(ref), int((ref & ~oth).sum()), int((~ref & oth).sum())
     if not n:
         raise ValueError("paired_drop: no puzzles")
-    b2, c2, n2 = b + 0.5, c + 0.5, n + 2
-    d = (b2 - c2) / n2
-    half = z * np.sqrt(max((b2 + c2) - (b2 - c2) ** 2 / n2, 0.0)) / n2
     return {"n": n, "lost": b, "gained": c, "drop_pp": 100 * (b - c) / n,
-            "ci95_pp": [round(100 * (d - half), 2), round(100 * (d + half), 2)]}
+            "ci95_pp": [round(v, 2) for v in paired_interval(b, c, n, 1.96)]}
+
+
+def paired_interval(lost: int, gained: int, n: int, z: float) -> tuple[float, float]:
+    """The drop's interval in percentage points at `z` (1.96: 95%). Paired: only the puzzles one solves and the other
+    does not carry information (lost, gained). The score interval (Tango 1998: the drops d whose score test at `z`
+    does not reject) stays honest when they are few, where a Wald-type interval claims a drop under 1 pp from
+    256 puzzles with none lost, which a 1.1% loss rate gives 6% of the time."""
+    def bound(side: int) -> float:
+        lo, hi = (-1.0, (lost - gained) / n) if side < 0 else ((lost - gained) / n, 1.0)
+        for _ in range(60):  # score(d) falls as d rises: bisect for score = -side * z
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (paired_score(lost, gained, n, mid) > -side * z) else (lo, mid)
+        return 100 * (lo + hi) / 2
+
+    return bound(-1), bound(1)
+
+
+def paired_score(lost, gained, n: int, d: float):
+    """The score statistic of a drop `d` (a fraction): (lost - gained - n d) over its standard deviation with the
+    cells at their maximum likelihood under a true drop d (a root of a quadratic). Negative: the drop is below d.
+    Counts may be arrays (a simulation's runs)."""
+    lost, gained = np.asarray(lost, float), np.asarray(gained, float)
+    b = lost * (1 - d) + gained * (1 - 3 * d) - 2 * (n - lost - gained) * d
+    q = (b + np.sqrt(np.maximum(b * b + 8 * n * gained * d * (1 - d), 0.0))) / (4 * n)  # P(gained) under d
+    q = np.clip(q, max(0.0, -d), (1 - d) / 2)
+    return (lost - gained - n * d) / np.sqrt(np.maximum(n * (2 * q + d - d * d), 1e-300))
 
 
 def _grid_key(grid: np.ndarray) -> bytes:

@@ -19,6 +19,7 @@ from torch import nn
 
 from trm_edge.config import TRMConfig
 from trm_edge.halting import Checker, HaltPolicy, Solution, finite_rows, halting_loop
+from trm_edge.spec import SPEC
 
 
 class Carry(NamedTuple):
@@ -102,10 +103,9 @@ class TRM(nn.Module):
 
     # -- the outer loop --
     @torch.inference_mode()
-    def solve(self, batch: Batch, halt: HaltPolicy | str = "fixed", check: Checker | None = None) -> Solution:
+    def solve(self, batch: Batch, policy: HaltPolicy, check: Checker | None = None) -> Solution:
         """Supervision steps from the initial state until every row has halted under the policy (`check`: the
         task's rules, for a verifying policy)."""
-        policy = halt if isinstance(halt, HaltPolicy) else HaltPolicy.parse(halt, self.config.halt_max_steps)
 
         def step(carry: Carry):
             carry, _, tokens, q, ok = self.halting_step(carry, batch)
@@ -276,3 +276,23 @@ def trunc_normal_(t: torch.Tensor, std: float) -> torch.Tensor:
     with torch.no_grad():
         t.uniform_(a, b).erfinv_().mul_(sqrt2 * comp_std).clamp_(lower * comp_std, upper * comp_std)
     return t
+
+
+STEP_OUTPUTS = tuple(name for name, _, _ in SPEC["step"]["outputs"])
+
+
+class StepModule(nn.Module):
+    """One supervision step with the step graph's inputs and outputs (trm_edge/spec.py), named as there: what the
+    ONNX and LiteRT exporters trace and the torch adapter runs. Integer inputs of any width; `index_dtype` is the
+    predicted tokens' (LiteRT's integers are int32)."""
+
+    def __init__(self, model: TRM, index_dtype: torch.dtype = torch.int64):
+        super().__init__()
+        self.model, self.index_dtype = model, index_dtype
+
+    def forward(self, tokens: torch.Tensor, puzzle_ids: torch.Tensor, z_H: torch.Tensor, z_L: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        carry, logits, q = self.model.step(Carry(z_H, z_L), Batch(tokens.long(), puzzle_ids.long()))
+        logits = logits.float()
+        return dict(zip(STEP_OUTPUTS, (carry.z_H.float(), carry.z_L.float(), logits.argmax(-1).to(self.index_dtype),
+                                       q.float(), logits)))

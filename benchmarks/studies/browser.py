@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from trm_edge.api import builtin_data
+from trm_edge.halting import HaltPolicy
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.browser import CHROMIUM, CHROMIUM_ARGS, build_site, server
 from trm_edge.tasks import SUDOKU, read_puzzles
@@ -21,11 +22,12 @@ from trm_edge.tasks import SUDOKU, read_puzzles
 
 def _native(bundle: str, precision: str, puzzles: list[str], halt: str, threads: int) -> list[dict]:
     solver = open_solver(bundle, "ort", "step", precision, threads=threads)
-    solver.solve(SUDOKU.parse(puzzles[0])[None], halt)  # untimed, as the page's first solve
+    policy = HaltPolicy.parse(halt, solver.config.halt_max_steps)
+    solver.solve(SUDOKU.parse(puzzles[0])[None], policy)  # untimed, as the page's first solve
     runs = []
     for p in puzzles:
         t0 = time.perf_counter()
-        sol = solver.solve(SUDOKU.parse(p)[None], halt)
+        sol = solver.solve(SUDOKU.parse(p)[None], policy)
         runs.append({"ms": 1000 * (time.perf_counter() - t0), "steps": int(sol.steps[0]),
                      "answer": SUDOKU.compact(sol.tokens[0])})
     return runs

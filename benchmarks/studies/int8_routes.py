@@ -17,6 +17,7 @@ import time
 from trm_edge.bundle import Bundle
 from trm_edge.evaluate import paired_drop
 from trm_edge.export.guard import solved_rows
+from trm_edge.halting import HaltPolicy
 from trm_edge.runtimes import ENGINES, open_solver
 
 HELDOUT_SEED = 3  # Codec.sample seeds 0-2 are the export's verification, calibration and guard sets
@@ -28,7 +29,7 @@ def measure(bundles: list[str], n: int, halts: list[str], threads: int = 2, slot
 
     def run(solver, halt):  # continuous batching: a halted row's slot takes the next puzzle at once
         t0 = time.perf_counter()
-        sol = solver.solve_stream(puzzles, halt, slots=slots)
+        sol = solver.solve_stream(puzzles, HaltPolicy.parse(halt, solver.config.halt_max_steps), slots=slots)
         return solved_rows(ref.codec, puzzles, sol, sol.tokens), sol.tokens, sol.steps, time.perf_counter() - t0
 
     base = {h: run(ref, h) for h in halts}

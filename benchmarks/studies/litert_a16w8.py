@@ -21,6 +21,7 @@ from trm_edge.evaluate import paired_drop
 from trm_edge.export.format_litert import BATCHES, STATIC, calibration_calls, recipe_rules
 from trm_edge.export.guard import solved_rows, step_ms
 from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, calibration_feeds
+from trm_edge.halting import HaltPolicy
 from trm_edge.runtimes import open_solver
 from trm_edge.runtimes.litert import LiteRtAdapter, quiet_native_output
 
@@ -40,7 +41,8 @@ def measure(bundle: str, n: int, halt: str, calib: int = 32, threads: int = 2) -
         a16 = open_solver(b, "litert", "step", "fp32", threads)
         a16.adapter = LiteRtAdapter(dst, threads)
         puzzles = fp32.codec.sample(n, HELDOUT_SEED)
-        s32, s16 = (s.solve_stream(puzzles, halt, slots=64) for s in (fp32, a16))
+        policy = HaltPolicy.parse(halt, b.config.halt_max_steps)
+        s32, s16 = (s.solve_stream(puzzles, policy, slots=64) for s in (fp32, a16))
         z_H, z_L = fp32.carry(1)
         feed = {"tokens": puzzles[:1], "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
         ms = dict(zip(("fp32", "a16w8"), step_ms([fp32, a16], feed)))

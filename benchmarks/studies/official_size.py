@@ -18,14 +18,21 @@ from trm_edge.model import TRM
 SUDOKU_MLP = TRMConfig(vocab_size=11, seq_len=81, hidden_size=512, num_heads=8, H_cycles=3, L_cycles=6,
                        mlp_t=True, pos_encodings="none", forward_dtype="float32")
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", help="the model directory to write (refused if it holds something not ours)")
-    a = ap.parse_args()
+
+def damped(config: TRMConfig) -> TRM:
+    """A random model of this config (seed 0) with its down-projections scaled by 0.1."""
     torch.manual_seed(0)
-    model = TRM(SUDOKU_MLP)
+    model = TRM(config)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("down_proj.weight"):
                 p.mul_(0.1)
-    print(save(model, a.out, task="sudoku", note="random weights (down_proj x0.1), official Sudoku-MLP size"))
+    return model
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", help="the model directory to write (refused if it holds something not ours)")
+    a = ap.parse_args()
+    print(save(damped(SUDOKU_MLP), a.out, task="sudoku",
+               note="random weights (down_proj x0.1), official Sudoku-MLP size"))

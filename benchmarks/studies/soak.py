@@ -60,7 +60,7 @@ def main() -> None:
     a = ap.parse_args()
     solver = open_solver(a.bundle, a.backend, a.graph, threads=a.threads)
     puzzles = np.stack([p for p, _ in load_pairs(solver.codec, a.data, a.puzzles)])
-    res = soak(solver, puzzles, solver.policy(a.halt), a.solves)
+    res = soak(solver, puzzles, solver.policy(HaltPolicy.parse(a.halt, solver.config.halt_max_steps)), a.solves)
     print(json.dumps(dict(res, bundle=a.bundle, backend=a.backend, graph=a.graph, halt=a.halt, threads=a.threads)))
 
 
