@@ -23,7 +23,7 @@ from trm_edge.export.guard import heldout_plan
 from trm_edge.export.options import FORMATS, ExportOptions
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.model import TRM
-from trm_edge.progress import duration
+from trm_edge.progress import counting, duration
 from trm_edge.runtimes.base import Adapter
 from trm_edge.runtimes.solver import Solver
 from trm_edge.tasks import Codec
@@ -189,15 +189,18 @@ class Context:
                             lambda: reference_steps(self.model, self.verify_puzzles, list(self.policies)))
 
     def verify(self, solvers: dict[str, Solver], engine: str) -> dict:
-        from trm_edge.export.verify import verify, verify_seconds
+        from trm_edge.export.verify import checks, verify, verify_seconds
 
         plan, first = self.verify_plan, "reference_steps" not in self._once
         estimate = verify_seconds(self.model, solvers.get("step"), self.verify_puzzles, len(solvers),
                                   len(self.policies), first)
-        self.status(f"verifying {engine} against the PyTorch reference on {plan['puzzles']} of {plan['asked']} "
-                    f"puzzles, {plan['steps']} steps each: ~{duration(estimate)} here")
+        told = (f"verifying {engine} against the PyTorch reference on {plan['puzzles']} of {plan['asked']} puzzles, "
+                f"{plan['steps']} steps each (~{duration(estimate)} here)")
+        self.status(told)
         t0 = time.perf_counter()
-        return dict(verify(self.model, dict(solvers), self.verify_puzzles, list(self.policies), engine,
-                           self.reference_steps),
+        reference = self.reference_steps
+        advance = counting(self.status, f"{told}:", "checks", 0, checks(solvers, list(self.policies)))
+        return dict(verify(self.model, dict(solvers), self.verify_puzzles, list(self.policies), engine, reference,
+                           advance),
                     passed=True, asked=plan["asked"], budget_tflop=plan["budget_tflop"], estimate_s=round(estimate, 1),
                     seconds=round(time.perf_counter() - t0, 1))

@@ -27,7 +27,7 @@ from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.evaluate import paired_drop, paired_interval, paired_score, row_scores, summarize
 from trm_edge.export.options import GUARD_PUZZLES
 from trm_edge.halting import Solution
-from trm_edge.progress import duration
+from trm_edge.progress import counting, duration
 
 if TYPE_CHECKING:
     from trm_edge.export.formats import Context
@@ -92,7 +92,7 @@ def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
     puzzles, fp32, got, seen, capped = [], [], [], [], False
     for look, z in zip(plan, zs):
         solved = sum(map(len, puzzles))
-        advance = _counting(ctx.status, f"{what}: guard", f"solves (fp32 and int8 on {look} held-out puzzles)",
+        advance = counting(ctx.status, f"{what}: guard", f"solves (fp32 and int8 on {look} held-out puzzles)",
                             2 * solved, 2 * look)
         while solved < look:
             room = PIECE if cap is None else int((cap - (time.perf_counter() - t0)) / pace)
@@ -158,18 +158,6 @@ def _held_out(ctx: Context) -> Callable[[int], tuple[int, int, np.ndarray] | Non
         return k, start - size, draw[start - size:start]
 
     return take
-
-
-def _counting(status: Callable[[str], None], head: str, tail: str, done: int = 0, total: int = 0
-              ) -> Callable[[int], None]:
-    """`advance(n)` for a solve of minutes: the status line counts what is done ("HEAD 300/512 TAIL")."""
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        status(f"{head} {done}/{total} {tail}")
-
-    advance(0)
-    return advance
 
 
 def guard_figures(fp32: Solution, q: Solution, puzzles: np.ndarray, codec) -> dict:

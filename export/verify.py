@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -102,9 +103,12 @@ def replay(steps: list[tuple], policy: HaltPolicy) -> Solution:
 
 
 def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies: list[HaltPolicy],
-           engine: str = "ONNX Runtime", reference: list[tuple] | None = None) -> dict:
+           engine: str = "ONNX Runtime", reference: list[tuple] | None = None,
+           advance: Callable[[int], None] | None = None) -> dict:
     """Compare each graph, run by `engine`, with the reference (`reference`: its `reference_steps` on these
-    puzzles, computed here if not given); raise CheckFailed with the numbers on any mismatch."""
+    puzzles, computed here if not given); raise CheckFailed with the numbers on any mismatch. `advance(1)` after
+    each check: the per-step one, then each form under each policy (`checks` counts them)."""
+    advance = advance or (lambda n: None)
     model = model.eval()
     reference = reference or reference_steps(model, puzzles, policies)
     ids = np.zeros(len(puzzles), np.int64)
@@ -114,6 +118,7 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
     if "step" in solvers:
         report["step"] = _per_step(reference[:model.config.halt_max_steps], solvers["step"], puzzles, ids,
                                    engine)
+        advance(1)
     twin: list[tuple] | None = None  # the one-ulp twin's steps, recorded once if a graph falls below the bar
     for pol in policies:
         ref, own = replay(reference, pol), None
@@ -133,7 +138,13 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
                     twin = twin or reference_steps(nudged(model), puzzles, policies)
                     own = agreement(replay(twin, pol), ref)
                 _judge_by_self_agreement(own, entry, f"{engine} {form} graph under {pol}", report)
+            advance(1)
     return report
+
+
+def checks(forms: dict[str, Solver], policies: list[HaltPolicy]) -> int:
+    """How many checks `verify` makes: the step graph's per-step one, and each form under each policy."""
+    return ("step" in forms) + len(forms) * len(policies)
 
 
 def nudged(model: TRM) -> TRM:

@@ -113,7 +113,7 @@ def test_step_ms_alternates_blocks_and_settles_only_after_a_switch():
     calls = []
 
     def solver(name):
-        return type("S", (), {"adapter": type("A", (), {"run": lambda self, feed: calls.append(name)})()})()
+        return type("S", (), {"run": lambda self, feed: calls.append(name)})()  # Solver.run: a graph call
 
     a, b = solver("a"), solver("b")
     assert len(guard.step_ms([a, b], {"x": np.zeros(2)}, blocks=2, runs=2, settle=1)) == 2

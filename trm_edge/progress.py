@@ -56,6 +56,19 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def counting(status: Callable[[str], None], head: str, tail: str, done: int = 0, total: int = 0
+             ) -> Callable[[int], None]:
+    """`advance(n)` for work of minutes that reports through a status callback: the status line counts what is done
+    ("HEAD 300/512 TAIL"), which a Reporter shows as the stage's count with the time left."""
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        status(f"{head} {done}/{total} {tail}")
+
+    advance(0)
+    return advance
+
+
 class Reporter:
     """The progress of one command: a context manager around its work, whose methods are the work's callbacks.
 
