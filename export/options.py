@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.spec import GRAPHS
+from trm_edge.tasks.arc_rows import TaskRows
 
 DEFAULT_OPSET, MAX_OPSET = 18, 24  # 19-24 export and verify too (tried with torch 2.13, ORT 1.2x)
 # int8: the best route the model allows (export.quantize.route_of); the others by name
@@ -60,6 +61,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     batch: int | None = None
     puzzle_ids: tuple[int, ...] | None = None
+    arc_rows: TaskRows | None = None  # the names of the kept rows (export --tasks), in puzzle_ids' order
     verify_n: int = 16
     quant: QuantOptions = field(default_factory=QuantOptions)
 
@@ -70,6 +72,8 @@ class ExportOptions:
             raise TRMEdgeError(f"--format {bad[0]!r}: choose from {', '.join(FORMATS)} (comma-separated)")
         if not DEFAULT_OPSET <= self.opset <= MAX_OPSET:
             raise TRMEdgeError(f"--opset {self.opset}: choose {DEFAULT_OPSET}-{MAX_OPSET} (the exporter's range)")
+        if self.arc_rows and len(self.arc_rows.names) != len(self.puzzle_ids or ()):
+            raise TRMEdgeError("arc_rows must name each kept puzzle row")
         for spec in self.quant.modes:
             if ":" in spec and spec.split(":")[0] not in (ROOT, *self.formats):
                 raise TRMEdgeError(f"--quantize {spec!r}: add {spec.split(':')[0]} to --format")

@@ -17,6 +17,7 @@ from trm_edge.checkpoint import save, with_config, with_rows
 from trm_edge.errors import TRMEdgeError
 from trm_edge.export.formats import Context, Format, Written, format_of
 from trm_edge.export.options import ROOT, ExportOptions
+from trm_edge.export.verify import trained_dtype_agreement
 from trm_edge.extras import require
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM
@@ -79,7 +80,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
     # them (checkpoint.load_model's `rows`, which never reads the rest of an ARC table)
     if options.puzzle_ids and tuple(meta.get("puzzle_ids") or ()) != tuple(options.puzzle_ids):
         model = with_rows(model, list(options.puzzle_ids))
-    cfg = model.config
+    cfg, trained = model.config, model
     if cfg.forward_dtype != "float32":
         model = with_config(model, dataclasses.replace(cfg, forward_dtype="float32")).eval()
         cfg = model.config
@@ -96,6 +97,7 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
         "task": meta.get("task"), "config": cfg.to_dict(), "source": meta.get("source"),
         "halting": str(policy), "opset": options.opset, "batch": options.batch or "dynamic",
         "puzzle_ids": list(options.puzzle_ids) if options.puzzle_ids else None, "init": "init.npz",
+        "arc_rows": options.arc_rows.to_manifest() if options.arc_rows else None,
         "reference": "reference", "versions": _versions(formats), "notes": notes,
     }
 
@@ -112,6 +114,9 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
                 manifest.update(written[fmt.name].section)
             else:
                 manifest.setdefault("formats", {})[fmt.name] = written[fmt.name].section
+        if trained is not model:  # a bf16 checkpoint: its own forward against the fp32 one every graph matches
+            status(f"comparing the fp32 reference with the {trained.config.forward_dtype} forward it was trained in")
+            manifest["trained_dtype"] = trained_dtype_agreement(trained, ctx.reference_steps, ctx.verify_puzzles)
 
     return write_bundle(out_dir, manifest, write)
 

@@ -142,6 +142,20 @@ def verify(model: TRM, solvers: dict[str, Solver], puzzles: np.ndarray, policies
     return report
 
 
+def trained_dtype_agreement(source: TRM, reference: list[tuple], puzzles: np.ndarray) -> dict:
+    """How far the fp32 graphs' answers are from the model in the dtype it was trained and officially evaluated in
+    (a bf16 checkpoint): that reference under the official fixed steps against the fp32 one the graphs match. Measured,
+    not assumed: bf16 rounds every activation to 8 bits of mantissa, and the recursion carries the rounding on."""
+    fixed = HaltPolicy("fixed", source.config.halt_max_steps)
+    with torch.inference_mode():
+        got = source.eval().solve(Batch(torch.from_numpy(puzzles), torch.zeros(len(puzzles), dtype=torch.int64)),
+                                  fixed)
+    ref = replay(reference, fixed)
+    return {"forward_dtype": source.config.forward_dtype, "puzzles": len(puzzles), "policy": str(fixed),
+            "answers_identical": float((got.tokens == ref.tokens).all(-1).mean()), **agreement(got, ref),
+            "max_q_halt_difference": float(np.abs(got.q_halt - ref.q_halt).max())}
+
+
 def checks(forms: dict[str, Solver], policies: list[HaltPolicy]) -> int:
     """How many checks `verify` makes: the step graph's per-step one, and each form under each policy."""
     return ("step" in forms) + len(forms) * len(policies)

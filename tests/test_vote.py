@@ -1,14 +1,15 @@
-"""ARC's official vote over augmented views: a hand-computed vote, and the whole path from a dataset in the official
-layout through `trm-edge eval` with a tiny model."""
+"""ARC's official vote over augmented views: a hand-computed vote, the official evaluator's own output for the same
+predictions, and the whole path from a dataset in the official layout through `trm-edge eval` with a tiny model."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trm_edge.evaluate import arc_pass_at
+from trm_edge.evaluate import arc_pass_at, arc_vote, grid_key
 from trm_edge.tasks.arc import dihedral, encode_grid, variant_name
 
 X1, Y1 = np.array([[1, 2, 0], [0, 0, 3]]), np.array([[1, 1], [2, 0], [0, 5]])  # no symmetry: a wrong inverse shows
@@ -46,6 +47,51 @@ def test_the_vote_matches_a_hand_count():
     blank = np.zeros(900, np.int64)  # a prediction with no grid is a vote for the empty grid, never the truth
     res = arc_pass_at(["t3"], encode_grid(X3)[None], encode_grid(Y3)[None], blank[None], np.zeros(1))
     assert (res["pass@1"], res["pass@2"]) == (0.0, 0.0)
+
+
+OFFICIAL = Path(__file__).parent / "data" / "arc-official"
+
+
+def test_the_vote_matches_the_official_evaluator():
+    """tests/data/arc-official/vote (its README): predictions for the official test split, made to tie on votes
+    and on mean q_halt, scored by the official evaluators/arc.py. Same pass@K, same attempts in submission.json."""
+    from trm_edge.api import submission
+
+    arrays = np.load(OFFICIAL / "expected" / "arrays.npz")
+    identifiers = json.loads((OFFICIAL / "expected" / "identifiers.json").read_text())
+    vote = np.load(OFFICIAL / "vote" / "predictions.npz")
+    official = json.loads((OFFICIAL / "vote" / "official_result.json").read_text())
+    official_submission = json.loads((OFFICIAL / "vote" / "official_submission.json").read_text())
+    test_puzzles = json.loads((OFFICIAL / "vote" / "test_puzzles.json").read_text())
+    order = vote["order"]  # the rows in the order the evaluator saw them: the vote's ties go to the first seen
+    assert sorted(order) == list(range(len(arrays["test__inputs"])))
+    ids = np.repeat(arrays["test__puzzle_identifiers"], np.diff(arrays["test__puzzle_indices"]))[order]
+    names = [identifiers[i] for i in ids]
+    inputs, labels = arrays["test__inputs"][order], arrays["test__labels"][order]
+    preds, q = vote["preds"], vote["q_halt"]
+    assert preds.shape == (len(order), 900) and q.dtype == np.float32
+
+    ks = [int(k.removeprefix("ARC/pass@")) for k in official]
+    assert ks == [1, 2, 5, 10, 100, 1000]
+    res = arc_pass_at(names, inputs, labels, preds, q, ks=ks)
+    assert res["tasks"] == len(test_puzzles)  # the official divides by the test set's tasks
+    assert res["pairs"] == sum(len(t["test"]) for t in test_puzzles.values())
+    for k in ks:
+        assert res[f"pass@{k}"] == pytest.approx(official[f"ARC/pass@{k}"], abs=1e-12), k
+    # the fixture exercises the ranking: the truth wins a tie on votes by its mean q (66e6c45b, pass@1), and loses
+    # exact ties on votes and mean q to answers seen before it (332efdb3 at pass@2, b1fc8b8e's first pair at pass@5)
+    assert [official[f"ARC/pass@{k}"] for k in (1, 2, 5, 10)] == pytest.approx([0.5, 0.5, 5 / 6, 1.0])
+
+    votes = arc_vote(names, inputs, preds, q)
+    pairs = {task: [(task, grid_key(np.array(p["input"]))) for p in t["test"]] for task, t in test_puzzles.items()}
+    assert sorted(votes) == sorted(key for keys in pairs.values() for key in keys)
+    ours = submission({"tasks": [{"task": task, "pairs": [{"attempts": [g.tolist() for g, _, _ in votes[key][:2]]}
+                                                          for key in keys]} for task, keys in pairs.items()]})
+    assert list(ours) == list(official_submission)
+    for task, attempts in official_submission.items():
+        for i, pair in enumerate(attempts):
+            assert ours[task][i] == pair, (task, i)
+    assert any(p["attempt_1"] == p["attempt_2"] for t in ours.values() for p in t)  # a vote with one answer
 
 
 @pytest.fixture

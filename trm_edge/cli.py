@@ -80,10 +80,22 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
           halt: HaltOpt = None, views: ViewsOpt = None, task: TaskOpt = None, seq_len: SeqLenOpt = None,
           batch: BatchOpt = 64, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
-          depth: DepthOpt = None, as_json: JsonOpt = False) -> None:
-    """Solve puzzles: prints each answer, whether it is right, the steps used and the time."""
+          depth: DepthOpt = None,
+          task_name: Annotated[str | None, typer.Option(help="ARC bundle exported with --tasks: which task the file "
+                                                        "is (default: its file name, else its demonstrations).")]
+          = None,
+          augmentations: Annotated[int | None, typer.Option(min=1, help="ARC bundle exported with --tasks: vote over "
+                                                            "at most this many of each task's variants.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Solve puzzles: prints each answer, whether it is right, the steps used and the time. On an ARC bundle exported
+    with --tasks, a task is solved under each variant it carries and voted on, as the official evaluation does."""
     model, puzzles = api.split_model_and_puzzles(args)
     loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads))
+    if loaded.rows is not None or task_name or augmentations:
+        return print_arc_tasks(api.solve_arc_tasks(loaded, puzzles, task_name, halt, batch, augmentations), as_json)
+    if loaded.codec.name == "arc" and loaded.config.num_puzzle_identifiers > 1:
+        err.print("[yellow]note:[/] this ARC model solves under puzzle row 0 (the blank identifier), where a TRM "
+                  "scores ~0%; export it with --tasks to solve each task under its own rows")
     res = api.solve_puzzles(loaded, puzzles, halt, batch, views)
     for i, r in enumerate(res["results"], 1):
         if r["fault_step"]:
@@ -106,6 +118,25 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
         raise typer.Exit(1)
 
 
+def print_arc_tasks(res: dict, as_json: bool) -> None:
+    """Each task's two attempts with their votes; --json: ARC Prize's submission.json."""
+    if as_json:
+        print(json.dumps(api.submission(res)))
+        return
+    for t in res["tasks"]:
+        out.print(f"[bold]{t['task']}[/] ({t['source']}): {t['variants']} variants, {t['mean_steps']:.1f} steps "
+                  f"on average" + (f", {t['faults']} NaN/Inf" if t["faults"] else ""), highlight=False)
+        for j, pair in enumerate(t["pairs"], 1):
+            for a, (grid, votes) in enumerate(zip(pair["attempts"], pair["votes"]), 1):
+                out.print(f"test {j} attempt {a}: {votes} of {t['variants']} votes", highlight=False)
+                out.print("\n".join("".join(str(c) for c in row) for row in grid) or "(no grid: the answer starts "
+                          "with no colour at the top-left corner)", highlight=False)
+            if pair["correct"] is not None:
+                out.print("[green]correct[/]" if pair["correct"] else "[red]not correct[/]")
+    out.print(f"{len(res['tasks'])} task(s) in {res['seconds']:.1f} s, {res['halt']}")
+    out.print(f"[dim]{res['model']}[/]", highlight=False)
+
+
 @app.command("eval")
 def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled model.")] = None,
           data: Annotated[list[str], typer.Option(help="Puzzle file (puzzle,solution a line), 'builtin', or a dataset "
@@ -114,13 +145,16 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
           halt: Annotated[list[str], typer.Option(help="Halting policies to compare (default: the model's).")] = None,
           views: Annotated[list[int], typer.Option(min=1, max=256, help="Numbers of views to compare.")] = None,
           limit: Annotated[int | None, typer.Option(min=1, help="At most this many puzzles per file.")] = None,
+          augmentations: Annotated[int | None, typer.Option(min=1, help="ARC dataset: vote over each task's first K "
+                                                            "variants only (pass@K at a budget).")] = None,
           batch: BatchOpt = 64, task: TaskOpt = None, seq_len: SeqLenOpt = None, backend: BackendOpt = None,
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
           depth: DepthOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
     loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads))
     with Reporter("eval", err, quiet, stage="solving") as rep:
-        res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=rep.advance, views=views or [1])
+        res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=rep.advance, views=views or [1],
+                             per_task=augmentations)
     if as_json:
         print(json.dumps(res, indent=2))
         return
@@ -158,6 +192,13 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            = None,
            puzzle_ids: Annotated[str | None, typer.Option(help="Keep only these puzzle-table rows, e.g. 1,5,9.")]
            = None,
+           tasks: Annotated[str | None, typer.Option(help="ARC: keep the rows of these tasks (ids, comma-separated), "
+                                                     "named in the bundle, for `solve BUNDLE task.json`.")] = None,
+           augmentations: Annotated[int, typer.Option(min=1, help="With --tasks: variants kept per task, the "
+                                                      "identity first (each one more solve in a vote).")] = 8,
+           dataset: Annotated[str | None, typer.Option(help="With --tasks: the dataset naming the checkpoint's rows "
+                                                       "(identifiers.json); default: the run's data_paths.")]
+           = None,
            quantize: Annotated[str | None, typer.Option(help="int8 (the best route: static with ranges learned by "
                                                   "`finetune --qat`, else int8-rows), int8-static, int8-dynamic, "
                                                   "int8-rows, int8-weights, int4-weights, comma-separated, for "
@@ -180,14 +221,25 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     require("export", "export", "torch")
     from trm_edge.export import ExportOptions, QuantOptions, export_bundle
 
+    if tasks and puzzle_ids:
+        raise TRMEdgeError("--tasks and --puzzle-ids both choose the rows to keep: give one")
     ids = tuple(api.parse_int_list(puzzle_ids, "--puzzle-ids")) if puzzle_ids else None
+    rows = named = None
+    if tasks:
+        ids, rows, named = api.arc_export_rows(model, tasks, augmentations, dataset)
     options = ExportOptions(tuple(api.split_list(graph)), tuple(api.split_list(formats)), halt, max_steps, opset,
-                            batch, ids, quant=QuantOptions(tuple(api.split_list(quantize)), calib, heldout, max_drop,
-                                                           guard_minutes))
+                            batch, ids, rows, quant=QuantOptions(tuple(api.split_list(quantize)), calib, heldout,
+                                                                 max_drop, guard_minutes))
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
     claim(out_dir, "bundle")  # before minutes of work, not after
     loaded = api.open_model(model, api.Opening(task, seq_len, depth, ids))  # only the kept rows read
+    if rows and loaded.codec.name != "arc":
+        raise TRMEdgeError(f"--tasks: {model} is a {loaded.codec.name} model; ARC models have tasks")
+    if rows and loaded.meta.get("table_rows") not in (None, named):
+        err.print(f"[yellow]warning:[/] the dataset names {named:,} puzzle rows but the checkpoint has "
+                  f"{loaded.meta['table_rows']:,}: unless it is the dataset the model was trained on, the names do "
+                  "not match the rows (answers ~0%)")
     with Reporter("export", err, quiet, stage="exporting") as rep:
         path = export_bundle(loaded.model, dict(loaded.meta, task=loaded.codec.name), out_dir, options,
                              status=rep.status)
@@ -210,7 +262,16 @@ def print_bundle(summary: dict) -> None:
     out.print(t)
     for fmt, v in summary["verification"].items():
         fewer = f" of {v['asked']} asked (the model's cost)" if v.get("asked", v["puzzles"]) > v["puzzles"] else ""
-        out.print(f"{fmt}: verified against the PyTorch reference on {v['puzzles']} puzzles{fewer}: passed")
+        n = v["puzzles"]
+        out.print(f"{fmt}: verified against the PyTorch reference on {n} puzzle{'s' * (n != 1)}{fewer}: passed")
+    if t := summary.get("trained_dtype"):
+        out.print(f"trained in {t['forward_dtype']}: that forward gives the fp32 graphs' answers on "
+                  f"{t['answers_identical']:.0%} of the {t['puzzles']} verification puzzles under {t['policy']} "
+                  f"(tokens {t['tokens_identical']:.1%} identical)")
+    if tasks := summary.get("arc_tasks"):
+        listed = ", ".join(f"{t} ({n})" for t, n in list(tasks.items())[:8]) + (", …" if len(tasks) > 8 else "")
+        out.print(f"ARC tasks (variants): {listed}; solve one with: trm-edge solve {summary['path']} TASK.json",
+                  highlight=False)
     for note in summary["notes"]:
         out.print(f"note: {note}")
     for name, q in summary["quantization"].items():
@@ -272,7 +333,8 @@ def finetune(model: Annotated[str | None, typer.Argument(help="A trm-edge model 
 def data_build(task: Annotated[str, typer.Argument(help="sudoku, maze or arc")],
                out_dir: Annotated[str, typer.Option("-o", "--out", help="Dataset directory (new, empty or a dataset "
                                                     "to add to).")] = "trm-data",
-               seed: int = 0,
+               seed: Annotated[int | None, typer.Option(help="Random seed; default: the task's own (arc 42, as "
+                                                        "the official builder; sudoku and maze 0).")] = None,
                knob: Annotated[list[str], typer.Option(help="KEY=VALUE builder knobs, e.g. n_train=1000.")] = None,
                quiet: QuietOpt = False) -> None:
     """Build a dataset (dataset.json + all__*.npy per split) the official trainer reads."""

@@ -115,8 +115,8 @@ _ARCH_FIELDS = ("hidden_size", "num_heads", "expansion", "L_layers", "H_cycles",
                 "forward_dtype", "rms_norm_eps", "rope_theta")
 
 
-def read_official_arch(run_dir: Path) -> dict[str, Any]:
-    """The `arch:` section of an official run's all_config.yaml."""
+def _official_config(run_dir: Path) -> dict[str, Any]:
+    """An official run's all_config.yaml."""
     import yaml
 
     path = run_dir / "all_config.yaml"
@@ -126,11 +126,30 @@ def read_official_arch(run_dir: Path) -> dict[str, Any]:
     text = read_limited(path, 1 << 20, "official config")  # ours are 2 kB
     try:
         doc = yaml.safe_load(text)
-        arch = doc["arch"]
-        assert isinstance(arch, dict)
+        assert isinstance(doc["arch"], dict)
     except Exception:
         raise TRMEdgeError(f"{path}: not an official config (no 'arch:' mapping)") from None
+    return doc
+
+
+def read_official_arch(run_dir: Path) -> dict[str, Any]:
+    """The `arch:` section of an official run's all_config.yaml."""
+    arch = _official_config(run_dir)["arch"]
     return {k: arch[k] for k in _ARCH_FIELDS if k in arch}
+
+
+def official_dataset(run_dir: Path, holding: str) -> Path | None:
+    """The first dataset of an official run's `data_paths` that holds `holding`: a relative path is looked for
+    where the trainer ran (the run directory or one above it, usually the repository), then here."""
+    paths = _official_config(run_dir).get("data_paths") or []
+    for d in paths if isinstance(paths, list) else [paths]:
+        if not isinstance(d, str):
+            continue
+        bases = [Path()] if Path(d).is_absolute() else [run_dir, *run_dir.resolve().parents, Path.cwd()]
+        for base in bases:
+            if (base / d / holding).is_file():
+                return base / d
+    return None
 
 
 def find_dataset_seq_len(start: Path) -> int | None:

@@ -110,31 +110,43 @@ def paired_score(lost, gained, n: int, d: float):
     return (lost - gained - n * d) / np.sqrt(np.maximum(n * (2 * q + d - d * d), 1e-300))
 
 
-def _grid_key(grid: np.ndarray) -> bytes:
+def grid_key(grid: np.ndarray) -> bytes:
     g = np.ascontiguousarray(grid, dtype=np.uint8)
     return np.asarray(g.shape, np.int64).tobytes() + g.tobytes()
 
 
+def arc_vote(names: Sequence[str], inputs: np.ndarray, preds: np.ndarray, q_halt: np.ndarray
+             ) -> dict[tuple[str, bytes], list[tuple[np.ndarray, int, float]]]:
+    """The official ARC vote over augmented views. Each row is one variant's test input (`names`: its puzzle's
+    identifier name, '<task>|||t<k>|||<colours>'); its predicted grid is cropped and mapped back to the task's frame,
+    and the de-augmented input says which test pair it answers. Per (task, input key): the distinct answers as
+    (grid, votes, mean sigmoid(q_halt)), most votes first, ties by the higher mean."""
+    pairs: dict[tuple[str, bytes], dict[bytes, list]] = {}
+    for name, x, p, q in zip(names, inputs, preds, q_halt):
+        task, k, colours = parse_variant(name)
+        back_x, back_p = (invert_variant(decode_grid(g), k, colours) for g in (x, p))
+        vote = pairs.setdefault((task, grid_key(back_x)), {}).setdefault(grid_key(back_p), [back_p, 0, 0.0])
+        vote[1] += 1
+        vote[2] += float(1 / (1 + np.exp(-np.float64(q))))
+    return {key: sorted(((g, n, s / n) for g, n, s in votes.values()), key=lambda v: (-v[1], -v[2]))
+            for key, votes in pairs.items()}
+
+
 def arc_pass_at(names: Sequence[str], inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray,
                 q_halt: np.ndarray, ks: Sequence[int] = (1, 2)) -> dict:
-    """ARC's official score over augmented views. Each row is one variant's test input (`names`: its puzzle's
-    identifier name, '<task>|||t<k>|||<colours>'); its predicted grid is cropped and mapped back to the task's
-    frame, the de-augmented input says which test pair it answers, and the distinct answers of a pair are ranked
-    by votes, ties by the mean sigmoid(q_halt). A pair passes at K when its true output is among the top K; a
-    task scores the fraction of its pairs that pass, and pass@K averages over tasks."""
-    pairs: dict[tuple[str, bytes], dict] = {}
-    for name, x, y, p, q in zip(names, inputs, labels, preds, q_halt):
+    """ARC's official score (arc_vote): a test pair passes at K when its true output is among its top K answers;
+    a task scores the fraction of its pairs that pass, and pass@K averages over tasks: those with rows here (the
+    official evaluator also counts a task or pair of its test_puzzles.json without predictions, as failed; the same
+    wherever every pair has rows, as on a whole test split; tests/test_vote.py holds the two to each other)."""
+    truth = {}
+    for name, x, y in zip(names, inputs, labels):
         task, k, colours = parse_variant(name)
-        back = [invert_variant(decode_grid(g), k, colours) for g in (x, y, p)]
-        pair = pairs.setdefault((task, _grid_key(back[0])), {"truth": _grid_key(back[1]), "votes": {}})
-        vote = pair["votes"].setdefault(_grid_key(back[2]), [0, 0.0])
-        vote[0] += 1
-        vote[1] += float(1 / (1 + np.exp(-np.float64(q))))
+        truth[(task, grid_key(invert_variant(decode_grid(x), k, colours)))] = \
+            grid_key(invert_variant(decode_grid(y), k, colours))
     tasks: dict[str, list[list[bool]]] = {}
-    for (task, _), pair in pairs.items():
-        ranked = sorted(pair["votes"], key=lambda g: (-pair["votes"][g][0],
-                                                      -pair["votes"][g][1] / pair["votes"][g][0]))
-        tasks.setdefault(task, []).append([pair["truth"] in ranked[:k] for k in ks])
+    for (task, x), ranked in arc_vote(names, inputs, preds, q_halt).items():
+        keys = [grid_key(g) for g, _, _ in ranked]
+        tasks.setdefault(task, []).append([truth[(task, x)] in keys[:k] for k in ks])
     score = {f"pass@{k}": float(np.mean([np.mean([p[j] for p in ps]) for ps in tasks.values()]))
              for j, k in enumerate(ks)}
-    return {"tasks": len(tasks), "pairs": len(pairs), "rows": len(names), **score}
+    return {"tasks": len(tasks), "pairs": len(truth), "rows": len(names), **score}

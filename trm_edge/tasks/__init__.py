@@ -36,6 +36,7 @@ __all__ = [
     "looks_like_a_path",
     "parse_task",
     "read_puzzles",
+    "read_source",
     "shortest_path",
 ]
 
@@ -86,20 +87,24 @@ def looks_like_a_path(arg: str) -> bool:
     return "\n" not in arg and (os.sep in arg or arg.endswith(_FILE_SUFFIXES) or _NAME.fullmatch(arg) is not None)
 
 
+def read_source(source: str) -> tuple[str, str | None]:
+    """(text, where it came from) of '-' (stdin), a file path, or else the text itself (origin None)."""
+    if source == "-":
+        return _decode(read_stdin(MAX_INPUT_BYTES), "<stdin>"), "<stdin>"
+    if os.path.isdir(source):
+        raise TRMEdgeError(f"{source}: is a directory; give a puzzle file, a puzzle string or - for stdin")
+    if os.path.exists(source):  # a FIFO or a device is named as such, never opened to block or run forever
+        return _decode(read_limited(source, MAX_INPUT_BYTES, "puzzle file"), source), source
+    return source, None
+
+
 def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     """(puzzle, label or None) pairs from '-' (stdin), a file path, or else the puzzle text itself.
 
     A sudoku file holds one puzzle a line or one 9-line grid; a maze or ARC file holds one puzzle (for ARC, a
     task: its test inputs). Errors name the file, and the line where there is one.
     """
-    if source == "-":
-        text, origin = _decode(read_stdin(MAX_INPUT_BYTES), "<stdin>"), "<stdin>"
-    elif os.path.isdir(source):
-        raise TRMEdgeError(f"{source}: is a directory; give a puzzle file, a puzzle string or - for stdin")
-    elif os.path.exists(source):  # a FIFO or a device is named as such, never opened to block or run forever
-        text, origin = _decode(read_limited(source, MAX_INPUT_BYTES, "puzzle file"), source), source
-    else:
-        text, origin = source, None
+    text, origin = read_source(source)
     try:
         pairs = codec.parse_text(text)
     except TRMEdgeError as e:

@@ -144,6 +144,17 @@ def _task(obj_or_text: Any) -> dict:
     return task
 
 
+def task_grids(obj_or_text: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, Any]]]:
+    """A task's grids as they are: its demonstrations (input, output) and its tests (input, output or None)."""
+    task = _task(obj_or_text)
+    parse_task(task)  # every grid checked (shape, colours, canvas), as solving would
+    demos = [(_as_grid(p["input"], "grid"), _as_grid(p["output"], "grid")) for p in task.get("train", [])
+             if p.get("output") is not None]
+    tests = [(_as_grid(p["input"], "grid"), None if p.get("output") is None else _as_grid(p["output"], "grid"))
+             for p in task["test"]]
+    return demos, tests
+
+
 def parse_task(obj_or_text: Any) -> list[Pair]:
     """Every (input, output) of a task, train pairs first then test; a hidden test output gives None."""
     task = _task(obj_or_text)

@@ -1,0 +1,73 @@
+"""One supervision step at ARC size (916 tokens, hidden 512), issue 35 item 5: the bundle's ONNX step graph on ORT
+against PyTorch eager as the official code runs it (fp32 and bf16 forward), at batch 1 and at the batch of a vote.
+Each engine is timed alone (a pause, a warm-up call, then `--runs` timed calls), on the same inputs.
+
+`python -m benchmarks.studies.arc_step CKPT BUNDLE [--batch 1,8] [--runs 3] [--threads 2]`
+(BUNDLE: an export of CKPT, e.g. `--tasks ... --graph step`; the step's cost does not depend on which rows.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import numpy as np
+import torch
+
+from trm_edge.checkpoint import load_model, with_config
+from trm_edge.model import Batch, Carry
+from trm_edge.runtimes import open_solver
+from trm_edge.tasks import ARC
+
+
+def _timed(call, runs: int) -> float:
+    time.sleep(0.5)  # the previous engine's threads stop spinning
+    call()
+    t = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t))
+
+
+def measure(ckpt: str, bundle: str, batches: list[int], runs: int, threads: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    model, _ = load_model(ckpt, rows=[1])
+    models = {name: with_config(model, dataclasses.replace(model.config, forward_dtype=dtype)).eval()
+              for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    solver = open_solver(bundle, "ort", "step", "fp32", threads)
+    out = []
+    for b in batches:
+        tokens = ARC.sample(b) if b <= 120 else np.resize(ARC.sample(120), (b, 900))
+        pid = np.zeros(b, np.int64)
+        z_H, z_L = solver.carry(b)
+        row = {"batch": b, "ort_fp32_s": _timed(lambda t=tokens, p=pid, zh=z_H, zl=z_L: solver.step(t, p, zh, zl),
+                                                     runs)}
+        for name, m in models.items():
+            batch = Batch(torch.from_numpy(tokens), torch.from_numpy(pid))
+            carry = Carry(*(torch.from_numpy(z).to(m.dtype) for z in (z_H, z_L)))
+
+            def step(m=m, batch=batch, carry=carry):
+                with torch.inference_mode():
+                    m.step(carry, batch)
+
+            row[f"torch_{name}_s"] = _timed(step, runs)
+        row["ort_vs_torch_fp32"] = round(row["torch_fp32_s"] / row["ort_fp32_s"], 2)
+        row["ort_vs_torch_bf16"] = round(row["torch_bf16_s"] / row["ort_fp32_s"], 2)
+        row["gflop_per_s_ort"] = round(model.config.flops_per_step() * b / row["ort_fp32_s"] / 1e9, 1)
+        out.append(row)
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ckpt")
+    ap.add_argument("bundle")
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    print(json.dumps(measure(a.ckpt, a.bundle, [int(b) for b in a.batch.split(",")], a.runs, a.threads), indent=2))
