@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from trm_edge import hub
 from trm_edge.bundle import MANIFEST
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
@@ -26,10 +27,11 @@ BUILTIN_DATA = Path(__file__).parent / "data"
 
 
 def is_model_path(arg: str) -> bool:
-    """A model is a directory (ours, an official run, a bundle) or an official `step_N` file; puzzles never are."""
+    """A model is a directory (ours, an official run, a bundle), an official `step_N` file or a run on the hub
+    (hf://); puzzles never are."""
     # os.path's tests, unlike Path's, answer False for names the OS refuses (too long, NUL bytes)
-    return bool(arg) and (os.path.isdir(arg) or (os.path.isfile(arg) and re.fullmatch(r"step_\d+", Path(arg).name)
-                                                  is not None))
+    return bool(arg) and (hub.is_reference(arg) or os.path.isdir(arg) or (
+        os.path.isfile(arg) and re.fullmatch(r"step_\d+", Path(arg).name) is not None))
 
 
 def is_bundle(source: str | None) -> bool:
@@ -79,7 +81,9 @@ class Opening:
 
 def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
     """Whatever a path names: a bundle (run by `how.backend`), a model (the PyTorch reference), or the bundled
-    default model when `source` is None; what does not apply to it is refused."""
+    default model when `source` is None, or a run on the hub (hf://, fetched first); what does not apply to it is
+    refused."""
+    source = hub.resolve(source)
     task, seq_len, depth, puzzle_ids = how.task, how.seq_len, how.depth, how.puzzle_ids
     backend, graph, precision, threads = how.backend, how.graph, how.precision, how.threads
     _refuse_what_does_not_apply(source, {"--task": task, "--seq-len": seq_len, "--depth": depth,
@@ -106,6 +110,8 @@ def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
 
     rows = list(puzzle_ids) if puzzle_ids else None
     model, meta = load_model(source, seq_len=seq_len, depth=parse_depth(depth) if depth else None, rows=rows)
+    if fetched := hub.origin(meta["source"]):  # where the weights came from, as an exported bundle's source says
+        meta = dict(meta, source=fetched)
     cfg = model.config
     codec = codec_for(task or meta.get("task"), cfg.seq_len, source)
 
@@ -141,6 +147,7 @@ def needs_torch(source: str | None) -> None:
 
 def info(source: str | None, seq_len: int | None = None) -> dict:
     """`info`: a bundle's manifest (read without torch, as on a device), else a model's config, size and FLOPs."""
+    source = hub.resolve(source)
     if not is_bundle(source):
         return dict(model_info(source, seq_len), kind="model")
     if seq_len is not None:
@@ -216,12 +223,12 @@ def bundle_summary(path: str | os.PathLike) -> dict:
 
 def split_model_and_puzzles(args: list[str]) -> tuple[str | None, list[str]]:
     """`[MODEL] PUZZLE...`: the first argument is the model when it names one."""
-    if len(args) > 1 and not os.path.exists(args[0]) and looks_like_a_path(args[0]):
-        raise TRMEdgeError(f"{args[0]}: no such bundle, model or puzzle file")
     if args and is_model_path(args[0]):
         if len(args) == 1:
             raise TRMEdgeError(f"{args[0]} is a model: give at least one PUZZLE after it (a string, a file, or -)")
         return args[0], args[1:]
+    if len(args) > 1 and not os.path.exists(args[0]) and looks_like_a_path(args[0]):
+        raise TRMEdgeError(f"{args[0]}: no such bundle, model or puzzle file")
     if not args:
         raise TRMEdgeError("give at least one PUZZLE: a puzzle string, a file with one puzzle a line, or -")
     return None, args

@@ -14,7 +14,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from trm_edge import api
+from trm_edge import api, hub
 from trm_edge.atomic import claim
 from trm_edge.benchmarks.commands import register as register_bench
 from trm_edge.console import (
@@ -45,7 +45,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 data_app = typer.Typer(no_args_is_help=True, help="Build datasets in the official on-disk layout.")
 app.add_typer(data_app, name="data")
 @app.command()
-def info(model: Annotated[str | None, typer.Argument(help="Bundle, model dir, official run dir or step_N file; "
+def info(model: Annotated[str | None, typer.Argument(help="Bundle, model dir, official run dir, step_N file or "
+                                                        "hf://OWNER/REPO/FOLDER (a run on the hub); "
                                                         "default: the bundled model.")] = None,
          seq_len: SeqLenOpt = None, as_json: JsonOpt = False) -> None:
     """A model's config, parameter count, FLOPs per supervision step and per solve, file sizes; a bundle's manifest
@@ -177,7 +178,8 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
 
 
 @app.command()
-def export(model: Annotated[str | None, typer.Argument(help="Model dir, official run dir or step_N file; default: "
+def export(model: Annotated[str | None, typer.Argument(help="Model dir, official run dir, step_N file or "
+                                                       "hf://OWNER/REPO/FOLDER (a run on the hub); default: "
                                                        "the bundled model.")] = None,
            out_dir: Annotated[str, typer.Option("-o", "--out", help="Bundle directory (new, empty, or a bundle to "
                                                 "replace).")] = "trm-bundle",
@@ -224,6 +226,8 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
     if tasks and puzzle_ids:
         raise TRMEdgeError("--tasks and --puzzle-ids both choose the rows to keep: give one")
     ids = tuple(api.parse_int_list(puzzle_ids, "--puzzle-ids")) if puzzle_ids else None
+    claim(out_dir, "bundle")  # before minutes of work (a download, the export), not after
+    model = hub.resolve(model)  # an hf:// run, fetched once: its files are read below
     rows = named = None
     if tasks:
         ids, rows, named = api.arc_export_rows(model, tasks, augmentations, dataset)
@@ -232,7 +236,6 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
                                                                  max_drop, guard_minutes))
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
-    claim(out_dir, "bundle")  # before minutes of work, not after
     loaded = api.open_model(model, api.Opening(task, seq_len, depth, ids))  # only the kept rows read
     if rows and loaded.codec.name != "arc":
         raise TRMEdgeError(f"--tasks: {model} is a {loaded.codec.name} model; ARC models have tasks")
