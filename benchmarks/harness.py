@@ -199,7 +199,10 @@ def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: Me
         net = raw if how.idle_w is None else (e1 - e0 - how.idle_w * (t1 - t0)) / len(pairs)
     summary["steps_histogram"] = {str(k): v for k, v in summary["steps_histogram"].items()}
     return dict(summary, latency_ms=percentiles(per_solve), latency_per_step_ms=percentiles(per_step),
-                throughput_per_s=len(pairs) / sum(busy), energy_j_per_solve=net, energy_j_per_solve_raw=raw,
+                throughput_per_s=len(pairs) / sum(busy),
+                # the model's FLOPs a step (TRMConfig.flops_per_step) times the steps every view ran, per busy second
+                gflop_per_s=solver.config.flops_per_step() * float(np.sum(sol.view_steps)) / sum(busy) / 1e9,
+                energy_j_per_solve=net, energy_j_per_solve_raw=raw,
                 seconds=t1 - t0), sol
 
 

@@ -51,13 +51,17 @@ def _text(tokens: np.ndarray) -> str:
     return "".join("." if t == 1 else str(t - 1) for t in tokens)
 
 
+FAKE_FLOPS = 10**6  # a FakeSolver step's FLOPs
+
+
 class FakeSolver:
     """Solves a puzzle unless its token sum is 0 mod 4 (then it fills every blank with 1s); int8 also swaps two
     answer cells when the sum is 1 mod 4. The q_halt logit crosses 0 after 1 + sum % 3 steps."""
 
     def __init__(self, solutions: dict, backend: str, precision: str, graph: str, threads):
         self.solutions, self.backend, self.precision = solutions, backend, precision
-        self.codec, self.config, self.init_ms = SUDOKU, SimpleNamespace(halt_max_steps=4, H_cycles=3, L_cycles=2), 2.5
+        self.codec, self.init_ms = SUDOKU, 2.5
+        self.config = SimpleNamespace(halt_max_steps=4, H_cycles=3, L_cycles=2, flops_per_step=lambda: FAKE_FLOPS)
         self.threads = threads
 
     def answer(self, row: np.ndarray) -> np.ndarray:
@@ -127,6 +131,8 @@ def test_rule_breaking_answer_is_not_a_solve(bench_setup):
     broken[[i, j]] = broken[[j, i]]  # rows still hold 1..9, the columns no longer do
 
     class Fixed:
+        config = SimpleNamespace(flops_per_step=lambda: FAKE_FLOPS)
+
         def solve(self, x, policy):
             return halting_loop(lambda k: (k + 1, np.stack([sol, broken]), np.zeros(2, np.float32), np.ones(2, bool)),
                                 0, policy)
@@ -294,6 +300,8 @@ def test_bench_end_to_end(bench_setup, tmp_path):
         assert r["agreement_with_fp32"] == pytest.approx(1 - bad_int8.mean() if r["precision"] == "int8" else 1)
         assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
         assert r["throughput_per_s"] > 0 and r["init_ms"] == 2.5 and r["bundle_mb"] == pytest.approx(0.25, 0.01)
+        # FLOPs a puzzle-step, so puzzles/s x steps a puzzle x that
+        assert r["gflop_per_s"] == pytest.approx(r["throughput_per_s"] * r["mean_view_steps"] * FAKE_FLOPS / 1e9)
         assert r["energy_estimated"] and r["energy_source"].startswith("estimate") and r["threads"] == 2
         assert r["energy_j_per_solve"] == r["energy_j_per_solve_raw"] >= 0 and r["idle_power_w"] is None
     assert report["data"] == {"source": str(s.data), "n": 12, "labelled": 6}
@@ -317,7 +325,7 @@ def test_depth_is_a_bench_axis(bench_setup, tmp_path):
     def factory(path, **kw):
         solver = s.factory(s.bundle, **kw)
         if Path(path) == shallow:
-            solver.config = SimpleNamespace(halt_max_steps=4, H_cycles=1, L_cycles=1)
+            solver.config = SimpleNamespace(halt_max_steps=4, H_cycles=1, L_cycles=1, flops_per_step=lambda: FAKE_FLOPS)
         return solver
 
     report = harness.run_bench([str(s.bundle), str(shallow)], harness.BenchOptions(
