@@ -138,7 +138,9 @@ def test_solve_finds_the_task_and_votes(arc_bundle, tmp_path, capsys):
         return api.Solution(np.stack(out), np.ones(n, np.int64), np.zeros(n, np.float32))
 
     loaded.solve = oracle
-    res = api.solve_arc_tasks(loaded, [str(by_name)])
+    heard = []
+    res = api.solve_arc_tasks(loaded, [str(by_name)], batch_size=2, progress=lambda *a: heard.append(a))
+    assert heard == [("t1: 3 solves (test inputs x variants)", k, 3) for k in (2, 3)]
     pair = res["tasks"][0]["pairs"][0]
     assert res["tasks"][0]["task"] == "t1" and pair["votes"] == [2, 1] and pair["correct"]
     assert pair["attempts"] == [y.tolist(), wrong.tolist()]

@@ -371,10 +371,12 @@ def arc_export_rows(source: str | None, tasks: str, per_task: int, dataset: str 
 
 
 def solve_arc_tasks(loaded: Loaded, sources: list[str], task_name: str | None = None, halt: str | None = None,
-                    batch_size: int = 64, per_task: int | None = None) -> dict:
+                    batch_size: int = 64, per_task: int | None = None,
+                    progress: Callable[[str, int, int], None] = lambda what, done, total: None) -> dict:
     """ARC the official way on a bundle of named rows: each task's test inputs under every variant the bundle carries
     for it (or its first `per_task`), recoloured and turned as its puzzles were; the answers mapped back and voted on
-    (evaluate.arc_vote); the two most voted are its attempts, as ARC Prize's submission.json holds them."""
+    (evaluate.arc_vote); the two most voted are its attempts, as ARC Prize's submission.json holds them. `progress`
+    hears each task's solves as they finish (minutes a task at ARC Prize's size)."""
     from trm_edge.evaluate import arc_vote, grid_key
     from trm_edge.tasks.arc import task_grids
     from trm_edge.tasks.arc_rows import variant_rows
@@ -395,7 +397,14 @@ def solve_arc_tasks(loaded: Loaded, sources: list[str], task_name: str | None = 
         stem = Path(origin).stem if origin not in (None, "<stdin>") else None
         task = loaded.rows.find(demos, task_name, stem)
         tokens, ids, names = variant_rows(loaded.rows, task, [x for x, _ in tests], per_task)
-        sol = in_batches(lambda r, t=tokens, i=ids: loaded.solve(t[r], policy, i[r]), len(tokens), batch_size)
+        what, done = f"{task}: {len(tokens)} solves (test inputs x variants)", [0]
+
+        def advance(n: int, what=what, done=done, total=len(tokens)) -> None:
+            done[0] += n
+            progress(what, done[0], total)
+
+        sol = in_batches(lambda r, t=tokens, i=ids: loaded.solve(t[r], policy, i[r]), len(tokens), batch_size,
+                         advance)
         ok = sol.fault == 0
         votes = arc_vote([n for n, good in zip(names, ok) if good], tokens[ok], sol.tokens[ok], sol.q_halt[ok])
         pairs = []

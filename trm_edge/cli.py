@@ -93,7 +93,9 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
     model, puzzles = api.split_model_and_puzzles(args)
     loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads))
     if loaded.rows is not None or task_name or augmentations:
-        return print_arc_tasks(api.solve_arc_tasks(loaded, puzzles, task_name, halt, batch, augmentations), as_json)
+        with Reporter("solve", err, stage="solving") as rep:
+            res = api.solve_arc_tasks(loaded, puzzles, task_name, halt, batch, augmentations, rep.progress)
+        return print_arc_tasks(res, as_json)
     if loaded.codec.name == "arc" and loaded.config.num_puzzle_identifiers > 1:
         err.print("[yellow]note:[/] this ARC model solves under puzzle row 0 (the blank identifier), where a TRM "
                   "scores ~0%; export it with --tasks to solve each task under its own rows")
