@@ -216,7 +216,7 @@ def bundle_summary(path: str | os.PathLike) -> dict:
             "quantization": {f"{fmt} {mode}": q for fmt, sec in sections.items()
                              for mode, q in sec.get("quantization", {}).items()},
             "notes": m.get("notes", []), **({"trained_dtype": m["trained_dtype"]} if "trained_dtype" in m else {}),
-            **({"arc_tasks": {t: len(b.arc_rows.rows_of(t)) for t in b.arc_rows.tasks}} if b.arc_rows else {})}
+            **({"arc_tasks": {t: len(named.rows_of(t)) for t in named.tasks}} if (named := b.arc_rows) else {})}
 
 
 # -- solve -------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,20 @@ class TaskRows:
     names: tuple[str, ...]
     pairs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
+    @cached_property
+    def _by_task(self) -> dict[str, list[int]]:
+        """Each task's rows, in row order: the names parsed once."""
+        by_task: dict[str, list[int]] = {}
+        for i, n in enumerate(self.names):
+            by_task.setdefault(parse_variant(n)[0], []).append(i)
+        return by_task
+
     @property
     def tasks(self) -> list[str]:
-        return list(dict.fromkeys(parse_variant(n)[0] for n in self.names))
+        return list(self._by_task)
 
     def rows_of(self, task: str) -> list[int]:
-        return [i for i, n in enumerate(self.names) if parse_variant(n)[0] == task]
+        return self._by_task.get(task, [])
 
     def to_manifest(self) -> dict:
         return {"names": list(self.names), "pairs": {t: list(p) for t, p in self.pairs.items()}}
