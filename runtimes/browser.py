@@ -26,6 +26,7 @@ from pathlib import Path
 
 from trm_edge.atomic import atomic_dir, claim
 from trm_edge.bundle import Bundle
+from trm_edge.cache import cache_dir
 from trm_edge.errors import TRMEdgeError
 from trm_edge.runtimes.device import CONTRACT, check_task, device_contract
 
@@ -44,8 +45,7 @@ _TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "applica
 
 
 def _cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "trm-edge" / ORT_WEB.replace("@", "-")
+    return cache_dir() / ORT_WEB.replace("@", "-")
 
 
 def _npm_pack(dest: Path) -> Path:
