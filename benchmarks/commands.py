@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from trm_edge.api import parse_int_list, split_list
 from trm_edge.console import JsonOpt, QuietOpt, ThreadsOpt, err, out, word_table
+from trm_edge.errors import TRMEdgeError
 from trm_edge.progress import Reporter
 
 
@@ -32,7 +33,9 @@ def register(app: typer.Typer) -> None:
     def bench(
         bundles: Annotated[list[str], typer.Argument(help="Bundle directories (hold manifest.json); several, e.g. "
                                                      "one model exported at several --depth, are one more axis.")],
-        backend: Annotated[str, typer.Option(help="Comma-separated: ort, openvino, litert, torch.")] = "ort",
+        backend: Annotated[str, typer.Option(help="Comma-separated: ort, openvino, litert, torch; auto: the route "
+                                             "`tune` chose here (with fp32, step and no --threads), else ort.")
+                           ] = "auto",
         precision: Annotated[str, typer.Option(help="Comma-separated: fp32 and the bundle's int8 modes.")] = "fp32",
         graph: Annotated[str, typer.Option(help="Comma-separated: step (host loop), loop, unrolled (in-graph).")
                          ] = "step",
@@ -63,7 +66,6 @@ def register(app: typer.Typer) -> None:
         plots = _announce_plots()
         if remote:
             from trm_edge.benchmarks.remote import RemoteTarget, run_remote
-            from trm_edge.errors import TRMEdgeError
 
             if len(bundles) > 1:
                 raise TRMEdgeError(f"--remote runs one bundle at a time; got {len(bundles)} (bench each, then "
@@ -117,12 +119,54 @@ def register(app: typer.Typer) -> None:
         out.print(f"written to {out_dir}/compare.json, compare.md{plots}")
 
     @app.command()
-    def doctor(as_json: JsonOpt = False) -> None:
-        """Installed runtimes, the CPU features int8/bf16 speed depends on, and the energy meters present; exits 1
-        when no engine can run here (none installed, or a 32-bit ARM system)."""
+    def tune(
+        bundle: Annotated[str, typer.Argument(help="Bundle directory (holds manifest.json).")],
+        data: Annotated[str, typer.Option(help="Puzzle file (one a line) or 'builtin'.")] = "builtin",
+        n: Annotated[int, typer.Option("-n", "--puzzles", min=1, help="Puzzles each route solves a round.")] = 32,
+        batch: Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per solve call (1: one at a time, as an "
+                                           "app solves).")] = 1,
+        threads: Annotated[str | None, typer.Option(help="Comma-separated thread counts to try (default: 1 and "
+                                                    "all cores).")] = None,
+        graph: Annotated[str, typer.Option(help="Comma-separated graph forms to try. Only the step graph runs "
+                                           "checked answers and views.")] = "step",
+        as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Time every route of the bundle this machine can run (engine x precision whose accuracy guard passed x
+        graph x threads) on the same puzzles, and remember the fastest for this bundle on this machine: solve, eval
+        and bench take it when no --backend, --precision, --graph or --threads is given."""
+        from trm_edge.benchmarks.tune import tune as run_tune
+
+        counts = tuple(parse_int_list(threads, "--threads")) if threads else None
+        if counts and min(counts) < 1:
+            raise TRMEdgeError(f"--threads {threads!r}: thread counts are 1 or more")
+        with Reporter("tune", err, quiet) as rep:
+            doc = run_tune(bundle, data, n, batch, counts, tuple(split_list(graph)), progress=rep.progress)
+        if as_json:
+            print(json.dumps(doc, indent=2))
+            return
+        rows = [[("* " if i == 0 else "") + r["route"], f"{r['ms_per_solve']:.2f}", f"{r['vs_fastest']:.2f}x",
+                 f"{r['mean_steps']:.2f}", f"{r['agreement_with_fp32']:.1%}"] for i, r in enumerate(doc["routes"])]
+        out.print(word_table(["route", "ms/solve", "vs best", "steps", "= fp32"], rows,
+                             title=f"{doc['machine_label']}: {doc['puzzles']} puzzles, {doc['policy']}, batch "
+                                   f"{doc['batch']}, median of 3 rounds"))
+        for s in doc["skipped"]:
+            err.print(f"skipped {s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}", markup=False,
+                      highlight=False)
+        where = f"remembered in {doc['saved']}" if doc["saved"] else "NOT remembered (the cache cannot be written)"
+        out.print(f"chosen: {doc['routes'][0]['route']}, {where}; solve, eval and bench take it when no route is "
+                  "named (--backend ort runs ONNX Runtime fp32 again)", highlight=False)
+
+    @app.command()
+    def doctor(refresh: Annotated[bool, typer.Option("--refresh", help="Measure the matrix-multiply peak again "
+                                                     "(it is cached per machine and engine versions).")] = False,
+               as_json: JsonOpt = False) -> None:
+        """Installed runtimes, the CPU features int8/bf16 speed depends on, the energy meters present, this machine's
+        matrix-multiply peak through each engine (a few seconds once, then cached) and the routes `tune` chose here;
+        exits 1 when no engine can run here (none installed, or a 32-bit ARM system)."""
         from trm_edge.benchmarks.machine import doctor as run_doctor
 
-        res = run_doctor()
+        res = run_doctor(refresh)
         if as_json:
             print(json.dumps(res, indent=2))
         else:
@@ -156,6 +200,13 @@ def register(app: typer.Typer) -> None:
         for m in res["energy_meters"]:
             t.add_row(f"energy {m['meter']}", ("[green]present[/]" if m["present"] else "absent")
                       + (f": {m['reason']}" if m["reason"] else ""))
+        for probe in (res["peak"] or {}).get("probes", []):
+            unit = "GFLOP/s" if probe["kind"] == "fp32" else "GOP/s"
+            t.add_row(f"peak {probe['kind']} {probe['engine']}",
+                      f"{probe['gflop_per_s']:.0f} {unit} ({probe['size']}² matrices)" if probe["gflop_per_s"]
+                      else f"not measured: {escape(probe['reason'] or '?')}")
+        for choice in res["tuned"]:
+            t.add_row(f"tuned {escape(choice['path'])}", f"{choice['route']}, {choice['ms_per_solve']:.1f} ms a solve")
         out.print(t)
 
 

@@ -25,6 +25,7 @@ from trm_edge.api import builtin_data
 from trm_edge.atomic import claim
 from trm_edge.benchmarks.energy import Meter, idle_power_w, open_meter
 from trm_edge.benchmarks.machine import machine_facts
+from trm_edge.benchmarks.peak import peak, share
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import evaluate
 from trm_edge.extras import installed
@@ -33,7 +34,7 @@ from trm_edge.tasks import Codec, Pair, read_puzzles
 from trm_edge.views import solve_views
 
 SCHEMA_VERSION = 1
-Progress = Callable[[str, int, int], None]  # (what runs now, puzzles done, puzzles in all)
+Progress = Callable[[str, int, int | None], None]  # (what runs now, puzzles done, puzzles in all or None)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,26 @@ def _close(solver) -> None:
         close()
 
 
+def _routes(bundle: str, combos: list[tuple[str, str, str]], threads: int | None) -> list[tuple]:
+    """(backend, precision, graph, threads, tuned) of each run: a combination with backend `auto` takes the route
+    `trm-edge tune` chose for this bundle on this machine (where the precision and graph are fp32 and step, and no
+    --threads is given: else, or with no choice made, ONNX Runtime's)."""
+    from trm_edge.benchmarks.tune import pick
+    from trm_edge.bundle import Bundle
+
+    if not any(c[0] == "auto" for c in combos):
+        return [(*c, threads, False) for c in combos]
+    try:
+        b = Bundle(bundle)
+    except TRMEdgeError:
+        return [("ort" if c[0] == "auto" else c[0], *c[1:], threads, False) for c in combos]
+    runs = []
+    for backend, precision, graph in combos:
+        route, was_tuned = pick(b, backend, graph, precision, threads)
+        runs.append((route.backend, route.precision, route.graph, route.threads, was_tuned))
+    return list(dict.fromkeys(runs))
+
+
 def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: MeasureOptions,
             advance: Callable[[int], None] | None = None):
     """One run: warm up, then solve (each puzzle in up to `how.views` views) and score every puzzle; returns the
@@ -233,6 +254,7 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
                 progress(label, done, total)
         return step
 
+    peaks = peak(announce=(lambda what: progress(what, 0, None)) if progress else None)  # each run's share of it
     with meter or contextlib.nullcontext():
         idle_w = idle_power_w(meter, o.idle_seconds) if meter else None
         for b in bundles:
@@ -258,10 +280,10 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
             _close(ref)
             ref = None  # free the reference session before measuring
             bundle_mb, graph_mb = size_mb(b), _graph_sizes(b)
-            for backend, precision, graph in combos:
+            for backend, precision, graph, threads, was_tuned in _routes(b, combos, o.threads):
                 reset_peak_rss()
                 try:
-                    solver = factory(b, backend=backend, graph=graph, precision=precision, threads=o.threads)
+                    solver = factory(b, backend=backend, graph=graph, precision=precision, threads=threads)
                 except (TRMEdgeError, ImportError) as e:
                     skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e),
                                     "bundle": b})
@@ -275,8 +297,10 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
                     runs.append({
                         "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
                         "bundle": b, "depth": depth,
-                        "batch": o.batch, "threads": o.threads if o.threads is not None else info.get("threads"),
+                        "tuned": was_tuned,
+                        "batch": o.batch, "threads": threads if threads is not None else info.get("threads"),
                         "warmup": o.warmup, **metrics,
+                        "peak_share": share(metrics["gflop_per_s"], precision, peaks),
                         "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
                         "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
                         "graph_mb": graph_mb(backend, graph, precision),
@@ -294,6 +318,7 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
         "bundle": bundles[0], "bundle_mb": size_mb(bundles[0]), "bundles": bundles,
         "data": {"source": os.fspath(o.data), "n": len(pairs), "labelled": sum(lab is not None for _, lab in pairs)},
         "machine": machine_facts(), "reference": references[0], "references": references,
+        "peak": {k: peaks[k] for k in ("fp32", "int8", "measured", "cached")},
         "energy": {"source": meter.source if meter else "none", "estimate": bool(meter and meter.estimate),
                    "idle_power_w": idle_w, "idle_seconds": float(o.idle_seconds) if meter else 0.0},
         "runs": runs, "skipped": skipped,

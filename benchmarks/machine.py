@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import re
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -88,9 +91,22 @@ def machine_facts() -> dict:
     }
 
 
-def doctor() -> dict:
-    """Runtimes, CPU features and energy meters this machine offers trm-edge."""
+def machine_key(engines: Sequence[str] = RUNTIMES) -> str:
+    """What a measurement of this machine's speed depends on: its CPU (model, ISA features, cores) and the versions
+    of the engines that ran it. A cached figure under another key is stale (a new engine, a moved disk image)."""
+    cpu = cpu_info()
+    versions = runtime_versions()
+    facts = [platform.machine(), cpu["model"], sorted(f for f, on in cpu["features"].items() if on), os.cpu_count(),
+             {e: versions.get(e) for e in engines}]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+def doctor(refresh: bool = False) -> dict:
+    """Runtimes, CPU features and energy meters this machine offers trm-edge, its measured matrix-multiply peak
+    (cached; `refresh` measures again) and the routes `trm-edge tune` chose here."""
     from trm_edge.benchmarks.energy import emulation_reason, meters_status
+    from trm_edge.benchmarks.peak import peak
+    from trm_edge.benchmarks.tune import remembered
     from trm_edge.runtimes import platform_problem
 
     cpu, versions = cpu_info(), runtime_versions()
@@ -100,4 +116,4 @@ def doctor() -> dict:
                                      "[litert])")
     return {"runtimes": versions, "arch": platform.machine(), "device": _device_model(), "cpu_model": cpu["model"],
             "cpu_features": cpu["features"], "emulation": emulation_reason(), "energy_meters": meters_status(),
-            "problems": [problem] if problem else []}
+            "peak": None if problem else peak(refresh), "tuned": remembered(), "problems": [problem] if problem else []}

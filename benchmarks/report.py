@@ -134,6 +134,12 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.0f}" if 10 ** digits <= abs(x) < 1e6 else f"{x:.{digits}g}"
 
 
+def _share(run: dict) -> str:
+    """The share of this machine's measured matrix-multiply peak the run reached (runs before peaks: -)."""
+    share = run.get("peak_share")
+    return "-" if share is None else f"{100 * share:.0f}%" if share >= 0.1 else f"{100 * share:.1f}%"
+
+
 def _energy(run: dict) -> str:
     if run["energy_j_per_solve"] is None:
         return "-"
@@ -149,18 +155,18 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
         # 80 columns: names wrap between words, numbers are single words (2 significant digits) that never wrap;
         # the machine goes into the run's cell (a column more would not fit) and puzzles/s is left to report.md
         # (a solve's latency is already its batch's time over its size)
-        return ["run", "halt", "exact", "= ref", "steps", "ms p50/p90", "J/solve"], [[
+        return ["run", "halt", "exact", "= ref", "steps", "ms p50/p90", "peak", "J/solve"], [[
             f"{r['backend']} {r['precision']} {r['graph']}" + (f" @ {r['machine']}" if machine else ""),
             _halt(r, depth).replace(",", " "),
             _pct(r["exact_accuracy"]), _pct(r["agreement_with_fp32"]),
             f"{r.get('mean_view_steps', r['mean_steps']):.2f}",
-            f"{_num(r['latency_ms']['p50'], 2)}/{_num(r['latency_ms']['p90'], 2)}",
+            f"{_num(r['latency_ms']['p50'], 2)}/{_num(r['latency_ms']['p90'], 2)}", _share(r),
             "-" if r["energy_j_per_solve"] is None else f"{'~' if r['energy_estimated'] else ''}"
                                                          f"{_num(r['energy_j_per_solve'], 2)}"] for r in runs]
     headers = (["machine"] if machine else []) + [
         "backend", "precision", "graph", "halt", "threads", "batch", "n", "exact", "token acc", "= ref",
-        "mean steps", "ms/solve p50/p90/p99", "ms/step p50", "puzzles/s", "init ms", "graph MB", "peak RSS MB",
-        "J/solve (source)"]
+        "mean steps", "ms/solve p50/p90/p99", "ms/step p50", "puzzles/s", "GFLOP/s (of peak)", "init ms", "graph MB",
+        "peak RSS MB", "J/solve (source)"]
     rows = []
     for r in runs:
         lat = r["latency_ms"]
@@ -168,7 +174,8 @@ def table(runs: Sequence[dict], compact: bool = False) -> tuple[list[str], list[
             r["backend"], r["precision"], r["graph"], _halt(r, depth), str(r["threads"] or "default"), str(r["batch"]),
             str(r["n"]), _pct(r["exact_accuracy"]), _pct(r["token_accuracy"]), _pct(r["agreement_with_fp32"]),
             f"{r['mean_steps']:.2f}", f"{_num(lat['p50'])}/{_num(lat['p90'])}/{_num(lat['p99'])}",
-            _num(r["latency_per_step_ms"]["p50"]), _num(r["throughput_per_s"]), _num(r["init_ms"]),
+            _num(r["latency_per_step_ms"]["p50"]), _num(r["throughput_per_s"]),
+            f"{_num(r.get('gflop_per_s'))} ({_share(r)})", _num(r["init_ms"]),
             _num(r.get("graph_mb")), _num(r["peak_rss_mb"]), _energy(r)])
     return headers, rows
 
@@ -315,7 +322,8 @@ def plot_pareto(runs: Sequence[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=7)
     place_labels(ax, pts, [str(k) for k in range(1, len(runs) + 1)])
-    key = [f"{k:>2}  {run_label(r, depth)}" for k, r in enumerate(runs, 1)]
+    key = [f"{k:>2}  {run_label(r, depth)}" + (f", {_share(r)} of peak" if r.get("peak_share") is not None else "")
+           for k, r in enumerate(runs, 1)]
     fig.text(0.65, 0.92, "\n".join(key), va="top", ha="left", fontsize=max(5.0, min(8.0, 300 / max(len(key), 1))),
              family="monospace")
     fig.savefig(path)

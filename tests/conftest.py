@@ -20,6 +20,27 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: each file keeps its own order
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch) -> Path:
+    """The tests' own user cache, shared by this run's workers: a test never writes into the user's (a peak or a
+    tune choice measured under the suite's load would mislead their next bench). The web engine npm fetched once is
+    shared with it, read-only in effect: a run that lacks it fetches its own."""
+    from trm_edge.cache import cache_dir
+    from trm_edge.runtimes.browser import ORT_WEB
+
+    real = cache_dir()
+    root = tmp_path_factory.getbasetemp().parent / "cache"  # the workers' basetemps are siblings
+    web = ORT_WEB.replace("@", "-")
+    (root / "trm-edge").mkdir(parents=True, exist_ok=True)
+    if (real / web).is_dir() and not (root / "trm-edge" / web).exists():
+        try:
+            (root / "trm-edge" / web).symlink_to(real / web)
+        except FileExistsError:  # the other worker linked it first
+            pass
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root))
+    return root / "trm-edge"
+
+
 @pytest.fixture(params=OFFICIAL)
 def official_dir(request) -> Path:
     d = FIXTURES / request.param

@@ -108,7 +108,8 @@ def test_a_tracker_counts_the_items_it_passes_on():
 # -- the commands, their stderr a pipe ---------------------------------------------------------------------------
 
 def trm(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True, cwd=cwd, env=ENV,
+    env = dict(ENV, XDG_CACHE_HOME=os.environ["XDG_CACHE_HOME"])  # the test's own cache (conftest.own_cache)
+    res = subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True, cwd=cwd, env=env,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     return res
@@ -118,17 +119,21 @@ def progress_lines(stderr: str, command: str) -> list[str]:
     return re.findall(f"^{STAMP} {command}: .*$", stderr, re.M)
 
 
-def test_eval_and_bench_print_progress_lines_and_none_when_quiet(tiny_bundle, tmp_path):
+def test_eval_and_bench_print_progress_lines_and_none_when_quiet(tiny_bundle, tmp_path, monkeypatch):
     b = str(tiny_bundle)
     res = trm(tmp_path, "eval", b, "--data", "builtin", "--limit", "64")
     assert re.search(f"^{STAMP} eval: solving: 64 done$", res.stderr, re.M), res.stderr
     res = trm(tmp_path, "eval", b, "--data", "builtin", "--limit", "64", "--quiet")
     assert not re.search(f"^{STAMP} ", res.stderr, re.M), res.stderr
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no peak measured yet
     res = trm(tmp_path, "bench", b, "-n", "4", "--halt", "fixed:2", "--out", "r1")
     shown = progress_lines(res.stderr, "bench")
-    assert shown and re.fullmatch(rf"{STAMP} bench: fp32 reference: \d+/8", shown[0]), res.stderr
+    assert re.fullmatch(rf"{STAMP} bench: measuring this machine's matrix-multiply peak .*", shown[0]), res.stderr
+    assert re.fullmatch(rf"{STAMP} bench: fp32 reference: \d+/8", shown[1]), res.stderr
     assert any(re.fullmatch(rf"{STAMP} bench: ort/fp32/step fixed:2 x1: \d+/8.*", s) for s in shown), res.stderr
-    res = trm(tmp_path, "bench", b, "-n", "4", "--halt", "fixed:2", "--out", "r2", "-q")
+    res = trm(tmp_path, "bench", b, "-n", "4", "--halt", "fixed:2", "--out", "r2")
+    assert "peak" not in res.stderr and progress_lines(res.stderr, "bench")  # measured once: cached
+    res = trm(tmp_path, "bench", b, "-n", "4", "--halt", "fixed:2", "--out", "r3", "-q")
     assert not re.search(f"^{STAMP} ", res.stderr, re.M), res.stderr
 
 

@@ -55,6 +55,7 @@ def device_env(tmp_path_factory) -> dict[str, str]:
 
 
 def trm(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(env, XDG_CACHE_HOME=os.environ["XDG_CACHE_HOME"])  # the test's own cache (conftest.own_cache)
     return subprocess.run([sys.executable, "-m", "trm_edge", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=300)
 
@@ -89,6 +90,17 @@ def test_doctor(device_env, tmp_path):
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["runtimes"]["onnxruntime"] and not doc["runtimes"]["torch"] and not doc["problems"]
+    assert doc["peak"]["fp32"]["engine"] == "ort" and doc["peak"]["fp32"]["gflop_per_s"] > 0
+
+
+def test_tune_then_solve_takes_the_choice(device_env, tmp_path, tiny_bundle, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    res = trm(device_env, tmp_path, "tune", str(tiny_bundle), "-n", "2", "--threads", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    choice = json.loads(res.stdout)["choice"]
+    assert choice == {"backend": "ort", "precision": "fp32", "graph": "step", "threads": 1}
+    res = trm(device_env, tmp_path, "solve", str(tiny_bundle), TINY_PUZZLE, "--json")
+    assert res.returncode == 0 and "step fp32 (tuned)" in json.loads(res.stdout)["model"], res.stderr
 
 
 def test_doctor_without_an_engine_names_the_extra(device_env, tmp_path):

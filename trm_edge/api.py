@@ -91,16 +91,19 @@ def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
                                 {"--graph": graph != "step" and graph, "--precision": precision != "fp32" and precision,
                                  "--threads": threads})
     if is_bundle(source):
+        from trm_edge.benchmarks.tune import pick
         from trm_edge.bundle import Bundle
         from trm_edge.runtimes import open_solver
 
         b = Bundle(source)
-        solver = open_solver(b, backend or "ort", graph, precision, threads)
-        d = solver.describe()
+        route, was_tuned = pick(b, backend, graph, precision, threads)
+        solver = open_solver(b, route.backend, route.graph, route.precision, route.threads)
+        d, graph = solver.describe(), route.graph
+        what = f"{d['backend']} {d.get('version', '')} {graph} {route.precision}" + (" (tuned)" if was_tuned else "")
         return Loaded(solver.config, {"task": solver.codec.name, "source": source}, solver.codec, solver.solve,
-                      f"{d['backend']} {d.get('version', '')} {graph} {precision} ({source})", solver.halt, graph,
+                      f"{what} ({source})", solver.halt, graph,
                       stream=solver.solve_stream if graph == "step" else None, rows=b.arc_rows)
-    if backend not in (None, "torch"):
+    if backend not in (None, "torch", "auto"):
         raise TRMEdgeError(f"--backend {backend} runs exported bundles; export this model first (trm-edge export)")
     needs_torch(source)
     import torch

@@ -18,7 +18,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import MAX_STEPS
 from trm_edge.onnxscan import Malformed, external_locations, unexported
 from trm_edge.tasks.arc_rows import TaskRows
-from trm_edge.untrusted import check_regular, load_json
+from trm_edge.untrusted import check_regular, parse_json, read_limited
 
 MANIFEST = "manifest.json"
 FORMAT, FORMAT_VERSION = "trm-edge-bundle", 1
@@ -61,7 +61,9 @@ class Bundle:
         if not mf.exists():
             raise TRMEdgeError(f"{self.path}: not a trm-edge bundle (no {MANIFEST}); create one with trm-edge export")
         self._inside(MANIFEST)
-        self.manifest = load_json(mf, "trm-edge bundle manifest", _MAX_MANIFEST)
+        raw = read_limited(mf, _MAX_MANIFEST, "trm-edge bundle manifest")
+        self.digest = hashlib.sha256(raw).hexdigest()  # names this export: the manifest holds every file's sha256
+        self.manifest = parse_json(raw, mf, "trm-edge bundle manifest")
         try:
             self.config, self.task = self._check_manifest()
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -25,8 +25,9 @@ HaltOpt = Annotated[str | None, typer.Option("--halt", help="fixed[:N] (official
                                              "model's recommended policy.")]
 ViewsOpt = Annotated[int | None, typer.Option("--views", min=1, max=256, help="Symmetric views of each puzzle; the "
                                               "first answer the rules accept wins (sudoku, maze).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort (default), openvino, litert "
-                                                "or torch.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="For bundles: ort, openvino, litert or torch; "
+                                                "default (auto): the route `trm-edge tune` chose on this machine when "
+                                                "no other route option is given, else ort.")]
 GraphOpt = Annotated[str, typer.Option("--graph", help="For bundles: step, loop or unrolled.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="For bundles: fp32 or an int8 mode the bundle has "
                                            "for that backend (int8, int8-static, int8-dynamic, int8-rows, "
