@@ -67,9 +67,6 @@ python -m benchmarks.studies.int8_defaults "$OUT/sudoku-bundle" --per-module > "
 trm-edge bench "$OUT/sudoku-bundle" --backend ort --precision fp32 --graph loop \
   --halt fixed:16,learned:0,learned:1,learned:2,learned:3,learned:4 --data builtin -n 400 --batch 1 --threads 2 \
   --out "$OUT/bench-threshold" --json > /dev/null
-# the headline: the best configuration vs the official way (PyTorch eager fp32, fixed 16 steps), side by side
-trm-edge bench "$OUT/sudoku-bundle" --backend torch,ort --precision fp32 --graph step,loop --halt fixed:16,learned:3 \
-  --data builtin -n 400 --batch 1 --threads 2 --out "$OUT/bench-headline" --json > /dev/null
 
 # reliability: 5,000 solves with one loaded solver (resident memory, answers stable)
 python -m benchmarks.studies.soak "$OUT/sudoku-bundle" --solves 5000 > "$OUT/soak.json"
@@ -167,6 +164,26 @@ trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision
 trm-edge bench "$OUT/engines-official" --backend ort,openvino,litert --precision fp32,int8,int8-dynamic --graph step,loop \
   --halt fixed:16 --data builtin -n 64 --batch 64 --threads 2 --warmup 0 --out "$OUT/bench-engines-official-b64" \
   --json > /dev/null
+
+# speed against the machine (issue 39): one export with the default int8 on every engine (each guarded), this
+# machine's matrix-multiply peak, each engine's share of it at batch 1 and 64, tune's choice beside bench's own timing
+# of the same routes, where ORT's step goes (its profiler), and the headline: the best verified configuration against
+# the official way (PyTorch eager fp32, fixed 16 steps, one view), side by side on 400 held-out puzzles
+trm-edge export -o "$OUT/engines-int8" --format onnx,openvino,litert --graph step --quantize int8 \
+  --json > "$OUT/export-engines-int8.json"
+trm-edge doctor --refresh --json > "$OUT/doctor.json"
+trm-edge bench "$OUT/engines-int8" --backend ort,openvino,litert --precision fp32,int8 --halt fixed:16 --data builtin \
+  -n 64 --batch 1 --threads 2 --out "$OUT/bench-peak-b1" --json > /dev/null
+trm-edge bench "$OUT/engines-int8" --backend ort,openvino,litert --precision fp32,int8 --halt fixed:16 --data builtin \
+  -n 256 --batch 64 --threads 2 --out "$OUT/bench-peak-b64" --json > /dev/null
+trm-edge tune "$OUT/engines-int8" --json > "$OUT/tune.json"
+for t in 1 2; do
+  trm-edge bench "$OUT/engines-int8" --backend ort,openvino,litert --precision fp32,int8 --threads "$t" --halt learned:3 \
+    --data builtin -n 32 --batch 1 --out "$OUT/bench-tune-t$t" --json > /dev/null
+done
+python -m benchmarks.studies.ort_profile "$OUT/engines-int8" --json > "$OUT/ort-profile.json"
+trm-edge bench "$OUT/engines-int8" --backend torch,litert --precision fp32,int8 --halt fixed:16,learned:3,verify \
+  --data builtin -n 400 --batch 1 --threads 2 --out "$OUT/bench-headline" --json > /dev/null
 
 # devices: the web page in headless Chromium (desktop, WASM) beside native ORT in one run; then the runtime-only
 # install on emulated aarch64 (correctness only: emulated timings are not device timings)

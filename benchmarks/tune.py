@@ -8,7 +8,9 @@ route is named; a choice for another bundle or machine is stale and ignored. An 
 its accuracy guard passed at export (the manifest says so); a route this machine cannot open is skipped, said why.
 
 Rounds visit the routes in a rotating order and each route's figure is its median round, so that a machine's drift
-(another process, a clock change) falls on every route alike.
+(another process, a clock change) falls on every route alike; a pause before each route lets the previous one's idle
+thread pool stop spinning (one engine's spinning threads beside another's slowed it by half: benchmarks/studies/
+step_time.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import HaltPolicy
 
 ROUNDS = 3
+PAUSE_S = 0.5  # seconds between routes: longer than the engines' spin-wait
 
 
 @dataclass(frozen=True)
@@ -106,17 +110,16 @@ def tune(bundle: str | os.PathLike, data: str = "builtin", n: int = 32, batch: i
     b = Bundle(bundle)
     factory = solver_factory or open_solver
     candidates, skipped, solvers = routes(b, threads, graphs), [], {}
+    if not candidates:
+        raise TRMEdgeError(f"{bundle}: no {' or '.join(graphs)} graph to tune (has: {', '.join(b.manifest['graphs'])})")
     for r in candidates:
         try:
             solvers[r] = factory(b, backend=r.backend, graph=r.graph, precision=r.precision, threads=r.threads)
         except (TRMEdgeError, ImportError) as e:
-            skipped.append({**asdict(r), "reason": str(e)})
-    if not candidates:
-        raise TRMEdgeError(f"{bundle}: no {' or '.join(graphs)} graph to tune (has: {', '.join(b.manifest['graphs'])})")
+            skipped.append({**asdict(r), "route": str(r), "reason": str(e)})
     if not solvers:
         raise TRMEdgeError(f"{bundle}: no route of this bundle runs here: " + "; ".join(
-            f"{Route(**{k: s[k] for k in ('backend', 'precision', 'graph', 'threads')})}: {s['reason']}"
-            for s in skipped[:3]))
+            f"{s['route']}: {s['reason']}" for s in skipped[:3]))
     first = next(iter(solvers.values()))
     pairs = load_pairs(first.codec, data, n)
     policy = HaltPolicy.parse(b.halting, b.config.halt_max_steps)
@@ -130,6 +133,7 @@ def tune(bundle: str | os.PathLike, data: str = "builtin", n: int = 32, batch: i
                 done += m
                 if progress:
                     progress(label, done, total)
+            time.sleep(PAUSE_S)
             metrics, sol = measure(solvers[r], first.codec, pairs, policy, MeasureOptions(batch, warmup=1), advance)
             times[r].append(metrics["latency_ms"]["mean"])
             answers[r], steps[r] = sol.tokens, metrics["mean_steps"]

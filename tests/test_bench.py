@@ -692,6 +692,21 @@ def test_step_time_times_each_engine_alone_round_by_round(tmp_path, monkeypatch,
     assert out[specs[1]]["speed_vs_first"] == [round(r / o, 2) for r, o in zip(ref, other)]
 
 
+def test_ort_profile_splits_a_step_into_gemms_and_the_rest(tiny_bundle, capsys, monkeypatch):
+    """benchmarks/studies/ort_profile: ORT's own profiler, read back: the MatMuls are found, the groups and the
+    time outside kernels add up to the step's wall time, and warm-up calls are left out."""
+    from benchmarks.studies import ort_profile
+
+    res = ort_profile.profile(str(tiny_bundle), "fp32", runs=5, threads=1)
+    groups = res["groups_ms"]
+    assert groups["gemm"] > 0 and set(res["ops_ms"]) & ort_profile.GEMM
+    assert sum(groups.values()) == pytest.approx(res["step_ms"], abs=0.01)
+    assert sum(res["ops_ms"].values()) == pytest.approx(res["step_ms"] - groups["outside kernels"], abs=0.05)
+    monkeypatch.setattr("sys.argv", ["ort_profile", str(tiny_bundle), "--precision", "fp32", "--runs", "3"])
+    ort_profile.main()
+    assert "ms a step at batch 1" in capsys.readouterr().out
+
+
 # -- output that means what it says (issue 33) -------------------------------------------------------------------
 
 def test_terminal_table_keeps_numbers_whole_and_names_what_ref_is(bench_setup, tmp_path, monkeypatch):

@@ -322,6 +322,17 @@ def test_arc_names_only_writes_the_official_identifiers_alone(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [MARKER, "identifiers.json"]
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "76 names" in lines[0]
+    # names alone over a built dataset would leave arrays that index other names: refused, nothing changed
+    knobs = ["--knob", f"source={OFFICIAL / 'input' / 'arc-agi'}", "--knob", "num_aug=2"]
+    with pytest.raises(SystemExit) as e:
+        main(["data", "build", "arc", "-o", str(tmp_path / "full"), "--quiet", *knobs])
+    before = (tmp_path / "full" / "identifiers.json").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main(["data", "build", "arc", "-o", str(tmp_path / "full"), "--quiet", *knobs, "--knob", "num_aug=10",
+              "--knob", "names_only=true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "holds a built dataset (test, train)" in err[0], err
+    assert (tmp_path / "full" / "identifiers.json").read_bytes() == before
 
 
 def test_arc_sources_fail_in_one_line(tmp_path):

@@ -267,9 +267,18 @@ def parse_knobs(pairs: list[str]) -> dict[str, Any]:
     return knobs
 
 
+def _names_fit(out: Path) -> None:
+    """Names alone are refused over a dataset's splits, whose puzzle identifiers index the names they were built
+    with."""
+    if splits := sorted(p.parent.name for p in out.glob("*/dataset.json")):
+        raise TRMEdgeError(f"{out}: holds a built dataset ({', '.join(splits)}) whose arrays index its own "
+                           "identifiers.json; build names alone into another directory (-o)")
+
+
 def _write_names(out_dir: str | os.PathLike, names: list[str]) -> Path:
     """identifiers.json alone (a names-only build), swapped in by one rename."""
     out = claim_live(out_dir, "dataset")
+    _names_fit(out)
     tmp = out / f".identifiers.json.{os.getpid()}"
     with os_errors(out):
         tmp.write_text(json.dumps(names))
@@ -295,6 +304,8 @@ def build(task: str, out_dir: str | os.PathLike, seed: int | None = None, tracke
     except TypeError as e:
         raise TRMEdgeError(f"bad knob for {task}: {e}; see trm_edge.training.datasets.build") from None
     claim_live(out_dir, "dataset")
+    if knobs.get("names_only"):
+        _names_fit(Path(out_dir))  # before minutes of work
     splits, vocab_size, names = builder(tracker, _SEEDS.get(task, 0) if seed is None else seed, knob_type(**knobs))
     written = {}
     console = Console()
