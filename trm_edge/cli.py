@@ -292,6 +292,25 @@ def print_bundle(summary: dict) -> None:
 
 
 @app.command()
+def push(bundle: Annotated[str, typer.Argument(help="An exported bundle (every file is verified first).")],
+         target: Annotated[str, typer.Argument(metavar="hf://OWNER/REPO[/FOLDER]",
+                                               help="A model repository on the Hugging Face Hub (created if missing) "
+                                               "and a folder in it; the main branch.")],
+         private: Annotated[bool, typer.Option("--private", help="Create the repository private (one that exists "
+                                               "keeps its visibility).")] = False,
+         message: Annotated[str | None, typer.Option("--message", "-m", help="The commit message.")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Publish a bundle on the Hugging Face Hub in one commit, with a model card (README.md) made from its manifest:
+    task, sizes, engines, verification and int8 guard figures. Log in first: `hf auth login`, or HF_TOKEN."""
+    res = hub.push(bundle, target, private, message)
+    if as_json:
+        print(json.dumps(res, indent=2))
+        return
+    where = "/".join(filter(None, [res["repo"], res["folder"]]))
+    out.print(f"pushed {res['files']} files ({res['bytes'] / 1e6:.2f} MB) to {where}: {res['url']}", highlight=False)
+
+
+@app.command()
 def train(out_dir: Annotated[str, typer.Option("-o", "--out", help="Run directory (resumes if it holds state).")]
           = "trm-run",
           task: Annotated[str, typer.Option(help="Recipe: sudoku (the bundled model's) or sudoku-large (for a "
