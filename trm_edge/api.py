@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge import hub
-from trm_edge.bundle import MANIFEST
+from trm_edge.bundle import MANIFEST, Bundle
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
 from trm_edge.extras import require
@@ -92,7 +92,6 @@ def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
                                  "--threads": threads})
     if is_bundle(source):
         from trm_edge.benchmarks.tune import pick
-        from trm_edge.bundle import Bundle
         from trm_edge.runtimes import open_solver
 
         b = Bundle(source)
@@ -200,12 +199,11 @@ def parse_depth(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def bundle_summary(path: str | os.PathLike) -> dict:
+def bundle_summary(bundle: str | os.PathLike | Bundle) -> dict:
     """The manifest a person reads (export prints it, `info BUNDLE` shows it without torch): task, recommended halting,
-    config, files per format, graph and precision, each format's verification and quantization, the export's notes."""
-    from trm_edge.bundle import Bundle
-
-    b = Bundle(path)
+    config, files per format, graph and precision, each format's verification and quantization, the export's notes.
+    A Bundle already opened is not read again (opening one hashes every file)."""
+    b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
     m = b.manifest
     sections = {"onnx": m, **m.get("formats", {})}
     init_ms = {("onnx", g): info.get("session_init_ms") for g, info in m["graphs"].items()}

@@ -161,7 +161,7 @@ def push(bundle: str | os.PathLike, target: str, private: bool = False, message:
     from trm_edge.bundle import MANIFEST, Bundle
 
     b = Bundle(bundle)  # every file's size and sha256 checked: an edited or corrupt bundle stops here
-    card = model_card(dict(bundle_summary(b.path), source=b.manifest.get("source")), ref.repo, ref.folder)
+    card = model_card(dict(bundle_summary(b), source=b.manifest.get("source")), ref.repo, ref.folder)
     from huggingface_hub import CommitOperationAdd, HfApi
 
     into = ref.folder + "/" if ref.folder else ""
