@@ -49,8 +49,7 @@ def guard_passed(b: Bundle, fmt: str, precision: str) -> bool:
     guard passed."""
     if precision == "fp32":
         return True
-    section = b.manifest if fmt == "onnx" else b.manifest.get("formats", {}).get(fmt, {})
-    record = section.get("quantization", {}).get(precision, {})
+    record = b.sections().get(fmt, {}).get("quantization", {}).get(precision, {})
     return isinstance(record, dict) and isinstance(record.get("guard"), dict) and record["guard"].get("passed") is True
 
 

@@ -459,6 +459,29 @@ def test_cli_bench_compare_doctor(bench_setup, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "energy_meters" in json.loads(res.stdout)
 
 
+def test_cli_says_when_a_run_beats_the_cached_peak_and_doctor_shows_the_peak(bench_setup, tmp_path, monkeypatch):
+    """A run faster than the cached peak means the peak was measured while other work ran: bench says so in one
+    line; doctor's table shows the best peak and how to measure again."""
+    import typer
+    from typer.testing import CliRunner
+
+    low = {"fp32": {"gflop_per_s": 1e-6, "engine": "ort"}, "int8": None, "measured": "now", "cached": True,
+           "measurements": 2, "probes": []}
+    monkeypatch.setattr(harness, "_default_factory", lambda: bench_setup.factory)
+    monkeypatch.setattr(harness, "peak", lambda announce=None: low)
+    monkeypatch.setattr("trm_edge.benchmarks.peak.peak", lambda refresh=False: low)
+    app = typer.Typer()
+    register(app)
+    res = CliRunner().invoke(app, ["bench", str(bench_setup.bundle), "--halt", "fixed:3", "--data",
+                                   str(bench_setup.data), "-n", "2", "--energy", "none", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps at its width
+    assert "of the cached peak: it was measured while other work ran; `trm-edge doctor --refresh`" in said, said
+    res = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "0 GFLOP/s (ort; best of 2 measurement(s)" in said, said
+
+
 # -- remote over a real sshd on loopback ----------------------------------------------------------------------
 
 def test_parse_ssh_url():

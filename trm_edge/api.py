@@ -205,7 +205,7 @@ def bundle_summary(bundle: str | os.PathLike | Bundle) -> dict:
     A Bundle already opened is not read again (opening one hashes every file)."""
     b = bundle if isinstance(bundle, Bundle) else Bundle(bundle)
     m = b.manifest
-    sections = {"onnx": m, **m.get("formats", {})}
+    sections = b.sections()
     init_ms = {("onnx", g): info.get("session_init_ms") for g, info in m["graphs"].items()}
     init_ms.update({(f, g): ms for f, sec in m.get("formats", {}).items()
                     for g, ms in sec.get("session_init_ms", {}).items()})

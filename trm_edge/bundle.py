@@ -166,6 +166,11 @@ class Bundle:
         """The halting policy the bundle recommends (older bundles carry none: the official fixed steps)."""
         return str(self.manifest.get("halting", "fixed"))
 
+    def sections(self) -> dict[str, dict]:
+        """format -> its part of the manifest (graphs, verification, quantization); ONNX's is the manifest's top
+        level."""
+        return {"onnx": self.manifest, **self.manifest.get("formats", {})}
+
     def formats(self) -> dict[str, dict[str, dict[str, str]]]:
         """format -> graph form -> precision -> file; ONNX's files sit in the manifest's top-level `graphs`."""
         return {"onnx": {g: info["files"] for g, info in self.manifest["graphs"].items()},
