@@ -215,6 +215,8 @@ def register(app: typer.Typer) -> None:
                       else f"not measured: {escape(probe['reason'] or '?')}")
         for choice in res["tuned"]:
             t.add_row(f"tuned {escape(choice['path'])}", f"{choice['route']}, {choice['ms_per_solve']:.1f} ms a solve")
+        t.add_row("tasks", ", ".join(name if source == "trm-edge" else f"{name} ({escape(source)})"
+                                     for name, source in res["tasks"].items()))
         out.print(t)
 
 

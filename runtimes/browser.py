@@ -109,7 +109,7 @@ def build_site(bundle: str | os.PathLike, out: str | os.PathLike, precision: str
     """Write the site: the page, the step graph of `precision`, its contract and onnxruntime-web, all or nothing."""
     claim(out, "web-site")  # before fetching anything
     b = Bundle(bundle)
-    check_task(b)
+    check_task(b, "the web page")
     graph = b.graph_file("step", precision)
     if b.graph_bytes("step", precision) != graph.stat().st_size:
         raise TRMEdgeError(f"{graph}: keeps its weights in separate files, which the page does not load; export "

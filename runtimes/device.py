@@ -18,28 +18,27 @@ from trm_edge.spec import io_spec
 
 CONTRACT = "trm-device.json"
 CONTRACT_FORMAT, CONTRACT_VERSION = "trm-edge-device", 1
-TASKS = ("sudoku",)  # what the app's and the page's own code can parse, check and draw
+# What each one's own code can parse, check and draw: the page reads any other task's tokens as they are (generic)
+TASKS = {"the Android app": ("sudoku",), "the web page": ("sudoku", "generic")}
 
 
-def check_task(b: Bundle) -> None:
+def check_task(b: Bundle, where: str) -> None:
     """Refused up front, before any conversion or download."""
-    if b.task not in TASKS:
-        raise TRMEdgeError(f"{b.path}: a {b.task} bundle; the app and the web page solve {', '.join(TASKS)} only")
+    if b.task not in TASKS[where]:
+        raise TRMEdgeError(f"{b.path}: a {b.task} bundle; {where} solves {' and '.join(TASKS[where])} only")
 
 
 def device_contract(b: Bundle, graph: Path, precision: str) -> dict:
     """The contract for `graph` (a file beside the contract, batch 1) made from bundle `b`."""
     from trm_edge.runtimes import initial_state
-    from trm_edge.tasks import codec_for
     from trm_edge.views import PATIENCE
 
-    check_task(b)
     c = b.config
     return {
         "format": CONTRACT_FORMAT, "format_version": CONTRACT_VERSION, "task": b.task,
         "seq_len": c.seq_len, "vocab_size": c.vocab_size, "total_len": c.total_len, "hidden_size": c.hidden_size,
         "halt_max_steps": c.halt_max_steps, "halting": b.halting,
-        "views": {"default": codec_for(b.task, c.seq_len).default_views, "patience": PATIENCE},  # as `solve`'s
+        "views": {"default": b.codec.default_views, "patience": PATIENCE},  # as `solve`'s
         "graph": {"file": graph.name, "precision": precision, "bytes": graph.stat().st_size,
                   "sha256": sha256(graph), **io_spec("step", c, batch=1)},
         # float32 values as JSON numbers: each parses back to the same float32 (Math.fround, toFloat())
@@ -57,7 +56,7 @@ def write_android_assets(bundle: str | os.PathLike, out: str | os.PathLike, prec
     from trm_edge.runtimes.ort import to_ort_format
 
     b = Bundle(bundle)
-    check_task(b)
+    check_task(b, "the Android app")
     onnx_graph = b.graph_file("step", precision)
 
     def write(tmp: Path) -> None:

@@ -61,7 +61,7 @@ def tiny_config(mlp_t: bool = True, **kw):
 
     base = dict(vocab_size=11, seq_len=81, hidden_size=32, num_heads=4, L_layers=2, H_cycles=2, L_cycles=2,
                 halt_max_steps=4, puzzle_emb_ndim=32, pos_encodings="none" if mlp_t else "rope", mlp_t=mlp_t,
-                forward_dtype="float32")
+                forward_dtype="float32", **({"puzzle_emb_len": 0} if kw.get("family") == "hrm" else {}))
     return TRMConfig(**{**base, **kw})
 
 

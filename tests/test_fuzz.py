@@ -18,11 +18,11 @@ from trm_edge import api
 from trm_edge.cli import main
 from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import HaltPolicy, Solution
-from trm_edge.tasks import ARC, SUDOKU, MazeCodec
+from trm_edge.tasks import ARC, SUDOKU, GenericCodec, MazeCodec
 
 FUZZ = settings(max_examples=2000, deadline=2000, suppress_health_check=list(HealthCheck), derandomize=True)
 MAZE = MazeCodec(30)
-CODECS = {"sudoku": SUDOKU, "maze": MAZE, "arc": ARC}
+CODECS = {"sudoku": SUDOKU, "maze": MAZE, "arc": ARC, "generic": GenericCodec(12, 4)}
 
 # near-valid text: the characters each codec cares about, in lines, so the fuzzer gets past the first check
 sudoku_text = st.text(alphabet="0123456789.|-+ \n,#x", max_size=200)
@@ -31,6 +31,10 @@ arc_text = st.recursive(st.integers(-2, 12) | st.text(max_size=3) | st.none(),
                         lambda c: st.lists(c, max_size=6) | st.dictionaries(st.sampled_from(
                             ["train", "test", "input", "output"]), c, max_size=3), max_leaves=60).map(
     lambda v: __import__("json").dumps(v))
+generic_text = st.recursive(st.integers(-2, 14) | st.text(alphabet="0123456789 ,-[]{}", max_size=8) | st.none(),
+                            lambda c: st.lists(c, min_size=3, max_size=5) | st.dictionaries(st.sampled_from(
+                                ["input", "label", "x"]), c, max_size=2), max_leaves=20).map(
+    lambda v: __import__("json").dumps(v)) | st.text(alphabet="0123456789 ,-\n[]", max_size=60)
 # every Unicode category, surrogates and NUL included; long ones are no file name the OS accepts
 anything = st.text(max_size=300) | st.text(min_size=200, max_size=3000)
 
@@ -48,7 +52,8 @@ def understood_or_refused(codec, text: str) -> None:
             codec.as_tokens(label)
 
 
-@pytest.mark.parametrize("name, strategy", [("sudoku", sudoku_text), ("maze", maze_text), ("arc", arc_text)])
+@pytest.mark.parametrize("name, strategy", [("sudoku", sudoku_text), ("maze", maze_text), ("arc", arc_text),
+                                            ("generic", generic_text)])
 def test_codecs_never_crash(name, strategy):
     codec = CODECS[name]
 

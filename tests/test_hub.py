@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import cli, copy_of, official_with_rows
+from conftest import cli, copy_of, official_with_rows, tiny_config
 
 pytest.importorskip("huggingface_hub")
 
@@ -330,6 +330,20 @@ def test_the_card_gives_each_int8_route_s_guard_figures_and_its_command(tiny_bun
     assert f"| exported from | `hf://{REPO}/run@{COMMIT}` |" in card
     assert 'pip install "trm-edge[ort,litert,hub]"' in card
     assert "trm-edge solve DIR/sudoku PUZZLE --backend litert --precision int8-dynamic\n" in card
+
+
+def test_the_card_names_the_family_and_hrms_two_stacks(tiny_bundle):
+    from trm_edge.api import bundle_summary
+    from trm_edge.hub import model_card
+
+    summary = bundle_summary(tiny_bundle)
+    card = model_card(summary)
+    assert "| family | TRM (Tiny Recursive Model) |" in card and "| layers | 2, mixing tokens by an MLP" in card
+    card = model_card(dict(summary, config=tiny_config(family="hrm", H_layers=3).to_dict()))
+    assert card.startswith("---\nlibrary_name: trm-edge\ntags:\n- hrm\n- hierarchical-reasoning-model\n")
+    assert "# A Hierarchical Reasoning Model for sudoku, exported by trm-edge" in card
+    assert "| family | HRM (Hierarchical Reasoning Model) |" in card
+    assert "| layers | 3 H + 2 L, mixing tokens by an MLP across the sequence |" in card
 
 
 def test_an_edited_bundle_is_never_pushed(capsys, pushing, tiny_bundle, tmp_path):

@@ -103,6 +103,35 @@ def test_tune_then_solve_takes_the_choice(device_env, tmp_path, tiny_bundle, mon
     assert res.returncode == 0 and "step fp32 (tuned)" in json.loads(res.stdout)["model"], res.stderr
 
 
+def test_a_task_trm_edge_does_not_know_on_a_device(device_env, tmp_path):
+    """A generic bundle (a 24-token sorting task) on the device install: eval against its dataset's labels and solve
+    token lines, torch-free, as the export machine does."""
+    import torch
+    from conftest import tiny_config
+    from test_generic import LEN, VOCAB, sort_pairs, write_sort_dataset
+
+    from trm_edge.api import Opening, eval_model, open_model
+    from trm_edge.export import ExportOptions, export_bundle
+    from trm_edge.model import TRM
+
+    torch.manual_seed(2)
+    data = write_sort_dataset(tmp_path / "data")
+    model = TRM(tiny_config(vocab_size=VOCAB, seq_len=LEN, halt_max_steps=3)).eval()
+    bundle = export_bundle(model, {"task": "generic", "dataset": str(data)}, tmp_path / "b", ExportOptions(("step",),
+                                                                                                            verify_n=2))
+    res = trm(device_env, tmp_path, "eval", str(bundle), "--data", str(data), "--json")
+    assert res.returncode == 0, res.stderr
+    here = eval_model(open_model(str(bundle), Opening(backend="ort")), [str(data)])["runs"][0]
+    run = json.loads(res.stdout)["runs"][0]
+    assert (run["n"], run["exact_accuracy"], run["token_accuracy"]) == (here["n"], here["exact_accuracy"],
+                                                                         here["token_accuracy"])
+    puzzle = " ".join(map(str, sort_pairs(1, 5)[0][0]))
+    res = trm(device_env, tmp_path, "solve", str(bundle), puzzle, "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)["results"][0]
+    assert got["checked_by"] is None and len(got["answer"].split()) == LEN
+
+
 def test_doctor_without_an_engine_names_the_extra(device_env, tmp_path):
     """The line a Pi without an engine gets (rich once read `[ort]` in it as markup and printed `trm-edge (or , )`)."""
     env = dict(device_env, TRM_TEST_ABSENT=f"{device_env['TRM_TEST_ABSENT']},onnxruntime")

@@ -436,7 +436,7 @@ def test_get_codec():
     assert get_codec("ARC").vocab_size == 12
     maze = get_codec("maze", size=10)
     assert (maze.seq_len, maze.vocab_size) == (100, 6)
-    with pytest.raises(TRMEdgeError, match=r"unknown task 'chess' \(known: arc, maze, sudoku\)"):
+    with pytest.raises(TRMEdgeError, match=r"unknown task 'chess' \(known here: arc, maze, sudoku, generic\)"):
         get_codec("chess")
     with pytest.raises(TRMEdgeError, match="sudoku: unsupported option"):
         get_codec("sudoku", size=9)

@@ -74,7 +74,7 @@ def test_an_answer_the_rules_reject_is_never_reported_solved():
 
     puzzles, _ = _sudokus(8, seed=2)
     sol = solve_views(_singles_model(lambda r: False), SUDOKU, puzzles, HaltPolicy.parse("fixed:3", 16), views=4)
-    exact, _ = row_scores(SUDOKU, puzzles, [None] * 8, sol)
+    exact, _ = row_scores(SUDOKU, puzzles, [None] * 8, sol.tokens)
     assert not exact.any() and (sol.view == 0).all() and (sol.view_steps == 12).all()
     assert np.array_equal(sol.tokens, puzzles)  # view 0's own answer comes back, mapped to the puzzle's frame
 

@@ -57,6 +57,21 @@ def test_page_parses_and_checks_sudoku_as_python():
     assert got == [SUDOKU.check(p, a) for p, a in pairs] == [True, False, False, False]
 
 
+def test_page_reads_any_tasks_tokens_as_python():
+    """A task trm-edge does not know: the page reads its tokens as trm_edge.tasks.generic does."""
+    from trm_edge.tasks import GenericCodec
+
+    codec = GenericCodec(12, 6)
+    texts = ["2 3 4 5 6 7", "[2, 3, 4, 5, 6, 7]", " 2,3, 4 5,6 7\n", "2 3 4 5 6", "2 3 4 5 6 12", "2 3 x 5 6 7",
+             "[2, 3, 4, 5, 6, -1]"]
+    got = _node("console.log(JSON.stringify(cases.map((t) => { try { return {ok: Array.from(trm.parseTokens(t, 6, "
+                "12))}; } catch (e) { return {error: e.message}; } })));", texts)
+    want = [_python(lambda t: codec.parse(t).tolist(), t) for t in texts]
+    assert [g.get("ok") for g in got] == [w.get("ok") for w in want]
+    assert [g.get("error", "").split(";")[0] for g in got] == [w.get("error", "").split(";")[0] for w in want]
+    assert _node("console.log(JSON.stringify(trm.tokenText(cases)));", [2, 10, 3]) == codec.render(np.array([2, 10, 3]))
+
+
 def test_page_reads_halting_policies_as_python():
     texts = ["fixed", "fixed:4", "fixed,verify", "learned", "learned:3", "learned:-1.5,min=2,max=8", "learned:inf",
              "learned:3,max=6,verify", " learned:1e1 , min=3 ", "fixed:0", "fixed:300", "learned:nan", "learned:x",
@@ -185,6 +200,43 @@ def test_page_views_solve_what_one_view_does_not_single_threaded(site, browser, 
             assert int(page.text_content("[data-testid=view]").split("/")[0]) > 1
             assert "1 thread(s)" in page.text_content("[data-testid=model]")
             page.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_page_solves_a_task_trm_edge_does_not_know_as_the_cli(browser, tmp_path_factory):
+    """A generic bundle (a 24-token sorting task): the page reads its tokens, solves as ORT's Solver does, and says
+    there are no rules to check the answer by; views and verify are refused in one line."""
+    require_tool("npm", "fetches onnxruntime-web once")
+    import torch
+    from conftest import tiny_config
+    from test_generic import LEN, VOCAB, sort_pairs, write_sort_dataset
+
+    from trm_edge.export import ExportOptions, export_bundle
+    from trm_edge.model import TRM
+    from trm_edge.runtimes.browser import build_site
+
+    root = tmp_path_factory.mktemp("generic")
+    torch.manual_seed(1)
+    model = TRM(tiny_config(vocab_size=VOCAB, seq_len=LEN, halt_max_steps=3)).eval()
+    bundle = export_bundle(model, {"task": "generic", "dataset": str(write_sort_dataset(root / "data"))},
+                           root / "bundle", ExportOptions(("step",), verify_n=4))
+    srv = _serve(build_site(bundle, root / "site"), isolate=False)
+    try:
+        for x in sort_pairs(2, 11)[0]:
+            puzzle = " ".join(map(str, x))
+            page = _open(browser, srv, f"puzzle={puzzle}&halt=learned:0")
+            want = _cli(bundle, puzzle, "learned:0", 1)
+            assert page.text_content("[data-testid=answer]") == want["answer"]
+            assert int(page.text_content("[data-testid=steps]")) == want["steps"]
+            assert page.text_content("[data-testid=verdict]").startswith("answered: the task has no rules")
+            assert "24 tokens 0-11" in page.text_content("[data-testid=puzzle-label]")
+            page.close()
+        page = _open(browser, srv, f"puzzle={puzzle}&views=4")
+        assert page.text_content("[data-testid=error]") == ("a generic task has no rules to check answers by: one "
+                                                            "view, and no verify")
+        page.close()
     finally:
         srv.shutdown()
         srv.server_close()

@@ -92,13 +92,13 @@ def detach(model: TRM) -> tuple[TRM, dict[str, list[list[float]]]]:
 @torch.no_grad()
 def calibrate(model: TRM, tokens: np.ndarray) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Initial ranges from the float model: the inputs of every call at every supervision step of these puzzles."""
-    n = calls_per_step(model.config)
-    seen: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in range(n)] for name in quantized_modules(model)}
+    n = {name: calls_per_step(model.config, name) for name in quantized_modules(model)}
+    seen: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in range(k)] for name, k in n.items()}
     counters = dict.fromkeys(seen, 0)
 
     def hook(name):
         def record(_mod, args):
-            seen[name][counters[name] % n].append(args[0].detach().flatten())
+            seen[name][counters[name] % n[name]].append(args[0].detach().flatten())
             counters[name] += 1
         return record
 

@@ -141,10 +141,10 @@ class EMA:
 
 def sign_sgd_puzzle_emb(model: TRM, lr: float, wd: float) -> None:
     """The official sparse SignSGD on the rows the batch used (summed across ranks)."""
-    lookup = model.puzzle_emb.last_lookup
-    if lookup is None or lookup[1].grad is None:
+    table = model.puzzle_emb
+    if table is None or table.last_lookup is None or table.last_lookup[1].grad is None:  # none (puzzle_emb_ndim 0)
         return
-    ids, rows = lookup
+    ids, rows = table.last_lookup
     grad = rows.grad
     if dist.is_initialized():
         all_ids = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
@@ -154,9 +154,8 @@ def sign_sgd_puzzle_emb(model: TRM, lr: float, wd: float) -> None:
         ids, grad = torch.cat(all_ids), torch.cat(all_grads)
     uniq, inv = ids.unique(return_inverse=True)
     summed = torch.zeros(len(uniq), grad.shape[-1], dtype=grad.dtype, device=grad.device).index_add_(0, inv, grad)
-    table = model.puzzle_emb.weights
-    table[uniq] = table[uniq] * (1 - lr * wd) - lr * summed.sign()
-    model.puzzle_emb.last_lookup = None
+    table.weights[uniq] = table.weights[uniq] * (1 - lr * wd) - lr * summed.sign()
+    table.last_lookup = None
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -320,7 +319,7 @@ def _finite_grads(model: TRM) -> bool:
     """Every gradient finite. Parameter gradients are all-reduced by DDP, so every rank decides alike (a rank whose
     puzzle rows went non-finite has non-finite parameter gradients too)."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    lookup = model.puzzle_emb.last_lookup
+    lookup = model.puzzle_emb.last_lookup if model.puzzle_emb is not None else None
     if lookup is not None and lookup[1].grad is not None:
         grads.append(lookup[1].grad)
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True

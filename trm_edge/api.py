@@ -15,6 +15,7 @@ import numpy as np
 
 from trm_edge import hub
 from trm_edge.bundle import MANIFEST, Bundle
+from trm_edge.config import find_dataset_seq_len
 from trm_edge.errors import TRMEdgeError
 from trm_edge.evaluate import arc_pass_at, evaluate, in_batches, row_scores, score
 from trm_edge.extras import require
@@ -68,7 +69,9 @@ class Loaded:
 class Opening:
     """How to open what a path names. A model: its task and sequence length where its files do not say, its depth
     ("H,L": cycles per supervision step), and the only puzzle-table rows to read (the model's puzzle ids then index
-    them in this order). A bundle: the engine (ORT by default), the graph form, the precision and the threads."""
+    them in this order), and its dataset (official layout: its sequence length when the model's files do not say, and
+    the puzzles of a task trm-edge does not know). A bundle: the engine (ORT by default), the graph form, the precision
+    and the threads."""
     task: str | None = None
     seq_len: int | None = None
     depth: str | None = None
@@ -77,6 +80,7 @@ class Opening:
     graph: str = "step"
     precision: str = "fp32"
     threads: int | None = None
+    dataset: str | None = None
 
 
 def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
@@ -111,11 +115,14 @@ def open_model(source: str | None, how: Opening = Opening()) -> Loaded:
     from trm_edge.model import Batch
 
     rows = list(puzzle_ids) if puzzle_ids else None
+    if how.dataset and seq_len is None:
+        seq_len = find_dataset_seq_len(Path(how.dataset))
     model, meta = load_model(source, seq_len=seq_len, depth=parse_depth(depth) if depth else None, rows=rows)
     if fetched := hub.origin(meta["source"]):  # where the weights came from, as an exported bundle's source says
         meta = dict(meta, source=fetched)
+    meta = dict(meta, dataset=how.dataset or meta.get("dataset"))
     cfg = model.config
-    codec = codec_for(task or meta.get("task"), cfg.seq_len, source)
+    codec = codec_for(task or meta.get("task"), cfg.vocab_size, cfg.seq_len, source, meta["dataset"])
 
     def solve(tokens: np.ndarray, policy: HaltPolicy, puzzle_ids: np.ndarray | None = None) -> Solution:
         t = torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64))
@@ -171,7 +178,7 @@ def model_info(source: str | None, seq_len: int | None = None) -> dict:
         "source": str(src), "format": meta.get("format"), "task": meta.get("task"),
         "config": cfg.to_dict(),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "puzzle_embedding_rows": cfg.num_puzzle_identifiers,
+        "puzzle_embedding_rows": cfg.num_puzzle_identifiers if cfg.puzzle_emb_ndim else 0,  # none without a table
         "flops_per_step": per_step,
         "flops_per_solve": per_step * cfg.halt_max_steps,
         "module_calls_per_step": cfg.H_cycles * (cfg.L_cycles + 1),
@@ -252,16 +259,20 @@ def solve_puzzles(loaded: Loaded, sources: list[str], halt: str | None = None, b
     t0 = time.perf_counter()
     sol = loaded.solve_all(puzzles, policy, views, batch_size)
     elapsed = time.perf_counter() - t0
-    exact, _ = row_scores(loaded.codec, puzzles, [lab for _, lab in pairs], sol)
     codec = loaded.codec
+    by = ["label" if lab is not None else "rules" if codec.rules else None for _, lab in pairs]  # None: unjudged
+    judged = np.array([b is not None for b in by])
+    exact = np.zeros(len(pairs), bool)
+    exact[judged] = row_scores(codec, puzzles[judged], [lab for (_, lab), j in zip(pairs, judged) if j],
+                               sol.tokens[judged])[0]
     results = [{"puzzle": codec.compact(p), "answer": None if sol.fault[i] else codec.compact(sol.tokens[i]),
                 "tokens": None if sol.fault[i] else sol.tokens[i].tolist(),
-                "solved": bool(exact[i]), "checked_by": "label" if pairs[i][1] is not None else "rules",
+                "solved": bool(exact[i]) if judged[i] else None, "checked_by": by[i],
                 "steps": int(sol.steps[i]), "q_halt": float(sol.q_halt[i]) if np.isfinite(sol.q_halt[i]) else None,
                 "fault_step": int(sol.fault[i]) or None, "view": int(sol.view[i]) + 1,
                 "view_steps": int(sol.view_steps[i])} for i, p in enumerate(puzzles)]
     return {"model": loaded.describe, "halt": str(policy), "views": views, "n": len(results),
-            "solved": int(exact.sum()),
+            "solved": int(exact.sum()), "judged": int(judged.sum()),
             "faults": int((sol.fault > 0).sum()), "seconds": elapsed, "ms_per_puzzle": 1000 * elapsed / len(results),
             "results": results}
 
@@ -273,6 +284,11 @@ def builtin_data(task: str) -> list[Path]:
     if not files:
         raise TRMEdgeError(f"no builtin {task} data in this install; pass --data FILE")
     return files
+
+
+def dataset_among(data: list[str] | None) -> str | None:
+    """The first of `--data` that is a dataset in the official layout: what a model reads its shape from."""
+    return next((d for d in data or [] if (Path(d) / "test" / "dataset.json").is_file()), None)
 
 
 def eval_model(loaded: Loaded, data: list[str], halts: list[str] | None = None, batch_size: int = 64,

@@ -18,6 +18,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import MAX_STEPS
 from trm_edge.onnxscan import Malformed, external_locations, unexported
 from trm_edge.tasks.arc_rows import TaskRows
+from trm_edge.tasks.base import Codec
 from trm_edge.untrusted import check_regular, parse_json, read_limited
 
 MANIFEST = "manifest.json"
@@ -160,6 +161,13 @@ class Bundle:
         """What names the puzzle rows of an ARC bundle exported with --tasks (None: rows by number only)."""
         doc = self.manifest.get("arc_rows")
         return None if doc is None else TaskRows.from_manifest(doc, self.config.num_puzzle_identifiers)
+
+    @property
+    def codec(self) -> Codec:
+        """The bundle's task (a plugin's, or generic: tokens as they are) for its model's shape."""
+        from trm_edge.tasks import codec_for
+
+        return codec_for(self.task, self.config.vocab_size, self.config.seq_len, self.path)
 
     @property
     def halting(self) -> str:

@@ -17,15 +17,17 @@ import torch
 import yaml
 
 from trm_edge.atomic import atomic_dir
-from trm_edge.config import TRMConfig, find_dataset_seq_len, read_official_arch
+from trm_edge.config import TRMConfig, find_dataset_seq_len, read_official_arch, run_dataset
 from trm_edge.errors import TRMEdgeError
 from trm_edge.model import TRM
+from trm_edge.tasks import codec_for
 from trm_edge.untrusted import load_json
 
 OUR_CONFIG, OUR_WEIGHTS = "config.json", "model.safetensors"
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
 _NON_PERSISTENT = re.compile(r"(^|\.)rotary_emb\.(cos|sin)_cached$")
 _STEP = re.compile(r"^step_(\d+)$")
+HRM_PUBLISHED = "checkpoint"
 PUZZLE_TABLE = "puzzle_emb.weights"
 DEFAULT_MODEL = Path(__file__).parent / "models" / "sudoku-default"
 
@@ -64,13 +66,18 @@ def load_official(path: str | os.PathLike, seq_len: int | None = None, rows: lis
     state = _strip_prefix(_torch_load(ckpt))
     arch = read_official_arch(ckpt.parent)
     cfg = _config_from_state(state, arch, ckpt, seq_len)
-    task = {11: "sudoku", 6: "maze", 12: "arc"}.get(cfg.vocab_size)
+    task = codec_for(None, cfg.vocab_size, cfg.seq_len).name  # the first task whose shape fits
+    dataset = run_dataset(ckpt.parent)
     return _build(cfg, state, ckpt, rows, weights), {"task": task, "source": str(ckpt), "format": "official",
-                                                     "puzzle_ids": rows, "table_rows": _table_rows(state, cfg)}
+                                                     "puzzle_ids": rows, "table_rows": _table_rows(state, cfg),
+                                                     "dataset": dataset and str(dataset)}
 
 
 def _latest_step(d: Path) -> Path:
+    """The highest `step_N` of a run directory, or else its `checkpoint` (the name HRM's published weights have)."""
     steps = sorted((int(m.group(1)), f) for f in d.iterdir() if (m := _STEP.match(f.name)) and f.is_file())
+    if not steps and (d / HRM_PUBLISHED).is_file():
+        return d / HRM_PUBLISHED
     if not steps:
         raise TRMEdgeError(f"{d}: no checkpoint here (expected a trm-edge model with {OUR_CONFIG}, an official run "
                            "directory with step_N files, or an exported bundle with manifest.json)")
@@ -109,16 +116,23 @@ def _config_from_state(state: dict[str, torch.Tensor], arch: dict[str, Any], ckp
         return tuple(state[key].shape)
 
     vocab, hidden = shape("embed_tokens.embedding_weight")
-    if "hidden_size" in arch and arch["hidden_size"] != hidden:
-        raise TRMEdgeError(f"{ckpt}: all_config.yaml says hidden_size {arch['hidden_size']} but the weights "
-                           f"have {hidden}: the config belongs to another run")
+    rows, ndim = shape(PUZZLE_TABLE) if PUZZLE_TABLE in state else (1, arch.get("puzzle_emb_ndim", 0))
+    hrm = any(k.startswith("H_level.layers.") for k in state)  # TRM has no H_level: its L_level also updates z_H
+    stacks = {level: len({m.group(1) for k in state if (m := re.match(rf"{level}\.layers\.(\d+)\.", k))})
+              for level in ("H_level", "L_level")}
+    seen = dict(hidden_size=hidden, puzzle_emb_ndim=ndim, H_layers=stacks["H_level"])
+    for name in ("hidden_size", "puzzle_emb_ndim", *(("H_layers",) if hrm else ())):
+        if name in arch and arch[name] != seen[name]:
+            raise TRMEdgeError(f"{ckpt}: all_config.yaml says {name} {arch[name]} but the weights have "
+                               f"{seen[name]}: the config belongs to another run")
     has_mlp_t = any(".mlp_t." in k for k in state)
     if "mlp_t" in arch and bool(arch["mlp_t"]) != has_mlp_t:
         raise TRMEdgeError(f"{ckpt}: all_config.yaml says mlp_t={arch['mlp_t']} but the weights are the "
                            f"{'mlp_t' if has_mlp_t else 'attention'} variant: the config belongs to another run")
-    layers = {int(m.group(1)) for k in state if (m := re.match(r"L_level\.layers\.(\d+)\.", k))}
-    fields = dict(arch, vocab_size=vocab, hidden_size=hidden, mlp_t=has_mlp_t, L_layers=len(layers) or 1,
-                  num_puzzle_identifiers=shape(PUZZLE_TABLE)[0] if PUZZLE_TABLE in state else 1)
+    # HRM's config has no puzzle_emb_len (its prefix is always ceil(ndim / hidden)); HRM's yaml omits vocab and rows
+    fields = dict(arch, **seen, vocab_size=vocab, mlp_t=has_mlp_t, L_layers=stacks["L_level"] or 1,
+                  num_puzzle_identifiers=rows, family="hrm" if hrm else "trm",
+                  **({"puzzle_emb_len": 0} if hrm else {}))
     probe = TRMConfig(**dict(fields, seq_len=1))
     if has_mlp_t:
         fields["seq_len"] = shape("L_level.layers.0.mlp_t.gate_up_proj.weight")[1] - probe.prefix_len
@@ -180,12 +194,17 @@ def _load_state(model: TRM, state: dict[str, torch.Tensor], source: Path | str, 
 
 
 def export_official(model: TRM, out_dir: str | os.PathLike, step: int = 0, task: str | None = None) -> Path:
-    """Write `step_N`, `all_config.yaml` and `dataset.json` as the official trainer and builders do."""
+    """Write `step_N`, `all_config.yaml` and `dataset.json` as the official trainer (TRM's or HRM's, by the model's
+    family) and builders do."""
     c = model.config
     arch = {k: v for k, v in c.to_dict().items()
-            if k not in ("vocab_size", "seq_len", "num_puzzle_identifiers")}
-    arch.update(H_layers=0, no_ACT_continue=True, name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
-                loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"})
+            if k not in ("vocab_size", "seq_len", "num_puzzle_identifiers", "family")}
+    if c.family == "hrm":
+        arch.pop("puzzle_emb_len")
+        arch.update(name="hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1")
+    else:
+        arch.update(H_layers=0, no_ACT_continue=True, name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1")
+    arch.update(loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"})
     init_dtype = getattr(torch, c.forward_dtype)
     state = {f"{OFFICIAL_PREFIXES[0]}{k}": (v.to(init_dtype) if k in ("H_init", "L_init") else v).clone()
              for k, v in model.state_dict().items()}

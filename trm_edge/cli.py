@@ -108,13 +108,17 @@ def solve(args: Annotated[list[str], typer.Argument(metavar="[MODEL] PUZZLE...",
         print(json.dumps(res, indent=2))
     else:
         for i, r in enumerate(res["results"], 1):
-            mark = "[green]solved[/]" if r["solved"] else "[red]not solved[/]"
+            mark = ("answered (no label, and no rules to check it by)" if r["solved"] is None else
+                    f"{'[green]solved[/]' if r['solved'] else '[red]not solved[/]'} ({r['checked_by']})")
             q = "n/a" if r["q_halt"] is None else f"{r['q_halt']:+.2f}"
             views = f", view {r['view']}/{res['views']}, {r['view_steps']} in all" if res["views"] > 1 else ""
-            out.print(f"[bold]#{i}[/] {mark} ({r['checked_by']}), {r['steps']} steps{views}, q_halt {q}")
+            out.print(f"[bold]#{i}[/] {mark}, {r['steps']} steps{views}, q_halt {q}")
             if r["tokens"] is not None:
                 out.print(loaded.codec.render(np.array(r["tokens"])), highlight=False)
-        out.print(f"{res['solved']}/{res['n']} solved, {res['ms_per_puzzle']:.1f} ms per puzzle, "
+        told = (f"{res['n']} answered (no labels, and no rules to check them by)" if not res["judged"] else
+                f"{res['solved']}/{res['n']} solved" + (f" ({res['n'] - res['judged']} unchecked)"
+                                                        if res["judged"] < res["n"] else ""))
+        out.print(f"{told}, {res['ms_per_puzzle']:.1f} ms per puzzle, "
                   f"{res['halt']}, {res['views']} view(s)")  # the policy as --json gives it
         out.print(f"[dim]{res['model']}[/]", highlight=False)
     if res["faults"]:
@@ -154,7 +158,8 @@ def eval_(model: Annotated[str | None, typer.Argument(help="Default: the bundled
           graph: GraphOpt = "step", precision: PrecisionOpt = "fp32", threads: ThreadsOpt = None,
           depth: DepthOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Exact-solve rate, token accuracy, mean steps and the steps histogram on puzzle files."""
-    loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads))
+    loaded = api.open_model(model, api.Opening(task, seq_len, depth, None, backend, graph, precision, threads,
+                                               api.dataset_among(data)))
     with Reporter("eval", err, quiet, stage="solving") as rep:
         res = api.eval_model(loaded, data or ["builtin"], halt, batch, limit, advance=rep.advance, views=views or [1],
                              per_task=augmentations)
@@ -200,8 +205,10 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
                                                      "named in the bundle, for `solve BUNDLE task.json`.")] = None,
            augmentations: Annotated[int, typer.Option(min=1, help="With --tasks: variants kept per task, the "
                                                       "identity first (each one more solve in a vote).")] = 8,
-           dataset: Annotated[str | None, typer.Option(help="With --tasks: the dataset naming the checkpoint's rows "
-                                                       "(identifiers.json); default: the run's data_paths.")]
+           dataset: Annotated[str | None, typer.Option(help="The model's dataset (official layout; default: the "
+                                                       "run's data_paths): a task trm-edge does not know draws its "
+                                                       "verification and int8 guard puzzles from its test split; "
+                                                       "--tasks reads the rows' names there.")]
            = None,
            quantize: Annotated[str | None, typer.Option(help="int8 (the best route: static with ranges learned by "
                                                   "`finetune --qat`, else int8-rows), int8-static, int8-dynamic, "
@@ -238,7 +245,7 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
                                                                  max_drop, guard_minutes))
     if api.is_bundle(model):
         raise TRMEdgeError(f"{model} is already an exported bundle; export starts from a model or checkpoint")
-    loaded = api.open_model(model, api.Opening(task, seq_len, depth, ids))  # only the kept rows read
+    loaded = api.open_model(model, api.Opening(task, seq_len, depth, ids, dataset=dataset))  # only the kept rows
     if rows and loaded.codec.name != "arc":
         raise TRMEdgeError(f"--tasks: {model} is a {loaded.codec.name} model; ARC models have tasks")
     if rows and loaded.meta.get("table_rows") not in (None, named):

@@ -16,14 +16,14 @@ from trm_edge.tasks.arc import decode_grid, invert_variant, parse_variant
 SolveFn = Callable[[np.ndarray], Solution]
 
 
-def row_scores(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None], sol: Solution
+def row_scores(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None], answers: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Per row: exactly solved (against the label, or by the task's rules where there is none) and token
     accuracy over labelled cells (NaN without a label). Pad labels (0) are ignored, as officially."""
     exact = np.zeros(len(puzzles), bool)
     tok = np.full(len(puzzles), np.nan)
     for i, (pz, lab) in enumerate(zip(puzzles, labels)):
-        pred = sol.tokens[i]
+        pred = answers[i]
         if lab is None:
             exact[i] = codec.check(pz, pred)
         else:
@@ -68,7 +68,7 @@ def in_batches(solve: Callable[[slice], Solution], n: int, batch_size: int,
 
 def score(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | None], sol: Solution) -> dict:
     """The summary every evaluation reports for solved puzzles."""
-    exact, tok = row_scores(codec, puzzles, labels, sol)
+    exact, tok = row_scores(codec, puzzles, labels, sol.tokens)
     return dict(summarize(exact, tok, sol.steps), faults=int((sol.fault > 0).sum()),
                 mean_view_steps=float(sol.view_steps.mean()))
 

@@ -209,11 +209,16 @@ def model_card(summary: dict, repo: str = "OWNER/REPO", folder: str = "") -> str
     passed its guard, and how to download and run it. No license is written: a manifest does not know one."""
     import yaml
 
+    from trm_edge.config import FAMILY_NAMES
+
     formats = list(dict.fromkeys(r["format"] for r in summary["graphs"]))
+    family = summary["config"].get("family", "trm")  # a TRM config leaves it out
+    name = FAMILY_NAMES[family]
     front = {"library_name": "trm-edge",
-             "tags": ["trm", "tiny-recursive-model", "onnx", summary["task"], *(f for f in formats if f != "onnx")]}
+             "tags": [family, name.lower().replace(" ", "-"), "onnx", summary["task"],
+                      *(f for f in formats if f != "onnx")]}
     return "\n".join(["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-                      f"# A Tiny Recursive Model for {summary['task']}, exported by trm-edge", "",
+                      f"# A {name} for {summary['task']}, exported by trm-edge", "",
                       f"A trm-edge bundle: the model's recursion as graphs for {', '.join(formats)}, the fp32 ones "
                       "verified against the PyTorch reference before the bundle was written and any int8 one held to "
                       "an accuracy guard. `manifest.json` holds every file's sha256, and trm-edge checks them all "
@@ -223,16 +228,18 @@ def model_card(summary: dict, repo: str = "OWNER/REPO", folder: str = "") -> str
 
 def _card_model(summary: dict) -> list[str]:
     """The model (its parameters counted from its config, as `info` does without torch) and its files."""
-    from trm_edge.config import TRMConfig
+    from trm_edge.config import FAMILY_NAMES, TRMConfig
 
     cfg, source = TRMConfig.from_dict(summary["config"]), summary.get("source")
     rows = cfg.num_puzzle_identifiers if cfg.puzzle_emb_ndim else 0
+    layers = f"{cfg.H_layers} H + {cfg.L_layers} L" if cfg.family == "hrm" else f"{cfg.L_layers}"
     return [
         "", "## Model", "", "| | |", "|---|---|", f"| task | {summary['task']} |",
         f"| parameters | {cfg.param_count():,}" + (f", besides a puzzle-embedding table of {rows:,} rows × "
                                                    f"{cfg.puzzle_emb_ndim}" if rows > 1 else "") + " |",
+        f"| family | {cfg.family.upper()} ({FAMILY_NAMES[cfg.family]}) |",
         f"| hidden size | {cfg.hidden_size} |",
-        f"| layers | {cfg.L_layers}, mixing tokens by " + ("an MLP across the sequence |" if cfg.mlp_t else
+        f"| layers | {layers}, mixing tokens by " + ("an MLP across the sequence |" if cfg.mlp_t else
                                                            f"attention ({cfg.num_heads} heads) |"),
         f"| cycles | {cfg.H_cycles} H × {cfg.L_cycles} L per supervision step, at most {cfg.halt_max_steps} steps |",
         f"| sequence | {cfg.seq_len} tokens of {cfg.vocab_size} values, after {cfg.prefix_len} puzzle-embedding "

@@ -2,8 +2,8 @@
 
 Every MatMul but the two heads reads int8 weights, symmetric per output channel (scale = absmax / 127, values
 in [-127, 127], as ORT's quantizer computes them), and a uint8 activation with one (scale, zero point) per
-*call site*: the shared module is called H_cycles x (L_cycles + 1) times per supervision step, each call is its
-own tensor in the step graph, so each gets its own range. MatMul outputs stay float. Learned ranges travel in a
+*call site*: a stack runs several times per supervision step (`calls_per_step`), each call is its own tensor in
+the step graph, so each gets its own range. MatMul outputs stay float. Learned ranges travel in a
 model's metadata under `int8_sites`: {module name: [[scale, zero_point] per call, in call order]}.
 """
 
@@ -17,9 +17,12 @@ ACT_QMAX = 255
 MIN_EDGE = 1e-4  # an activation range reaches at least this far on both sides of 0
 
 
-def calls_per_step(config) -> int:
-    """How many times each module of the shared reasoning block runs in one supervision step."""
-    return config.H_cycles * (config.L_cycles + 1)
+def calls_per_step(config, module: str = "L_level") -> int:
+    """How many times a module of a reasoning stack (by its name) runs in one supervision step: TRM's one shared
+    L_level H_cycles x (L_cycles + 1) times; HRM's L_level H_cycles x L_cycles times and its H_level H_cycles."""
+    if config.family == "trm":
+        return config.H_cycles * (config.L_cycles + 1)
+    return config.H_cycles * (1 if module.startswith("H_level.") else config.L_cycles)
 
 
 def site_params(lo: float, hi: float) -> tuple[float, int]:

@@ -1,9 +1,10 @@
-"""The reference Tiny Recursive Model, numerically the official TinyRecursiveModels semantics.
+"""The reference recursive models, numerically the official TinyRecursiveModels (TRM) and HRM semantics.
 
-Read top-down: a supervision `step` embeds the puzzle, then runs H_cycles × (L_cycles updates of the
-latent z_L + one update of the answer z_H) through ONE shared 2-layer `ReasoningModule`, and reads the
-answer logits from z_H and the halting logit from z_H at position 0. `solve` repeats steps under a
-`HaltPolicy`. State-dict keys equal the official ones with the `_orig_mod.model.inner.` prefix removed.
+Read top-down: a supervision `step` embeds the puzzle, then runs H_cycles × (L_cycles updates of the latent
+z_L + one update of the answer z_H), and reads the answer logits from z_H and the halting logits from z_H at
+position 0. The family decides which stack updates z_H: TRM reuses its one `L_level` for both, HRM has its own
+`H_level`. `solve` repeats steps under a `HaltPolicy`. State-dict keys equal the official ones with the
+`_orig_mod.model.inner.` prefix removed.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class TRM(nn.Module):
         self.embed_tokens = CastedEmbedding(c.vocab_size, c.hidden_size, 1.0 / self.embed_scale)
         self.lm_head = CastedLinear(c.hidden_size, c.vocab_size)
         self.q_head = CastedLinear(c.hidden_size, 2, bias=True)
-        self.puzzle_emb = PuzzleEmbedding(c.num_puzzle_identifiers, c.puzzle_emb_ndim)
+        # puzzle_emb_ndim 0 (HRM's default): no table and no prefix, as in the official code
+        self.puzzle_emb = PuzzleEmbedding(c.num_puzzle_identifiers, c.puzzle_emb_ndim) if c.puzzle_emb_ndim else None
         if c.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(c.hidden_size // c.num_heads, c.total_len, c.rope_theta)
         elif c.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(c.total_len, c.hidden_size, 1.0 / self.embed_scale)
-        self.L_level = ReasoningModule(c)
+        self.L_level = ReasoningModule(c, c.L_layers)
+        if c.family == "hrm":
+            self.H_level = ReasoningModule(c, c.H_layers)
         self.register_buffer("H_init", trunc_normal_(torch.empty(c.hidden_size), std=1.0))
         self.register_buffer("L_init", trunc_normal_(torch.empty(c.hidden_size), std=1.0))
         with torch.no_grad():  # the official init: Q head starts at "never halt"
@@ -67,7 +71,7 @@ class TRM(nn.Module):
     def embed(self, batch: Batch) -> torch.Tensor:
         c = self.config
         x = self.embed_tokens(batch.tokens, self.dtype)
-        if c.puzzle_emb_ndim > 0:
+        if self.puzzle_emb is not None:
             p = self.puzzle_emb(batch.puzzle_ids).to(self.dtype)
             p = F.pad(p, (0, c.prefix_len * c.hidden_size - c.puzzle_emb_ndim))
             x = torch.cat((p.view(-1, c.prefix_len, c.hidden_size), x), dim=-2)
@@ -76,12 +80,15 @@ class TRM(nn.Module):
         return self.embed_scale * x
 
     def step(self, carry: Carry, batch: Batch) -> tuple[Carry, torch.Tensor, torch.Tensor]:
-        """One supervision step: (new carry, logits [B, L, V], q_halt [B] fp32).
+        """One supervision step: (new carry, logits [B, L, V], the halting logit [B] fp32). A row halts when it is
+        positive: TRM's q_halt; HRM's q_halt - q_continue (HRM halts when q_halt > q_continue), so `learned:0` is
+        each family's own rule, and every graph, engine and policy reads one number.
 
-        With autograd on, only the last H cycle builds a graph (the official full-recursion gradient).
+        With autograd on, only the last H cycle builds a graph (TRM's full-recursion gradient); for HRM only its
+        last z_L and z_H updates do (HRM's 1-step gradient).
         """
         new_carry, logits, q = self.forward_q(carry, batch)
-        return new_carry, logits, q[..., 0]
+        return new_carry, logits, q[..., 0] - q[..., 1] if self.config.family == "hrm" else q[..., 0]
 
     forward = step  # so DDP and torch.compile wrap the supervision step
 
@@ -91,12 +98,20 @@ class TRM(nn.Module):
         cos_sin = self.rotary_emb() if c.pos_encodings == "rope" else None
         x = self.embed(batch)
         z_H, z_L = carry
+        hrm = c.family == "hrm"
+        H_level = self.H_level if hrm else self.L_level
         grad = torch.is_grad_enabled()
+
+        def graph(tracked: bool):
+            return contextlib.nullcontext() if tracked or not grad else torch.no_grad()
+
         for h in range(c.H_cycles):
-            with torch.no_grad() if grad and h < c.H_cycles - 1 else contextlib.nullcontext():
-                for _ in range(c.L_cycles):
+            last = h == c.H_cycles - 1
+            for i in range(c.L_cycles):
+                with graph(last and (not hrm or i == c.L_cycles - 1)):
                     z_L = self.L_level(z_L, z_H + x, cos_sin)
-                z_H = self.L_level(z_H, z_L, cos_sin)
+            with graph(last):
+                z_H = H_level(z_H, z_L, cos_sin)
         logits = self.lm_head(z_H)[:, c.prefix_len:]
         q = self.q_head(z_H[:, 0]).to(torch.float32)
         return Carry(z_H.detach(), z_L.detach()), logits, q
@@ -126,11 +141,11 @@ class TRM(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """The single shared module (official name `L_level`): add the injection, then the blocks."""
+    """A stack of blocks (official names `L_level`, and HRM's `H_level`): add the injection, then the blocks."""
 
-    def __init__(self, c: TRMConfig):
+    def __init__(self, c: TRMConfig, layers: int):
         super().__init__()
-        self.layers = nn.ModuleList(Block(c) for _ in range(c.L_layers))
+        self.layers = nn.ModuleList(Block(c) for _ in range(layers))
 
     def forward(self, h: torch.Tensor, injection: torch.Tensor, cos_sin) -> torch.Tensor:
         h = h + injection

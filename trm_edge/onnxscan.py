@@ -39,13 +39,13 @@ _INT64 = 7  # TensorProto.INT64
 # Attention op from 23 on), loop and unrolled forms, and export/quantize.py's int8 routes (ORT's QDQ, dynamic,
 # per-row and MatMulNBits quantizers); listed from the graphs of tiny models of each token mixer exported in every
 # form and route, and held to them by tests/test_hostile_graphs.py. Reciprocal: an RMSNorm of unknown width that
-# export.graphs._rms_norm_as_fusable leaves as exported (older bundles have it everywhere).
+# export.graphs._rms_norm_as_fusable leaves as exported (older bundles have it everywhere). Sub: HRM's halting logit.
 EXPORTED_OPS = frozenset({("", op) for op in (
     "Add", "And", "ArgMax", "Attention", "Cast", "Concat", "DequantizeLinear", "Div", "DynamicQuantizeLinear",
     "Expand", "Gather", "GatherND", "Gemm", "Greater", "GreaterOrEqual", "Identity", "IsInf", "IsNaN", "Loop",
     "MatMul", "MatMulInteger", "Max", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "QuantizeLinear", "Reciprocal",
     "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
-    "Sqrt", "Sum", "Transpose", "Unsqueeze", "Where")} | {("com.microsoft", "MatMulIntegerToFloat"),
+    "Sqrt", "Sub", "Sum", "Transpose", "Unsqueeze", "Where")} | {("com.microsoft", "MatMulIntegerToFloat"),
                                                            ("com.microsoft", "MatMulNBits")})
 TRIP_INPUT = "max_steps"  # the loop graph's input that is its Loop's trip count (export.graphs.build_loop)
 

@@ -2,10 +2,11 @@
 // runs the supervision loop of trm.js on this device and draws every step. The contract tests and scripts rely on:
 // ?puzzle=<81 chars>[&halt=POLICY][&views=K] solves on load; body[data-state] ends "done" or "error";
 // [data-testid=answer] is the answer as 81 characters, [data-testid=steps] the supervision steps used, and
+// (a task trm-edge does not know: the puzzle and the answer are tokens separated by spaces, one view, no rules)
 // window.trm.solve(text, {halt, views, draw}) solves from a script (an Android WebView, a benchmark).
 import * as ort from "./vendor/ort.wasm.bundle.min.mjs";
 import {
-  BLANK, InputError, checkSudoku, compact, haltingLoop, parsePolicy, parseSudoku, policyText, solveViews, viewPolicy,
+  BLANK, InputError, haltingLoop, parsePolicy, policyText, solveViews, taskOf, viewPolicy,
 } from "./trm.js";
 
 const $ = (id) => document.querySelector(`[data-testid=${id}]`);
@@ -93,11 +94,15 @@ function showHistory(puzzle, history) {
 // ---- solving ------------------------------------------------------------------------------------------------
 
 async function solve(model, text, { halt = null, views = model.contract.views.default, draw: drawing = false } = {}) {
-  const { contract } = model;
-  const puzzle = parseSudoku(text);
+  const { contract } = model, task = taskOf(contract);
+  const puzzle = task.parse(text);
   if (!(Number.isInteger(views) && views >= 1 && views <= 256)) throw new InputError(`views ${views}: choose 1-256`);
   const policy = halt ? parsePolicy(halt, contract.halt_max_steps)
     : viewPolicy(parsePolicy(contract.halting, contract.halt_max_steps), views, contract.views.patience);
+  if (!task.check && (views > 1 || policy.verify)) {
+    throw new InputError(`a ${contract.task} task has no rules to check answers by: one view, and no verify`);
+  }
+  drawing = drawing && task.grid;
   let computeMs = 0;
   const history = [];
   const solveOne = (tokens, pol, onStep) => {
@@ -121,8 +126,8 @@ async function solve(model, text, { halt = null, views = model.contract.views.de
   const sol = await solveViews(solveOne, puzzle, policy, views, onStep);
   const wallMs = performance.now() - t0;
   if (drawing) showHistory(puzzle, history);
-  return { puzzle: compact(puzzle), answer: sol.fault ? null : compact(sol.tokens), solved: !sol.fault &&
-    checkSudoku(puzzle, sol.tokens), steps: sol.steps, view: sol.view, view_steps: sol.viewSteps, q_halt: sol.q,
+  return { puzzle: task.compact(puzzle), answer: sol.fault ? null : task.compact(sol.tokens),
+    solved: task.check ? !sol.fault && task.check(puzzle, sol.tokens) : null, steps: sol.steps, view: sol.view, view_steps: sol.viewSteps, q_halt: sol.q,
     fault_step: sol.fault || null, halt: policyText(policy), views, compute_ms: computeMs, wall_ms: wallMs };
 }
 
@@ -133,20 +138,24 @@ function report(res) {
   $("view").textContent = `${res.view + 1}/${res.views}`;
   $("ms").textContent = res.compute_ms.toFixed(1);
   $("verdict").textContent = res.fault_step ? `no answer: NaN or Inf at step ${res.fault_step}`
-    : res.solved ? "solved: the answer passes the rules" : "not solved: no view's answer passes the rules";
-  $("verdict").className = res.solved ? "ok" : "bad";
+    : res.solved === null ? "answered: the task has no rules to check it by"
+      : res.solved ? "solved: the answer passes the rules" : "not solved: no view's answer passes the rules";
+  $("verdict").className = res.solved === null ? "" : res.solved ? "ok" : "bad";
 }
 
 async function main() {
-  buildGrid();
   const params = new URLSearchParams(location.search);
   const text = params.get("puzzle"), halt = params.get("halt");
-  $("puzzle").value = text ?? EXAMPLE;
   $("halt").value = halt ?? "";
   let model;
   try {
     setState("loading");
     model = await load();
+    const sudoku = taskOf(model.contract).grid, { seq_len: n, vocab_size: v } = model.contract;
+    if (sudoku) buildGrid();
+    else $("puzzle-label").textContent = `Puzzle: ${n} tokens 0-${v - 1}, separated by spaces (or a JSON list)`;
+    $("example").hidden = !sudoku;
+    $("puzzle").value = text ?? (sudoku ? EXAMPLE : "");
     const { halting, views } = model.contract;
     $("views").value = params.get("views") ?? String(views.default);
     $("halt").placeholder = `default: ${halting} (with views: verify, ${views.patience} steps a view)`;

@@ -1,5 +1,6 @@
 // The solver's logic for the browser, with no page in it (node runs it too): sudoku text <-> tokens, the rules
-// check, halting policies and the supervision loop. It mirrors trm_edge/tasks/sudoku.py, trm_edge/halting.py and
+// check, any other task's tokens, halting policies and the supervision loop. It mirrors trm_edge/tasks/sudoku.py,
+// trm_edge/tasks/generic.py, trm_edge/halting.py and
 // the method of trm_edge/views.py (its views are drawn by its own generator, so with several views the winning
 // view and the steps may differ from `trm-edge solve`'s; a verified answer is the same). tests/test_web.py holds
 // the page to `trm-edge solve` on the same bundle.
@@ -82,6 +83,42 @@ export function checkSudoku(puzzle, answer) {
 
 /** 81 characters, '.' for a blank: what `trm-edge solve --json` gives as "answer". */
 export const compact = (tokens) => Array.from(tokens, (t) => CHARS[t] ?? "?").join("");
+
+// ---- any other task: tokens as they are (trm_edge/tasks/generic.py) --------------------------------------------
+
+/** A JSON list of ints, or ints separated by spaces or commas -> seqLen tokens below vocabSize. */
+export function parseTokens(text, seqLen, vocabSize) {
+  const s = text.trim(), form = "give a JSON list of ints, or ints separated by spaces or commas";
+  let values;
+  if (s.startsWith("[")) {
+    try { values = JSON.parse(s); } catch { throw new InputError(`generic: not JSON; ${form}`); }
+  } else {
+    values = s.split(/[\s,]+/).filter(Boolean).map((x) => (/^-?\d+$/.test(x) ? Number(x) : x));
+  }
+  if (!Array.isArray(values) || !values.every(Number.isInteger)) {
+    throw new InputError(`generic: a puzzle is a list of integer tokens; ${form}`);
+  }
+  if (values.length !== seqLen) {
+    throw new InputError(`generic: the puzzle has ${values.length} tokens, the model reads ${seqLen} (pad to that ` +
+      "length as the dataset does)");
+  }
+  const bad = values.findIndex((t) => t < 0 || t >= vocabSize);
+  if (bad >= 0) {
+    throw new InputError(`generic: token ${values[bad]} at position ${bad} is outside the vocabulary ` +
+      `0-${vocabSize - 1}`);
+  }
+  return Int32Array.from(values);
+}
+
+/** The tokens separated by spaces: what `trm-edge solve --json` gives as a generic task's "answer". */
+export const tokenText = (tokens) => Array.from(tokens).join(" ");
+
+/** How the page reads, writes and judges the contract's task; `check` null: no rules (no verify, no views). */
+export function taskOf(contract) {
+  if (contract.task === "sudoku") return { parse: parseSudoku, compact, check: checkSudoku, grid: true };
+  return { parse: (text) => parseTokens(text, contract.seq_len, contract.vocab_size), compact: tokenText,
+    check: null, grid: false };
+}
 
 // ---- symmetric views (digit relabelling, transpose, band/stack and row/column-within-band shuffles) ----------
 

@@ -5,67 +5,112 @@ numpy and the stdlib only: this runs on devices without torch.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from importlib.metadata import EntryPoint, entry_points
+
+import numpy as np
 
 from trm_edge.errors import TRMEdgeError
 from trm_edge.tasks.arc import ARC, ArcCodec, decode_grid, encode_grid, parse_task
 from trm_edge.tasks.base import Codec, Pair, View
+from trm_edge.tasks.generic import GenericCodec
 from trm_edge.tasks.maze import MAZE, MazeCodec, shortest_path
 from trm_edge.tasks.sudoku import SUDOKU, SudokuCodec
-from trm_edge.untrusted import read_limited, read_stdin
+from trm_edge.untrusted import check_npy, read_limited, read_stdin
 
-CODECS: dict[str, type[Codec]] = {"arc": ArcCodec, "maze": MazeCodec, "sudoku": SudokuCodec}
 _FILE_SUFFIXES = (".txt", ".csv", ".json")
 _NAME = re.compile(r"[\w.~/\\-]*[A-Za-z][\w.~/\\-]*")  # letters and path characters: no puzzle of any task looks so
 
 __all__ = [
     "ARC",
-    "CODECS",
+    "BUILT_IN",
+    "GROUP",
     "MAZE",
     "SUDOKU",
     "ArcCodec",
     "Codec",
+    "GenericCodec",
     "MazeCodec",
     "Pair",
     "SudokuCodec",
     "View",
     "decode_grid",
     "encode_grid",
+    "codec_class",
+    "codec_for",
     "get_codec",
     "looks_like_a_path",
     "parse_task",
     "read_puzzles",
     "read_source",
+    "plugins",
+    "registered",
     "shortest_path",
 ]
 
 
+GROUP = "trm_edge.tasks"  # the entry-point group a package registers its tasks under: NAME = "module:CodecClass"
+# trm-edge's own tasks, in code (a stale or source-only install still has them); generic fits any model, so it is
+# tried last, after the plugins.
+BUILT_IN: dict[str, type[Codec]] = {"arc": ArcCodec, "maze": MazeCodec, "sudoku": SudokuCodec}
+GENERIC = GenericCodec.name
+
+
+@functools.cache
+def plugins() -> dict[str, EntryPoint]:
+    """The installed plugins' tasks by name (entry points of GROUP), read once; none replaces a built-in task."""
+    found: dict[str, EntryPoint] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name):
+        if ep.name.lower() not in (*BUILT_IN, GENERIC):
+            found.setdefault(ep.name.lower(), ep)
+    return found
+
+
+def registered() -> dict[str, str]:
+    """Every task known here, in the order a model's shape is tried against them, with what provides it."""
+    return {**dict.fromkeys(BUILT_IN, "trm-edge"),
+            **{name: ep.dist.name if ep.dist else ep.value for name, ep in plugins().items()}, GENERIC: "trm-edge"}
+
+
+def codec_class(name: str) -> type[Codec]:
+    """A task's codec class by name, a plugin's imported only now (a broken one is named, with its package)."""
+    key = name.lower()
+    if key in BUILT_IN or key == GENERIC:
+        return BUILT_IN.get(key, GenericCodec)
+    if (ep := plugins().get(key)) is None:
+        raise TRMEdgeError(f"unknown task {name!r} (known here: {', '.join(registered())}); a package registers a "
+                           f"task through the {GROUP!r} entry points: install the one that provides it (docs/tasks.md)")
+    where = f"task {ep.name!r} ({ep.value}{f', from {ep.dist.name}' if ep.dist else ''})"
+    try:
+        cls = ep.load()
+    except Exception as e:
+        raise TRMEdgeError(f"{where} failed to load ({type(e).__name__}: {e}); reinstall or uninstall it") from None
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise TRMEdgeError(f"{where} is not a trm_edge.tasks.Codec subclass; fix or uninstall it")
+    return cls
+
+
 def get_codec(name: str, **kw) -> Codec:
     """A codec by task name; options (maze: size) go to its constructor."""
-    cls = CODECS.get(name.lower())
-    if cls is None:
-        raise TRMEdgeError(f"unknown task {name!r} (known: {', '.join(sorted(CODECS))})")
+    cls = codec_class(name)
     try:
         return cls(**kw)
     except TypeError:
-        raise TRMEdgeError(f"{name}: unsupported option(s): {', '.join(kw)}") from None
+        raise TRMEdgeError(f"{name}: unsupported option(s): {', '.join(kw) or 'none given, some needed'}") from None
 
 
-def codec_for(task: str | None, seq_len: int, source: object = "model") -> Codec:
-    """The codec matching a model's task and sequence length (a maze model's side follows from it)."""
+def codec_for(task: str | None, vocab_size: int, seq_len: int, source: object = "model",
+              dataset: str | os.PathLike | None = None) -> Codec:
+    """The codec of a model of this shape: its task's (`task`), else the first registered task that fits the shape,
+    the generic codec when none does. `dataset`: where a task without its own puzzles (generic) draws them."""
     if task is None:
-        raise TRMEdgeError(f"{source}: cannot tell the model's task; pass --task sudoku|maze|arc")
-    if task == "maze":
-        side = int(round(seq_len ** 0.5))
-        if side * side != seq_len:
-            raise TRMEdgeError(f"{source}: a maze model needs a square sequence length, got {seq_len}")
-        return get_codec("maze", size=side)
-    codec = get_codec(task)
-    if codec.seq_len != seq_len:
-        raise TRMEdgeError(f"{source}: the model reads {seq_len} tokens but a {task} puzzle has {codec.seq_len}; "
-                           "pass the right --task")
-    return codec
+        codec = next(c for name in registered() if (c := codec_class(name).fits(vocab_size, seq_len)) is not None)
+    elif (codec := codec_class(task).fits(vocab_size, seq_len)) is None:
+        raise TRMEdgeError(f"{source}: the model reads {seq_len} tokens over {vocab_size} values, which is no "
+                           f"{task} puzzle; pass the right --task (generic takes any tokens)")
+    return codec.with_dataset(dataset) if isinstance(codec, GenericCodec) and dataset else codec
 
 
 MAX_INPUT_BYTES = 64 << 20  # a million sudokus is 82 MB; nobody types more than this
@@ -98,12 +143,33 @@ def read_source(source: str) -> tuple[str, str | None]:
     return source, None
 
 
+def read_array(codec: Codec, path: str) -> list[Pair]:
+    """Unlabelled puzzles as tokens, [n, seq_len] (or one puzzle's [seq_len]) integers in an .npy file: what a
+    program holding a dataset's arrays passes most simply."""
+    shape, dtype = check_npy(path, "puzzle array")
+    if os.path.getsize(path) > MAX_INPUT_BYTES:
+        raise TRMEdgeError(f"{path}: more than {MAX_INPUT_BYTES >> 20} MB of puzzles; split the file")
+    if dtype.kind not in "iu" or len(shape) not in (1, 2) or shape[-1] != codec.seq_len or not np.prod(shape):
+        raise TRMEdgeError(f"{path}: holds {dtype} of shape {shape}; give integer tokens of shape [n, "
+                           f"{codec.seq_len}] ({codec.name} puzzles)")
+    tokens = np.load(path, allow_pickle=False).reshape(-1, codec.seq_len)
+    pairs = []
+    for i, row in enumerate(tokens):
+        try:
+            pairs.append((codec.as_tokens(row), None))
+        except TRMEdgeError as e:
+            raise TRMEdgeError(f"{path}: row {i}: {e}") from None
+    return pairs
+
+
 def read_puzzles(codec: Codec, source: str) -> list[Pair]:
     """(puzzle, label or None) pairs from '-' (stdin), a file path, or else the puzzle text itself.
 
     A sudoku file holds one puzzle a line or one 9-line grid; a maze or ARC file holds one puzzle (for ARC, a
     task: its test inputs). Errors name the file, and the line where there is one.
     """
+    if source.endswith(".npy") and os.path.isfile(source):
+        return read_array(codec, source)
     text, origin = read_source(source)
     try:
         pairs = codec.parse_text(text)

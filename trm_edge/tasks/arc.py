@@ -203,6 +203,8 @@ class ArcCodec(Codec):
     def render(self, tokens: np.ndarray) -> str:
         return "\n".join("".join(_DIGITS[v] for v in row) for row in decode_grid(tokens))
 
+    rules = False
+
     def check(self, puzzle: np.ndarray, answer: np.ndarray) -> bool:
         """ARC has no rules to check by."""
         raise TRMEdgeError("arc: answers can only be checked against a label")

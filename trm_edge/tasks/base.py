@@ -35,6 +35,13 @@ class Codec(ABC):
     seq_len: int
     default_views: int = 1  # what `trm-edge solve` tries per puzzle unless told (measured per task)
     generated: bool = False  # whether sample() makes new puzzles for every seed (ARC's are a fixed set)
+    rules: bool = True  # whether check() judges an answer without a label (ARC and generic tasks have no rules)
+
+    @classmethod
+    def fits(cls, vocab_size: int, seq_len: int) -> Codec | None:
+        """This task's codec for a model of this shape, or None: how a model's task is told from its weights and how
+        `--task NAME` is checked against them. A task whose size varies (a maze's side) overrides it."""
+        return cls() if (cls.vocab_size, cls.seq_len) == (vocab_size, seq_len) else None
 
     @abstractmethod
     def parse(self, text: str) -> np.ndarray:

@@ -68,6 +68,12 @@ class MazeCodec(Codec):
         self.size = size
         self.seq_len = size * size
 
+    @classmethod
+    def fits(cls, vocab_size: int, seq_len: int) -> MazeCodec | None:
+        """A square canvas of any side."""
+        side = math.isqrt(seq_len)
+        return cls(side) if vocab_size == cls.vocab_size and side * side == seq_len else None
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         from trm_edge.tasks.maze_gen import generate
 
