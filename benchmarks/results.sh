@@ -182,6 +182,8 @@ for t in 1 2; do
     --data builtin -n 32 --batch 1 --out "$OUT/bench-tune-t$t" --json > /dev/null
 done
 python -m benchmarks.studies.ort_profile "$OUT/engines-int8" --json > "$OUT/ort-profile.json"
+python -m benchmarks.studies.overhead "$OUT/engines-int8" --json > "$OUT/overhead.json"  # item 5: batch-1 overhead
+python -m benchmarks.studies.hrm_size --rounds 3 --json > "$OUT/hrm-size.json"  # issue 36: HRM against TRM a step
 trm-edge bench "$OUT/engines-int8" --backend torch,litert --precision fp32,int8 --halt fixed:16,learned:3,verify \
   --data builtin -n 400 --batch 1 --threads 2 --out "$OUT/bench-headline" --json > /dev/null
 

@@ -1,6 +1,7 @@
 """Small-batch overhead (issue 39 item 5): one step at batch 1 on each engine, split where the engine can say it into
 its matrix products, its other kernels and the time outside any kernel (session entry, feeds, thread wake-ups), and
-timed under the knobs each engine offers against that overhead, in interleaved rounds.
+timed under the knobs each engine offers against that overhead, in interleaved rounds; and what ORT's spinning
+workers cost the engine that runs right after it.
 
 ONNX Runtime's split comes from its profiler (ort_profile), OpenVINO's from its per-node counters (PERF_COUNT);
 LiteRT's Python interpreter has no per-op timer, so only its wall time is shown. The knobs: ORT's intra-op spinning
@@ -110,6 +111,29 @@ def rounds(candidates: dict[str, Callable[[], object]], n_rounds: int, runs: int
     return out
 
 
+def after_ort(b: Bundle, feed: dict, pairs: int = 25) -> dict:
+    """What ORT's spinning costs whoever runs next: a 2-thread LiteRT step alone, and right after (or a pause after)
+    an ORT step, with ORT's intra-op spinning on and off; median ms."""
+    litert = open_solver(b, "litert", "step", "fp32", THREADS)
+    out = {}
+    for spinning in (True, False):
+        ort_step = ort_knob(b, feed, spinning, "all")
+        for _ in range(10):
+            ort_step(), litert.adapter.run(feed)
+        for pause in (None, 0.0, 0.01, 0.03, 0.1):
+            times = []
+            for _ in range(pairs):
+                if pause is not None:
+                    ort_step()
+                    time.sleep(pause)
+                t0 = time.perf_counter()
+                litert.adapter.run(feed)
+                times.append(1000 * (time.perf_counter() - t0))
+            what = "alone" if pause is None else f"{1000 * pause:.0f} ms after an ORT step"
+            out[f"ORT spinning {'on' if spinning else 'off'}: LiteRT {what}"] = round(float(np.median(times)), 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle")
@@ -125,7 +149,8 @@ def main() -> None:
     timed = rounds(knobs(b, feed), a.rounds, a.runs)
     res = {"flops_per_step": b.config.flops_per_step(), "splits": splits,
            "knobs_ms": {k: {"median": round(float(np.median(v)), 3), "rounds": [round(x, 3) for x in v]}
-                        for k, v in timed.items()}}
+                        for k, v in timed.items()},
+           "after_ort_ms": after_ort(b, feed) if "litert" in b.formats() else {}}
     if a.json:
         print(json.dumps(res, indent=2))
         return
@@ -134,6 +159,8 @@ def main() -> None:
         print(f"{engine}: {s['step_ms']:.2f} ms a step at batch 1: {parts}")
     for k, v in res["knobs_ms"].items():
         print(f"{k:<28} {v['median']:7.2f} ms  (rounds {' '.join(f'{x:.2f}' for x in v['rounds'])})")
+    for k, v in res["after_ort_ms"].items():
+        print(f"{k:<52} {v:7.2f} ms")
 
 
 if __name__ == "__main__":
