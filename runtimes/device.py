@@ -18,14 +18,15 @@ from trm_edge.spec import io_spec
 
 CONTRACT = "trm-device.json"
 CONTRACT_FORMAT, CONTRACT_VERSION = "trm-edge-device", 1
-# What each one's own code can parse, check and draw: the page reads any other task's tokens as they are (generic)
-TASKS = {"the Android app": ("sudoku",), "the web page": ("sudoku", "generic")}
+# What the app's and the page's own code can parse, check and draw; any other task's tokens they take as they are
+TASKS = ("sudoku", "generic")
 
 
 def check_task(b: Bundle, where: str) -> None:
     """Refused up front, before any conversion or download."""
-    if b.task not in TASKS[where]:
-        raise TRMEdgeError(f"{b.path}: a {b.task} bundle; {where} solves {' and '.join(TASKS[where])} only")
+    if b.task not in TASKS:
+        raise TRMEdgeError(f"{b.path}: a {b.task} bundle; {where} solves sudoku, and generic tasks (tokens as they "
+                           "are), only: export it again with --task generic to take its tokens as they are")
 
 
 def device_contract(b: Bundle, graph: Path, precision: str) -> dict:

@@ -29,7 +29,7 @@ from trm_edge.errors import TRMEdgeError
 from trm_edge.halting import HaltPolicy, halting_loop
 from trm_edge.runtimes import device, initial_state, open_solver
 from trm_edge.spec import SPEC, io_spec
-from trm_edge.tasks import SUDOKU, read_puzzles
+from trm_edge.tasks import SUDOKU, GenericCodec, read_puzzles
 
 ANDROID = REPO / "runtimes" / "android"
 CORE = ANDROID / "app" / "src" / "main" / "java" / "dev" / "trmedge" / "solver" / "core"
@@ -169,6 +169,20 @@ def _python_parse(text: str) -> list[str]:
     return ["ok", _csv(t), SUDOKU.render(t)]
 
 
+# A generic task's puzzles (seq_len 4, vocab 12): accepted forms, then each refusal; the app reads no labelled dicts
+TOKEN_TEXTS = ["2 3 4 5", "[2, 3, 4, 5]", " 2,3, 4 5\n", "[]", "", "2 3 4", "2 3 4 12", "-1 2 3 4", "2 3 x 5",
+               "[2, 3, 4, 2.5]", "2 3 4 99999999999999999999999"]
+
+
+def _python_tokens(text: str) -> list:
+    codec = GenericCodec(12, 4)
+    try:
+        t = codec.parse(text)
+    except TRMEdgeError as e:
+        return ["error", str(e)]
+    return ["ok", _csv(t), codec.render(t)]
+
+
 def _python_policy(text: str, halt_max: int) -> list[str]:
     try:
         p = HaltPolicy.parse(text, halt_max)
@@ -254,6 +268,7 @@ def _contract_cases(config) -> list[tuple[str, list[str], list]]:
         ("k-batch", line(changed("inputs", 0, shape=[2, config.seq_len])), refused),
         ("k-short", line(short), refused),
         ("k-task", line(spec, task="maze"), refused),
+        ("k-generic", line(spec, task="generic"), ["ok", *names]),  # any shape: tokens as they are
         ("k-halting", line(spec, halting="learned:x"), refused),
     ]
 
@@ -279,6 +294,10 @@ def test_kotlin_core_replays_like_python(kotlinc, bundled_step_bundle, tmp_path)
     for i, text in enumerate(texts):
         lines.append(f"parse p{i} {quote(text, safe='')}")
         want[f"p{i}"] = ["parse", f"p{i}", *_python_parse(text)]
+    for i, text in enumerate([*TOKEN_TEXTS, "[2, 3,"]):
+        lines.append(f"generic g{i} 4 12 {quote(text, safe='')}")
+        want[f"g{i}"] = ["generic", f"g{i}", *_python_tokens(text)]
+    want[f"g{len(TOKEN_TEXTS)}"][3] = _Like("generic: not JSON…", lambda s: s.startswith("generic: not JSON"))
     for i, (puzzle, answer) in enumerate(checks):
         lines.append(f"check c{i} {_csv(puzzle)} {_csv(answer)}")
         want[f"c{i}"] = ["check", f"c{i}", str(SUDOKU.check(puzzle, answer)).lower()]

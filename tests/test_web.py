@@ -240,6 +240,15 @@ def test_page_solves_a_task_trm_edge_does_not_know_as_the_cli(browser, tmp_path_
     finally:
         srv.shutdown()
         srv.server_close()
+    from trm_edge.runtimes.device import CONTRACT, write_android_assets  # the app takes it too
+
+    assets = write_android_assets(bundle, root / "assets")
+    assert json.loads((assets / CONTRACT).read_text())["task"] == "generic"
+    doc = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps(dict(doc, task="maze")))  # a task neither has code for
+    with pytest.raises(TRMEdgeError, match="a maze bundle; the Android app solves sudoku, and generic tasks .* "
+                                           "--task generic"):
+        write_android_assets(bundle, root / "assets2")
 
 
 @pytest.mark.parametrize("query,python", [

@@ -9,6 +9,7 @@
  *   solve ID NAME HALT_MAX_STEPS POLICY       -> solve ID TOKENS STEPS QBITS FAULT
  *   parse ID TEXT                             -> parse ID ok TOKENS RENDERED
  *   check ID PUZZLE ANSWER                    -> check ID true|false
+ *   generic ID SEQ VOCAB TEXT                 -> generic ID ok TOKENS RENDERED (a generic task's puzzle)
  *   policy ID HALT_MAX_STEPS TEXT             -> policy ID ok KIND MAX MIN THRESHOLD_BITS VERIFY
  *   contract ID TASK SEQ VOCAB TOTAL HIDDEN HALT_MAX HALTING INPUTS OUTPUTS
  *                                             -> contract ID ok NAME... (in role order)
@@ -28,6 +29,7 @@ import dev.trmedge.solver.core.Step
 import dev.trmedge.solver.core.StepModel
 import dev.trmedge.solver.core.Sudoku
 import dev.trmedge.solver.core.TensorSpec
+import dev.trmedge.solver.core.Tokens
 import dev.trmedge.solver.core.haltingLoop
 import java.io.File
 import java.net.URLDecoder
@@ -69,11 +71,16 @@ fun main(args: Array<String>) {
                 val t = Sudoku.parse(text(f[2]))
                 val grid = Sudoku.render(t)
                 for (i in 0 until Sudoku.CELLS) {
-                    check(grid[Sudoku.renderOffset(i)] == "?.123456789"[t[i].toInt()]) { "renderOffset($i) is off" }
+                    check(grid[Sudoku.offset(i)] == "?.123456789"[t[i].toInt()]) { "offset($i) is off" }
                 }
                 listOf("ok", csv(t), URLEncoder.encode(grid, "UTF-8"))
             }
             "check" -> listOf(Sudoku.check(tokens(f[2]), tokens(f[3])).toString())
+            "generic" -> orError {
+                val task = Tokens(f[2].toInt(), f[3].toInt())
+                val t = task.parse(text(f[4]))
+                listOf("ok", csv(t), URLEncoder.encode(task.render(t), "UTF-8"))
+            }
             "policy" -> orError {
                 val p = HaltPolicy.parse(text(f[3]), f[2].toInt())
                 listOf("ok", p.kind, p.maxSteps.toString(), p.minSteps.toString(),

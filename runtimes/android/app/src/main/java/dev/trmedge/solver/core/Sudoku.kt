@@ -4,7 +4,7 @@ package dev.trmedge.solver.core
  * Sudoku in the official TRM encoding, as trm_edge/tasks/sudoku.py has it: token 0 pad, 1 blank, digit d is d + 1;
  * 81 cells row-major. Parse errors carry the Python codec's messages word for word.
  */
-object Sudoku {
+object Sudoku : PuzzleTask {
     const val CELLS = 81
     const val VOCAB = 11
     const val BLANK = 1L
@@ -20,7 +20,9 @@ object Sudoku {
      * box rules '|', '-', '+' are ignored, so a rendered grid pastes back in. Contradictory clues are refused,
      * since no answer could then pass [check]. Throws IllegalArgumentException with a one-line message.
      */
-    fun parse(text: String): LongArray {
+    override val rules = true
+
+    override fun parse(text: String): LongArray {
         val cells = cells(text)
         val tokens = LongArray(CELLS)
         for (i in 0 until CELLS) {
@@ -44,7 +46,7 @@ object Sudoku {
     }
 
     /** Filled, every row, column and box a permutation of 1..9, and every given kept. */
-    fun check(puzzle: LongArray, answer: LongArray): Boolean {
+    override fun check(puzzle: LongArray, answer: LongArray): Boolean {
         require(puzzle.size == CELLS && answer.size == CELLS) { "sudoku: expected $CELLS tokens per grid" }
         for (i in 0 until CELLS) {
             if (answer[i] <= BLANK || answer[i] >= VOCAB || (puzzle[i] > BLANK && answer[i] != puzzle[i])) return false
@@ -53,7 +55,7 @@ object Sudoku {
     }
 
     /** The grid as people read it (and [parse] reads back): ' | ' between boxes, a rule between bands. */
-    fun render(tokens: LongArray): String {
+    override fun render(tokens: LongArray): String {
         val out = StringBuilder()
         for (r in 0 until 9) {
             if (r == 3 || r == 6) out.append(ROW_RULE).append('\n')
@@ -67,7 +69,7 @@ object Sudoku {
     }
 
     /** Where [render] puts [cell]'s character: for highlighting cells in the rendered text. */
-    fun renderOffset(cell: Int): Int {
+    override fun offset(cell: Int): Int {
         val r = cell / 9
         val c = cell % 9
         return (r + r / 3) * (ROW_RULE.length + 1) + 2 * c + 2 * (c / 3)
