@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
                      ] = 64,
         batch: Annotated[int, typer.Option(min=1, max=65536, help="Puzzles per solve call.")] = 1,
         threads: ThreadsOpt = None,
-        warmup: Annotated[int, typer.Option(min=0, help="Untimed batches before each run.")] = 2,
+        warmup: Annotated[int, typer.Option(min=0, help="Untimed batches before each run (each round of it).")] = 2,
+        rounds: Annotated[int, typer.Option(min=1, help="Cut the puzzles into this many slices and let the runs take "
+                                            "turns, a slice each, rotating who goes first: a machine whose speed "
+                                            "drifts then slows every run alike.")] = 1,
         energy: Annotated[str, typer.Option(help="auto, none, rapl, pi5, android or estimate[:PROFILE].")] = "auto",
         idle_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Idle interval for the energy baseline.")]
         = 1.0,
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
             args = ["--backend", backend, "--precision", precision, "--graph", graph, "--halt", halt, "--views", views,
                     "-n", str(n),
-                    "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
+                    "--batch", str(batch), "--warmup", str(warmup), "--rounds", str(rounds), "--energy", energy,
                     "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
             with Reporter("bench", err, quiet) as rep:
                 report = run_remote(RemoteTarget(remote, shlex.split(ssh_opts), remote_command), bundle, args, out_dir,
@@ -84,7 +87,7 @@ def register(app: typer.Typer) -> None:
 
             options = BenchOptions(split_list(backend), split_list(precision), split_list(graph), split_halts(halt),
                                    parse_int_list(views, "--views"), data, n, batch, threads, warmup, energy,
-                                   idle_seconds)
+                                   idle_seconds, rounds)
             with Reporter("bench", err, quiet) as rep:
                 report = run_bench(bundles, options, out_dir, progress=rep.progress)
         if as_json:

@@ -2,7 +2,10 @@
 same way, and compared with one fp32 reference so that a faster run that answers differently shows up.
 
 Latency is per solve: a batch's wall time over its size, one sample per batch after `warmup` untimed batches;
-per step divides that by the batch's mean steps used. numpy only on the device side (no torch import here).
+per step divides that by the batch's mean steps used. With `rounds` > 1 the puzzles are cut into that many slices and
+the runs take turns, a slice each, in an order that rotates every round: a machine whose speed drifts (a shared VM,
+a phone's governor, a laptop's turbo) then slows every run alike, and their ratios hold. numpy only on the device
+side (no torch import here).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import itertools
 import os
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,9 +31,9 @@ from trm_edge.benchmarks.energy import Meter, idle_power_w, open_meter
 from trm_edge.benchmarks.machine import machine_facts
 from trm_edge.benchmarks.peak import peak, share
 from trm_edge.errors import TRMEdgeError
-from trm_edge.evaluate import evaluate
+from trm_edge.evaluate import evaluate, in_batches, score
 from trm_edge.extras import installed
-from trm_edge.halting import HaltPolicy
+from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.tasks import Codec, Pair, read_puzzles
 from trm_edge.views import solve_views
 
@@ -55,11 +59,12 @@ class BenchOptions:
     warmup: int = 2
     energy: str | Meter | None = "auto"
     idle_seconds: float = 1.0
+    rounds: int = 1
 
     def __post_init__(self):
-        if self.batch < 1 or self.warmup < 0 or (self.n is not None and self.n < 1):
-            raise TRMEdgeError(f"need batch >= 1, warmup >= 0 and n >= 1 (got batch={self.batch}, "
-                               f"warmup={self.warmup}, n={self.n})")
+        if self.batch < 1 or self.warmup < 0 or (self.n is not None and self.n < 1) or self.rounds < 1:
+            raise TRMEdgeError(f"need batch >= 1, warmup >= 0, n >= 1 and rounds >= 1 (got batch={self.batch}, "
+                               f"warmup={self.warmup}, n={self.n}, rounds={self.rounds})")
 
 
 @dataclass(frozen=True)
@@ -191,17 +196,27 @@ def _routes(bundle: str, combos: list[tuple[str, str, str]], threads: int | None
     return list(dict.fromkeys(runs))
 
 
-def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: MeasureOptions,
-            advance: Callable[[int], None] | None = None):
-    """One run: warm up, then solve (each puzzle in up to `how.views` views) and score every puzzle; returns the
-    metrics and the joined Solution."""
-    puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+@dataclass(frozen=True)
+class Timed:
+    """What one run's timed batches gave on some puzzles (all of them, or a round's slice): `metrics` joins them."""
+    sol: Solution
+    per_solve: list[float]  # ms a solve, one sample a batch
+    per_step: list[float]
+    busy: list[float]  # seconds in solve calls
+    seconds: float  # wall, warm-up excluded
+    joules: float | None  # the meter's reading over `seconds` (None without a meter)
+
+
+def timed_run(solver, codec: Codec, puzzles: np.ndarray, policy: HaltPolicy, how: MeasureOptions,
+              advance: Callable[[int], None] | None = None) -> Timed:
+    """Warm up, then solve `puzzles` (each in up to `how.views` views) in batches, timing each batch."""
     solve = partial(solve_views, solver.solve, codec, views=how.views)
     for k in range(how.warmup):
         solve(puzzles[np.arange(k * how.batch, (k + 1) * how.batch) % len(puzzles)], policy)
     per_solve, per_step, busy = [], [], []
 
-    def timed(x: np.ndarray):
+    def timed(rows: slice):
+        x = puzzles[rows]
         t0 = time.perf_counter()
         sol = solve(x, policy)
         dt = time.perf_counter() - t0
@@ -212,19 +227,36 @@ def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: Me
 
     meter = how.meter
     e0, t0 = (meter.read() if meter else None), time.perf_counter()
-    summary, sol = evaluate(timed, codec, pairs, how.batch, advance)
+    sol = in_batches(timed, len(puzzles), how.batch, advance)
     e1, t1 = (meter.read() if meter else None), time.perf_counter()
-    raw = net = None
-    if meter:
-        raw = (e1 - e0) / len(pairs)
-        net = raw if how.idle_w is None else (e1 - e0 - how.idle_w * (t1 - t0)) / len(pairs)
+    return Timed(sol, per_solve, per_step, busy, t1 - t0, None if meter is None else e1 - e0)
+
+
+def metrics(parts: Sequence[Timed], codec: Codec, pairs: list[Pair], config, idle_w: float | None
+            ) -> tuple[dict, Solution]:
+    """A run's figures from its timed parts, which cover `pairs` in order, and the joined Solution."""
+    sol = Solution.concat([p.sol for p in parts])
+    summary = score(codec, np.stack([p for p, _ in pairs]).astype(np.int64), [lab for _, lab in pairs], sol)
     summary["steps_histogram"] = {str(k): v for k, v in summary["steps_histogram"].items()}
-    return dict(summary, latency_ms=percentiles(per_solve), latency_per_step_ms=percentiles(per_step),
-                throughput_per_s=len(pairs) / sum(busy),
+    busy, seconds = sum(sum(p.busy) for p in parts), sum(p.seconds for p in parts)
+    raw = net = None
+    if all(p.joules is not None for p in parts):
+        joules = sum(p.joules for p in parts)
+        raw = joules / len(pairs)
+        net = raw if idle_w is None else (joules - idle_w * seconds) / len(pairs)
+    return dict(summary, latency_ms=percentiles([x for p in parts for x in p.per_solve]),
+                latency_per_step_ms=percentiles([x for p in parts for x in p.per_step]),
+                throughput_per_s=len(pairs) / busy,
                 # the model's FLOPs a step (TRMConfig.flops_per_step) times the steps every view ran, per busy second
-                gflop_per_s=solver.config.flops_per_step() * float(np.sum(sol.view_steps)) / sum(busy) / 1e9,
-                energy_j_per_solve=net, energy_j_per_solve_raw=raw,
-                seconds=t1 - t0), sol
+                gflop_per_s=config.flops_per_step() * float(np.sum(sol.view_steps)) / busy / 1e9,
+                energy_j_per_solve=net, energy_j_per_solve_raw=raw, seconds=seconds), sol
+
+
+def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: MeasureOptions,
+            advance: Callable[[int], None] | None = None) -> tuple[dict, Solution]:
+    """One run on every puzzle at once: its metrics and the joined Solution."""
+    puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+    return metrics([timed_run(solver, codec, puzzles, policy, how, advance)], codec, pairs, solver.config, how.idle_w)
 
 
 def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(),
@@ -280,34 +312,52 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
             _close(ref)
             ref = None  # free the reference session before measuring
             bundle_mb, graph_mb = size_mb(b), _graph_sizes(b)
-            for backend, precision, graph, threads, was_tuned in _routes(b, combos, o.threads):
-                reset_peak_rss()
-                try:
-                    solver = factory(b, backend=backend, graph=graph, precision=precision, threads=threads)
-                except (TRMEdgeError, ImportError) as e:
-                    skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e),
-                                    "bundle": b})
-                    advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(o.views))
-                    continue
-                info = solver.describe()
+            routes, rounds = _routes(b, combos, o.threads), min(o.rounds, len(pairs))
+            slices = np.array_split(np.arange(len(pairs)), rounds)
+            puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+            parts, opened = defaultdict(list), {}  # (route, policy, views) -> Timed a round; route -> its session
+            for r in range(rounds):
+                for route in routes[r % len(routes):] + routes[:r % len(routes)]:  # each round another goes first
+                    backend, precision, graph, threads, _ = route
+                    if r and route not in opened:  # it could not start in round 1
+                        continue
+                    reset_peak_rss()
+                    try:
+                        solver = factory(b, backend=backend, graph=graph, precision=precision, threads=threads)
+                    except (TRMEdgeError, ImportError) as e:
+                        skipped.append({"backend": backend, "precision": precision, "graph": graph, "reason": str(e),
+                                        "bundle": b})
+                        advance(f"skipped {backend}/{precision}/{graph}")(len(pairs) * len(policies) * len(o.views))
+                        continue
+                    for policy, k in itertools.product(policies, o.views):
+                        label = (f"{backend}/{precision}/{graph} {policy} x{k}" + (f" d{depth}" if len(bundles) > 1
+                                 else "") + (f", round {r + 1} of {rounds}" if rounds > 1 else ""))
+                        parts[route, policy, k].append(timed_run(solver, codec, puzzles[slices[r]], policy,
+                                                                 MeasureOptions(o.batch, o.warmup, k, meter, idle_w),
+                                                                 advance(label)))
+                    seen = opened.get(route, {"init_ms": float(solver.init_ms), "peak_rss_mb": None})  # round 1's
+                    rss = max(filter(None, (seen["peak_rss_mb"], peak_rss_mb())), default=None)  # the largest round's
+                    opened[route] = dict(seen, info=solver.describe(), config=solver.config, peak_rss_mb=rss)
+                    _close(solver)
+            for route in (r for r in routes if r in opened):
+                backend, precision, graph, threads, was_tuned = route
+                s = opened[route]
                 for policy, k in itertools.product(policies, o.views):
-                    label = f"{backend}/{precision}/{graph} {policy} x{k}" + (f" d{depth}" if len(bundles) > 1 else "")
-                    metrics, sol = measure(solver, codec, pairs, policy,
-                                           MeasureOptions(o.batch, o.warmup, k, meter, idle_w), advance(label))
+                    figures, sol = metrics(parts[route, policy, k], codec, pairs, s["config"], idle_w)
                     runs.append({
                         "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
                         "bundle": b, "depth": depth,
                         "tuned": was_tuned,
-                        "batch": o.batch, "threads": threads if threads is not None else info.get("threads"),
-                        "warmup": o.warmup, **metrics,
-                        "peak_share": share(metrics["gflop_per_s"], precision, peaks),
+                        "batch": o.batch, "threads": threads if threads is not None else s["info"].get("threads"),
+                        "warmup": o.warmup, "rounds": rounds, **figures,
+                        "peak_share": share(figures["gflop_per_s"], precision, peaks),
                         "agreement_with_fp32": agreement(sol.tokens, ref_sol.tokens),
-                        "init_ms": float(solver.init_ms), "peak_rss_mb": peak_rss_mb(), "bundle_mb": bundle_mb,
+                        "init_ms": s["init_ms"], "peak_rss_mb": s["peak_rss_mb"], "bundle_mb": bundle_mb,
                         "graph_mb": graph_mb(backend, graph, precision),
                         "energy_source": meter.source if meter else "none",
-                        "energy_estimated": bool(meter and meter.estimate), "idle_power_w": idle_w, "runtime": info,
+                        "energy_estimated": bool(meter and meter.estimate), "idle_power_w": idle_w,
+                        "runtime": s["info"],
                     })
-                _close(solver)
     if not runs:
         raise TRMEdgeError("no run could start: " + "; ".join(
             f"{s['backend']}/{s['precision']}/{s['graph']}: {s['reason']}" for s in skipped))

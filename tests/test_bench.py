@@ -313,6 +313,33 @@ def test_bench_end_to_end(bench_setup, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 5000
 
 
+def test_rounds_take_turns_on_slices_and_report_what_one_round_does(bench_setup):
+    """--rounds 3: each route solves a third of the puzzles a round, the first route rotating each round (so a drift of
+    the machine slows every route alike), and the joined figures are those of one pass over every puzzle."""
+    s = bench_setup
+    opened, solved = [], []
+
+    def factory(path, backend, graph, precision, threads):
+        opened.append(precision)
+        solver = s.factory(path, backend, graph, precision, threads)
+        solve = solver.solve
+        solver.solve = lambda tokens, policy: (solved.append((precision, len(tokens))), solve(tokens, policy))[1]
+        return solver
+
+    args = dict(precisions=["fp32", "int8"], halts=["fixed", "learned:0"], data=str(s.data), n=12, batch=2, warmup=0,
+                energy="none")
+    once = harness.run_bench(str(s.bundle), harness.BenchOptions(**args), solver_factory=s.factory)
+    thrice = harness.run_bench(str(s.bundle), harness.BenchOptions(**args, rounds=3), solver_factory=factory)
+    assert schema_errors(thrice) == []
+    assert opened == ["fp32", "fp32", "int8", "int8", "fp32", "fp32", "int8"]  # the reference, then turns
+    assert [p for p, _ in solved[6:]] == ["fp32"] * 4 + ["int8"] * 4 + ["int8"] * 4 + ["fp32"] * 4 + ["fp32"] * 4 \
+        + ["int8"] * 4  # 4 puzzles a round a policy, in batches of 2
+    same = ("n", "exact_accuracy", "token_accuracy", "mean_steps", "steps_histogram", "agreement_with_fp32")
+    for a, b in zip(once["runs"], thrice["runs"], strict=True):
+        assert (a["rounds"], b["rounds"]) == (1, 3) and {k: a[k] for k in same} == {k: b[k] for k in same}
+        assert len(b["latency_ms"]) == 4 and b["latency_ms"]["p50"] > 0
+
+
 def test_depth_is_a_bench_axis(bench_setup, tmp_path):
     """Several bundles (one model exported at several depths) in one bench: every run says its bundle and depth,
     each is compared with its own bundle's reference, and the tables tell the depths apart."""
