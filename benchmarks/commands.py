@@ -77,8 +77,9 @@ def register(app: typer.Typer) -> None:
 
             args = ["--backend", backend, "--precision", precision, "--graph", graph, "--halt", halt, "--views", views,
                     "-n", str(n),
-                    "--batch", str(batch), "--warmup", str(warmup), "--rounds", str(rounds), "--energy", energy,
-                    "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else [])]
+                    "--batch", str(batch), "--warmup", str(warmup), "--energy", energy,
+                    "--idle-seconds", str(idle_seconds), *(["--threads", str(threads)] if threads else []),
+                    *(["--rounds", str(rounds)] if rounds > 1 else [])]  # a device's older trm-edge has no --rounds
             with Reporter("bench", err, quiet) as rep:
                 report = run_remote(RemoteTarget(remote, shlex.split(ssh_opts), remote_command), bundle, args, out_dir,
                                     data, announce=rep.status)
