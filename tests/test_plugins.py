@@ -61,13 +61,23 @@ def test_a_plugin_never_replaces_a_built_in_task(site):
     assert type(get_codec("sudoku")) is SudokuCodec and codec_for("generic", 8, 36).name == "generic"
 
 
-def test_a_broken_plugin_is_named_in_one_line_and_only_when_asked_for(site):
+def test_a_broken_plugin_is_named_in_one_line_and_only_when_tried(site, monkeypatch):
+    """A plugin that fails (to import, to be a Codec, on a model's shape) is named with its package, and only when it
+    is asked for or tried: the built-ins fit their models first, so a sudoku model never imports a plugin."""
+    def broken(cls, vocab_size, seq_len):
+        raise ValueError("oops")
+
+    with monkeypatch.context() as m:
+        m.setattr(type(get_codec("sudoku6")), "fits", classmethod(broken))
+        with pytest.raises(TRMEdgeError, match=r"task 'sudoku6': its codec failed on a model of 36 tokens over 8 "
+                                               r"values \(ValueError: oops\); fix or uninstall it"):
+            codec_for(None, 8, 36)
     install(site, "trm-edge-broken", {"broken": "no_such_module:Codec", "wrong": "json:loads"})
     plugins.cache_clear()
-    assert codec_for(None, 11, 81).name == "sudoku"  # the built-ins fit first: no plugin is imported for them
+    assert codec_for(None, 11, 81).name == "sudoku"  # no plugin is imported for it
     with pytest.raises(TRMEdgeError, match=r"task 'broken' \(no_such_module:Codec, from trm-edge-broken\) failed to "
                                            r"load \(ModuleNotFoundError"):
-        get_codec("broken")
+        codec_for(None, 8, 36)  # plugins are tried by name: a broken one is not skipped to call the model generic
     with pytest.raises(TRMEdgeError, match="task 'wrong' .* is not a trm_edge.tasks.Codec subclass"):
         get_codec("wrong")
     with pytest.raises(TRMEdgeError, match="unknown task 'chess' .*sudoku6"):

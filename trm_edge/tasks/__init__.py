@@ -92,6 +92,18 @@ def codec_class(name: str) -> type[Codec]:
     return cls
 
 
+def _fits(name: str, vocab_size: int, seq_len: int) -> Codec | None:
+    """The task's codec for this shape; a plugin that breaks on it is named, not a traceback."""
+    cls = codec_class(name)
+    try:
+        return cls.fits(vocab_size, seq_len)
+    except TRMEdgeError:
+        raise
+    except Exception as e:
+        raise TRMEdgeError(f"task {name!r}: its codec failed on a model of {seq_len} tokens over {vocab_size} values "
+                           f"({type(e).__name__}: {e}); fix or uninstall it") from None
+
+
 def get_codec(name: str, **kw) -> Codec:
     """A codec by task name; options (maze: size) go to its constructor."""
     cls = codec_class(name)
@@ -106,8 +118,8 @@ def codec_for(task: str | None, vocab_size: int, seq_len: int, source: object = 
     """The codec of a model of this shape: its task's (`task`), else the first registered task that fits the shape,
     the generic codec when none does. `dataset`: where a task without its own puzzles (generic) draws them."""
     if task is None:
-        codec = next(c for name in registered() if (c := codec_class(name).fits(vocab_size, seq_len)) is not None)
-    elif (codec := codec_class(task).fits(vocab_size, seq_len)) is None:
+        codec = next(c for name in registered() if (c := _fits(name, vocab_size, seq_len)) is not None)
+    elif (codec := _fits(task, vocab_size, seq_len)) is None:
         raise TRMEdgeError(f"{source}: the model reads {seq_len} tokens over {vocab_size} values, which is no "
                            f"{task} puzzle; pass the right --task (generic takes any tokens)")
     return codec.with_dataset(dataset) if isinstance(codec, GenericCodec) and dataset else codec
