@@ -35,6 +35,19 @@ def write_sort_dataset(root: Path, n_test: int = 40) -> Path:
     return root
 
 
+def export_sort_bundle(root: Path, seed: int) -> Path:
+    """A random sorting model's step graph as a generic bundle, its puzzles from the dataset written beside it."""
+    import torch
+
+    from trm_edge.export import ExportOptions, export_bundle
+    from trm_edge.model import TRM
+
+    torch.manual_seed(seed)
+    model = TRM(tiny_config(vocab_size=VOCAB, seq_len=LEN, halt_max_steps=3)).eval()
+    return export_bundle(model, {"task": "generic", "dataset": str(write_sort_dataset(root / "data"))},
+                         root / "bundle", ExportOptions(("step",), verify_n=2))
+
+
 @pytest.fixture(scope="module")
 def sort_run(tmp_path_factory) -> Path:
     """An official run directory whose all_config.yaml names its dataset (data_paths, relative to where the trainer

@@ -106,19 +106,12 @@ def test_tune_then_solve_takes_the_choice(device_env, tmp_path, tiny_bundle, mon
 def test_a_task_trm_edge_does_not_know_on_a_device(device_env, tmp_path):
     """A generic bundle (a 24-token sorting task) on the device install: eval against its dataset's labels and solve
     token lines, torch-free, as the export machine does."""
-    import torch
-    from conftest import tiny_config
-    from test_generic import LEN, VOCAB, sort_pairs, write_sort_dataset
+    from test_generic import LEN, export_sort_bundle, sort_pairs
 
     from trm_edge.api import Opening, eval_model, open_model
-    from trm_edge.export import ExportOptions, export_bundle
-    from trm_edge.model import TRM
 
-    torch.manual_seed(2)
-    data = write_sort_dataset(tmp_path / "data")
-    model = TRM(tiny_config(vocab_size=VOCAB, seq_len=LEN, halt_max_steps=3)).eval()
-    bundle = export_bundle(model, {"task": "generic", "dataset": str(data)}, tmp_path / "b", ExportOptions(("step",),
-                                                                                                            verify_n=2))
+    bundle = export_sort_bundle(tmp_path, seed=2)
+    data = tmp_path / "data"
     res = trm(device_env, tmp_path, "eval", str(bundle), "--data", str(data), "--json")
     assert res.returncode == 0, res.stderr
     here = eval_model(open_model(str(bundle), Opening(backend="ort")), [str(data)])["runs"][0]

@@ -209,19 +209,12 @@ def test_page_solves_a_task_trm_edge_does_not_know_as_the_cli(browser, tmp_path_
     """A generic bundle (a 24-token sorting task): the page reads its tokens, solves as ORT's Solver does, and says
     there are no rules to check the answer by; views and verify are refused in one line."""
     require_tool("npm", "fetches onnxruntime-web once")
-    import torch
-    from conftest import tiny_config
-    from test_generic import LEN, VOCAB, sort_pairs, write_sort_dataset
+    from test_generic import export_sort_bundle, sort_pairs
 
-    from trm_edge.export import ExportOptions, export_bundle
-    from trm_edge.model import TRM
     from trm_edge.runtimes.browser import build_site
 
     root = tmp_path_factory.mktemp("generic")
-    torch.manual_seed(1)
-    model = TRM(tiny_config(vocab_size=VOCAB, seq_len=LEN, halt_max_steps=3)).eval()
-    bundle = export_bundle(model, {"task": "generic", "dataset": str(write_sort_dataset(root / "data"))},
-                           root / "bundle", ExportOptions(("step",), verify_n=4))
+    bundle = export_sort_bundle(root, seed=1)
     srv = _serve(build_site(bundle, root / "site"), isolate=False)
     try:
         for x in sort_pairs(2, 11)[0]:

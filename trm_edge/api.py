@@ -325,10 +325,7 @@ def eval_dataset(loaded: Loaded, root: Path, halt: str | None, batch_size: int,
     from trm_edge.training.datasets import read_dataset
 
     ds = read_dataset(root, "test")
-    if ds.metadata["seq_len"] != loaded.codec.seq_len or ds.metadata["vocab_size"] != loaded.codec.vocab_size:
-        raise TRMEdgeError(f"{root}: a dataset of {ds.metadata['seq_len']} tokens over {ds.metadata['vocab_size']} "
-                           f"values; the model reads {loaded.codec.name} ({loaded.codec.seq_len} over "
-                           f"{loaded.codec.vocab_size})")
+    loaded.codec.check_dataset(ds.metadata, root)
     ids = np.repeat(ds.puzzle_identifiers, np.diff(ds.puzzle_indices)).astype(np.int64)
     inputs, labels = np.asarray(ds.inputs, np.int64), np.asarray(ds.labels, np.int64)
     if loaded.rows is not None:  # a bundle of some tasks' rows: the dataset's rows it carries, by name

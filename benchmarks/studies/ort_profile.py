@@ -31,16 +31,21 @@ QUANT = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "Dynamic
 WARMUP = 20
 
 
+def step_feed(b: Bundle) -> dict[str, np.ndarray]:
+    """One step's inputs at batch 1: a held-out puzzle of the bundle's task and the initial carry."""
+    solver = open_solver(b, "ort", "step")
+    tokens = read_puzzles(solver.codec, str(builtin_data(solver.codec.name)[0]))[0][0][None].astype(np.int64)
+    z_H, z_L = solver.carry(1)
+    return {"tokens": tokens, "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
+
+
 def profile(bundle: str, precision: str, runs: int, threads: int) -> dict:
     """Median wall time of a step and the profiler's kernel time per op type (both per step, ms) after WARMUP
     steps."""
     import onnxruntime as ort
 
     b = Bundle(bundle)
-    solver = open_solver(b, "ort", "step", precision, threads)  # for the feeds: tokens and the initial carry
-    tokens = read_puzzles(solver.codec, str(builtin_data(solver.codec.name)[0]))[0][0][None].astype(np.int64)
-    z_H, z_L = solver.carry(1)
-    feed = {"tokens": tokens, "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
+    feed = step_feed(b)
     with tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()
         so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, "p")

@@ -20,22 +20,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.studies.ort_profile import profile
-from trm_edge.api import builtin_data
+from benchmarks.studies.ort_profile import profile, step_feed
 from trm_edge.bundle import Bundle
 from trm_edge.runtimes import open_solver
-from trm_edge.tasks import read_puzzles
 
 THREADS = 2
 OV_GEMM = {"FullyConnected", "MatMul"}
-
-
-def feeds(b: Bundle) -> dict[str, np.ndarray]:
-    """Batch 1: a held-out puzzle and the initial carry."""
-    solver = open_solver(b, "ort", "step", "fp32", THREADS)
-    tokens = read_puzzles(solver.codec, str(builtin_data(solver.codec.name)[0]))[0][0][None].astype(np.int64)
-    z_H, z_L = solver.carry(1)
-    return {"tokens": tokens, "puzzle_ids": np.zeros(1, np.int64), "z_H": z_H, "z_L": z_L}
 
 
 def ort_knob(b: Bundle, feed: dict, spinning: bool, level: str) -> Callable[[], object]:
@@ -142,7 +132,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     b = Bundle(a.bundle)
-    feed = feeds(b)
+    feed = step_feed(b)
     splits = {"ort": profile(a.bundle, "fp32", 100, THREADS)}
     if "openvino" in b.formats():
         splits["openvino"] = ov_split(b, feed, 100)

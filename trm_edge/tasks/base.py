@@ -95,11 +95,18 @@ class Codec(ABC):
         bad = (arr < 0) | (arr >= self.vocab_size)
         if bad.any():
             i = int(np.argmax(bad))
-            raise TRMEdgeError(
-                f"{self.name}: token {arr[i]} at position {i}"
-                f" is outside the vocabulary 0-{self.vocab_size - 1}"
-            )
+            raise self.outside(arr[i], i)
         return arr.astype(np.int64)
+
+    def outside(self, token: int, i: int) -> TRMEdgeError:
+        return TRMEdgeError(f"{self.name}: token {token} at position {i} is outside the vocabulary "
+                            f"0-{self.vocab_size - 1}")
+
+    def check_dataset(self, metadata: dict, where: object) -> None:
+        """A dataset (official layout) of another shape would feed the model tokens it never saw: refused by name."""
+        if (metadata["seq_len"], metadata["vocab_size"]) != (self.seq_len, self.vocab_size):
+            raise TRMEdgeError(f"{where}: a dataset of {metadata['seq_len']} tokens over {metadata['vocab_size']} "
+                               f"values; the model reads {self.seq_len} over {self.vocab_size} ({self.name})")
 
 
 def content_lines(text: str) -> list[tuple[int, str]]:

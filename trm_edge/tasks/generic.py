@@ -60,12 +60,6 @@ class GenericCodec(Codec):
         rows = np.random.default_rng(10_000 + seed).permutation(len(ds.inputs))
         return np.asarray(ds.inputs[np.sort(rows[:n])], np.int64)
 
-    def check_dataset(self, metadata: dict, where: object) -> None:
-        """A dataset of another shape would feed the model tokens it never saw: refused by name."""
-        if (metadata["seq_len"], metadata["vocab_size"]) != (self.seq_len, self.vocab_size):
-            raise TRMEdgeError(f"{where}: a dataset of {metadata['seq_len']} tokens over {metadata['vocab_size']} "
-                               f"values; the model reads {self.seq_len} over {self.vocab_size}")
-
     def parse(self, text: str) -> np.ndarray:
         return self.parse_line(text.strip())[0]
 
@@ -95,8 +89,7 @@ class GenericCodec(Codec):
             raise TRMEdgeError(f"generic: the {what} has {len(values)} tokens, the model reads {self.seq_len} (pad to "
                                "that length as the dataset does)")
         if (i := next((i for i, v in enumerate(values) if not 0 <= v < self.vocab_size), None)) is not None:
-            raise TRMEdgeError(f"generic: token {values[i]} at position {i} is outside the vocabulary "
-                               f"0-{self.vocab_size - 1}")  # before numpy, which cannot hold 10**30
+            raise self.outside(values[i], i)  # before numpy, which cannot hold 10**30
         return np.array(values, np.int64)
 
     def render(self, tokens: np.ndarray) -> str:
