@@ -232,21 +232,22 @@ def timed_run(solver, codec: Codec, puzzles: np.ndarray, policy: HaltPolicy, how
     return Timed(sol, per_solve, per_step, busy, t1 - t0, None if meter is None else e1 - e0)
 
 
-def metrics(parts: Sequence[Timed], codec: Codec, pairs: list[Pair], config, idle_w: float | None
+def metrics(parts: Sequence[Timed], codec: Codec, puzzles: np.ndarray, labels: list, config, idle_w: float | None
             ) -> tuple[dict, Solution]:
-    """A run's figures from its timed parts, which cover `pairs` in order, and the joined Solution."""
+    """A run's figures from its timed parts, which cover `puzzles` (with their `labels`) in order, and the joined
+    Solution."""
     sol = Solution.concat([p.sol for p in parts])
-    summary = score(codec, np.stack([p for p, _ in pairs]).astype(np.int64), [lab for _, lab in pairs], sol)
+    summary = score(codec, puzzles, labels, sol)
     summary["steps_histogram"] = {str(k): v for k, v in summary["steps_histogram"].items()}
     busy, seconds = sum(sum(p.busy) for p in parts), sum(p.seconds for p in parts)
     raw = net = None
     if all(p.joules is not None for p in parts):
         joules = sum(p.joules for p in parts)
-        raw = joules / len(pairs)
-        net = raw if idle_w is None else (joules - idle_w * seconds) / len(pairs)
+        raw = joules / len(puzzles)
+        net = raw if idle_w is None else (joules - idle_w * seconds) / len(puzzles)
     return dict(summary, latency_ms=percentiles([x for p in parts for x in p.per_solve]),
                 latency_per_step_ms=percentiles([x for p in parts for x in p.per_step]),
-                throughput_per_s=len(pairs) / busy,
+                throughput_per_s=len(puzzles) / busy,
                 # the model's FLOPs a step (TRMConfig.flops_per_step) times the steps every view ran, per busy second
                 gflop_per_s=config.flops_per_step() * float(np.sum(sol.view_steps)) / busy / 1e9,
                 energy_j_per_solve=net, energy_j_per_solve_raw=raw, seconds=seconds), sol
@@ -256,7 +257,8 @@ def measure(solver, codec: Codec, pairs: list[Pair], policy: HaltPolicy, how: Me
             advance: Callable[[int], None] | None = None) -> tuple[dict, Solution]:
     """One run on every puzzle at once: its metrics and the joined Solution."""
     puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
-    return metrics([timed_run(solver, codec, puzzles, policy, how, advance)], codec, pairs, solver.config, how.idle_w)
+    return metrics([timed_run(solver, codec, puzzles, policy, how, advance)], codec, puzzles, [lab for _, lab in pairs],
+                   solver.config, how.idle_w)
 
 
 def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(),
@@ -314,7 +316,7 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
             bundle_mb, graph_mb = size_mb(b), _graph_sizes(b)
             routes, rounds = _routes(b, combos, o.threads), min(o.rounds, len(pairs))
             slices = np.array_split(np.arange(len(pairs)), rounds)
-            puzzles = np.stack([p for p, _ in pairs]).astype(np.int64)
+            puzzles, labels = np.stack([p for p, _ in pairs]).astype(np.int64), [lab for _, lab in pairs]
             parts, opened = defaultdict(list), {}  # (route, policy, views) -> Timed a round; route -> its session
             for r in range(rounds):
                 for route in routes[r % len(routes):] + routes[:r % len(routes)]:  # each round another goes first
@@ -343,7 +345,7 @@ def run_bench(bundle: str | Sequence[str], options: BenchOptions = BenchOptions(
                 backend, precision, graph, threads, was_tuned = route
                 s = opened[route]
                 for policy, k in itertools.product(policies, o.views):
-                    figures, sol = metrics(parts[route, policy, k], codec, pairs, s["config"], idle_w)
+                    figures, sol = metrics(parts[route, policy, k], codec, puzzles, labels, s["config"], idle_w)
                     runs.append({
                         "backend": backend, "precision": precision, "graph": graph, "halt": str(policy), "views": k,
                         "bundle": b, "depth": depth,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from trm_edge.export.guard import heldout_plan
-from trm_edge.export.options import FORMATS, ExportOptions
+from trm_edge.export.options import CALIB_TFLOP, FORMATS, ExportOptions
 from trm_edge.halting import HaltPolicy, Solution
 from trm_edge.model import TRM
 from trm_edge.progress import counting, duration
@@ -120,7 +120,11 @@ class Context:
 
     @property
     def calib_puzzles(self) -> np.ndarray:
-        return self._cached("calib_puzzles", lambda: self._sample(self.options.quant.calib, 1))
+        """--calib puzzles, or as many as CALIB_TFLOP allows over all their steps (ARC's size: 4 of 32, whose
+        carries alone would be 1.9 GB and their steps 14 min here), at least one."""
+        cfg = self.model.config
+        fit = int(CALIB_TFLOP * 1e12 // (cfg.halt_max_steps * cfg.flops_per_step()))
+        return self._cached("calib_puzzles", lambda: self._sample(max(1, min(self.options.quant.calib, fit)), 1))
 
     @property
     def heldout(self) -> np.ndarray:
@@ -142,8 +146,10 @@ class Context:
         from trm_edge.export.quantize import calibration_feeds
 
         def record() -> list[dict]:
-            self.status(f"calibrating on carries from all {self.model.config.halt_max_steps} steps of "
-                        f"{len(self.calib_puzzles)} puzzles")
+            n, asked = len(self.calib_puzzles), self.options.quant.calib
+            self.status(f"calibrating on carries from all {self.model.config.halt_max_steps} steps of {n} puzzles"
+                        + (f" (of --calib {asked}: the most {CALIB_TFLOP:g} TFLOP allow at this size)" if n < asked
+                           else ""))
             return calibration_feeds(self.onnx_solvers["step"], self.calib_puzzles, self.model.config.halt_max_steps)
 
         return self._cached("calib_feeds", record)

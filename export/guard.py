@@ -30,12 +30,14 @@ from trm_edge.halting import Solution
 from trm_edge.progress import counting, duration
 
 if TYPE_CHECKING:
+    from trm_edge.config import TRMConfig
     from trm_edge.export.formats import Context
     from trm_edge.runtimes.solver import Solver
 
 T = TypeVar("T")
 ALPHA = 0.05  # the sequential rule's false-accept rate at a drop equal to the budget, over all its looks
-PIECE = 64  # held-out puzzles solved between two glances at the clock (the solver's slots)
+PIECE = 64  # held-out puzzles solved between two glances at the clock (the solver's slots), at most
+CALL_TFLOP = 1.0  # and fewer where one step over them costs more (ARC's 239 GFLOP a puzzle: 4, not 8 GB at 64)
 
 
 def heldout_plan(k: int, n: int, generated: bool) -> tuple[int, int] | None:
@@ -74,7 +76,7 @@ def boundaries(plan: list[int], n: int) -> list[float]:
 
 def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
     """The guard's figures for one int8 candidate (`solve(puzzles, advance=...)`: its answers, `advance(n)` as
-    puzzles finish), paired with fp32 on the held-out draws (Context.heldout_draw), PIECE puzzles at a time.
+    puzzles finish), paired with fp32 on the held-out draws (Context.heldout_draw), `piece` puzzles at a time.
 
     Sequential: at each of `looks` it decides as soon as the drop's interval at `boundaries` clears the budget (pass)
     or lies above it (fail), by the score test of a drop at the budget (evaluate.paired_score). A clear case stops
@@ -85,7 +87,7 @@ def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
     quant = ctx.options.quant
     budget, plan = quant.max_drop, looks(quant.heldout, ctx.codec.generated)
     zs, cap = boundaries(plan, quant.heldout), 60 * quant.guard_minutes if quant.guard_minutes else None
-    take, t0 = _held_out(ctx), time.perf_counter()
+    take, t0, most = _held_out(ctx), time.perf_counter(), piece(ctx.model.config)
     pace = ctx.guard_forecast["seconds_per_puzzle"]  # a paired puzzle's seconds: the forecast's, then as measured
     puzzles, fp32, got, seen, capped = [], [], [], [], False
     for look, z in zip(plan, zs):
@@ -93,12 +95,12 @@ def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
         advance = counting(ctx.status, f"{what}: guard", f"solves (fp32 and int8 on {look} held-out puzzles)",
                             2 * solved, 2 * look)
         while solved < look:
-            room = PIECE if cap is None else int((cap - (time.perf_counter() - t0)) / pace)
+            room = most if cap is None else int((cap - (time.perf_counter() - t0)) / pace)
             if capped := room < 1 and bool(puzzles):
                 break
-            if (piece := take(min(look - solved, PIECE, max(room, 1)))) is None:
+            if (taken := take(min(look - solved, most, max(room, 1)))) is None:
                 break
-            k, start, draw = piece
+            k, start, draw = taken
             puzzles.append(draw)
             fp32.append(ctx.heldout_fp32(k, start, draw, advance))
             got.append(solve(draw, advance=advance))
@@ -119,6 +121,11 @@ def judge(ctx: Context, solve: Callable[..., Solution], what: str) -> dict:
                 looks=seen, capped=capped, seconds=round(time.perf_counter() - t0, 1))
 
 
+def piece(config: TRMConfig) -> int:
+    """Held-out puzzles solved at once: PIECE, or as many as one step of CALL_TFLOP allows (at least one)."""
+    return max(1, min(PIECE, int(CALL_TFLOP * 1e12 // config.flops_per_step())))
+
+
 def forecast(ctx: Context) -> dict:
     """What the guard will cost here, said before it starts: the fp32 step timed on a piece of held-out puzzles, times
     the steps a solve takes under the bundle's policy (the reference's mean on the verification puzzles), for fp32
@@ -127,7 +134,7 @@ def forecast(ctx: Context) -> dict:
     from trm_edge.export.verify import replay, step_seconds
 
     quant, solver = ctx.options.quant, ctx.onnx_solvers["step"]
-    batch = ctx.heldout[:PIECE]
+    batch = ctx.heldout[:piece(ctx.model.config)]
     steps = float(replay(ctx.reference_steps, ctx.policy).steps.mean())
     per = 2 * steps * step_seconds(solver, batch)
     plan = looks(quant.heldout, ctx.codec.generated)

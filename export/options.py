@@ -20,6 +20,7 @@ FORMATS = {
 }
 ROOT = "onnx"  # every bundle holds it: the manifest's top level is its section (the graphs Bundle reads)
 GUARD_PUZZLES = 4  # a close call may solve up to 4x --heldout puzzles (2,048 by default), half a draw at a time
+CALIB_TFLOP = 16.0  # calibration solves at most this much (the bundled model's and Sudoku-MLP's 32 puzzles fit)
 
 
 @dataclass(frozen=True)

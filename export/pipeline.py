@@ -21,6 +21,7 @@ from trm_edge.export.verify import trained_dtype_agreement
 from trm_edge.extras import require
 from trm_edge.halting import HaltPolicy
 from trm_edge.model import TRM
+from trm_edge.spec import GRAPHS
 from trm_edge.tasks import codec_for
 
 
@@ -109,7 +110,6 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
                       {"H_init": model.H_init.float().numpy(), "L_init": model.L_init.float().numpy()}, n_unrolled,
                       graphs, tmp, status, tuple(policies), int8_sites=meta.get("int8_sites"))
         np.savez(tmp / "init.npz", **ctx.init)
-        save(model, tmp / "reference", task=meta.get("task"), source=meta.get("source"))
         written: dict[str, Written] = {}
         for fmt in formats:  # each after what it needs, given their verified fp32 solvers
             written[fmt.name] = fmt.write(ctx.needing({n: written[n].solvers for n in fmt.needs}), modes[fmt.name])
@@ -117,6 +117,8 @@ def export_bundle(model: TRM, meta: dict, out_dir: str | Path, options: ExportOp
                 manifest.update(written[fmt.name].section)
             else:
                 manifest.setdefault("formats", {})[fmt.name] = written[fmt.name].section
+        fp32 = next(manifest["graphs"][g]["files"]["fp32"] for g in GRAPHS if g in manifest["graphs"])
+        save(model, tmp / "reference", tmp / fp32, task=meta.get("task"), source=meta.get("source"))
         if trained is not model:  # a bf16 checkpoint: its own forward against the fp32 one every graph matches
             status(f"comparing the fp32 reference with the {trained.config.forward_dtype} forward it was trained in")
             manifest["trained_dtype"] = trained_dtype_agreement(trained, ctx.reference_steps, ctx.verify_puzzles)

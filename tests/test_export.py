@@ -15,7 +15,7 @@ import torch
 from conftest import FIXTURES, OFFICIAL, bf16_official, tiny_config
 
 from trm_edge.bundle import Bundle
-from trm_edge.checkpoint import load_model, load_official
+from trm_edge.checkpoint import load, load_model, load_official
 from trm_edge.errors import CheckFailed, TRMEdgeError
 from trm_edge.export import ExportOptions, export_bundle
 from trm_edge.halting import HaltPolicy
@@ -103,6 +103,23 @@ def test_graphs_pass_full_check_and_share_weights(bundle):
     # the loop and unrolled graphs run every step but store each weight once
     assert weights["loop"] < 1.05 * weights["step"] and weights["unrolled"] < 1.05 * weights["step"]
     assert b.manifest["verification"]["passed"] and b.manifest["versions"]["onnx"] == onnx.__version__
+
+
+def test_the_reference_is_the_model_with_its_weights_stored_once(bundle):
+    """The bundle's PyTorch reference (--backend torch) is the exported model bit for bit, and carries no weight the
+    step graph already holds (as it is, transposed, or as SwiGLU's halves)."""
+    from safetensors import safe_open
+
+    path, model = bundle
+    ref, own = load(path / "reference")[0].state_dict(), model.state_dict()
+    assert ref.keys() == own.keys() and all(torch.equal(v, own[k]) for k, v in ref.items())
+    with safe_open(str(path / "reference" / "model.safetensors"), "np") as f:
+        kept = set(f.keys())
+    shared = json.loads((path / "reference" / "config.json").read_text())["in_graph"]
+    assert shared["file"] == "step.onnx" and set(shared["tensors"]) == own.keys() - kept
+    # left: the initial state, and a bias the graph's optimizer folded away (the fixture's zero q_head.bias)
+    assert {"H_init", "L_init"} <= kept and all(own[k].numel() <= model.config.hidden_size for k in kept), kept
+    assert any(len(parts) == 2 for parts in shared["tensors"].values())  # gate/up, stored as two halves
 
 
 def test_ort_fuses_every_rms_norm_and_swiglu_needs_no_split(bundle, tmp_path):

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from trm_edge.evaluate import paired_interval, paired_score
 from trm_edge.export.guard import ALPHA, boundaries, looks
@@ -67,9 +68,10 @@ def test_the_score_interval_needs_enough_clean_puzzles():
 
 
 def _judge(lost_at: set[int], n: int = 512, guard_minutes: float | None = None, pace: float = 0.001,
-           delay: float = 0.0) -> dict:
-    """guard.judge on a stand-in export: fp32 solves every held-out puzzle, the candidate misses those whose place
-    in the held-out sequence is in `lost_at`, taking `delay` seconds a puzzle."""
+           delay: float = 0.0, config=None) -> dict:
+    """guard.judge on a stand-in export of a model of `config`'s shape (default: a small one): fp32 solves every
+    held-out puzzle, the candidate misses those whose place in the held-out sequence is in `lost_at`, taking `delay`
+    seconds a puzzle. `pieces`: how many it was given at a time."""
     import time
     from types import SimpleNamespace
 
@@ -100,7 +102,10 @@ def _judge(lost_at: set[int], n: int = 512, guard_minutes: float | None = None, 
         advance(len(draw))
         return answers(np.repeat(solution, len(draw), 0))
 
+    pieces = []
+
     def solve(draw, advance):
+        pieces.append(len(draw))
         first = seen[-1]
         tokens = np.repeat(solution, len(draw), 0)
         tokens[[i - first for i in range(first, first + len(draw)) if i in lost_at]] = puzzle
@@ -112,8 +117,9 @@ def _judge(lost_at: set[int], n: int = 512, guard_minutes: float | None = None, 
     shown: list[str] = []
     ctx = SimpleNamespace(options=SimpleNamespace(quant=quant), codec=codec, status=shown.append,
                           heldout_draw=heldout_draw, heldout_fp32=heldout_fp32,
-                          guard_forecast={"seconds_per_puzzle": pace})
-    return dict(judge(ctx, solve, "test"), shown=shown)
+                          guard_forecast={"seconds_per_puzzle": pace},
+                          model=SimpleNamespace(config=config or tiny_config()))
+    return dict(judge(ctx, solve, "test"), shown=shown, pieces=pieces)
 
 
 @pytest.mark.parametrize("lost_at, looked, decided, passed", [
@@ -133,6 +139,18 @@ def test_the_guard_looks_until_the_interval_decides(lost_at, looked, decided, pa
     # the status line counts fp32's and the candidate's solves toward each look
     assert f"test: guard {2 * looked[-1]}/{2 * looked[-1]} solves (fp32 and int8 on {looked[-1]} held-out puzzles)" \
         in figs["shown"]
+
+
+def test_a_big_model_is_judged_a_few_puzzles_at_a_time():
+    """At ARC's size a step over 64 puzzles is 15 TFLOP and 8 GB: the guard gives the solvers as many puzzles as one
+    step of CALL_TFLOP allows (4), the bundled size's 64 as before."""
+    from trm_edge.export.guard import CALL_TFLOP, PIECE
+
+    arc = tiny_config(mlp_t=False, vocab_size=12, seq_len=900, hidden_size=512, num_heads=8, expansion=4.0,
+                      H_cycles=3, L_cycles=4, halt_max_steps=16, puzzle_emb_ndim=512, puzzle_emb_len=16)
+    big = _judge(set(), config=arc)["pieces"]
+    assert max(big) * arc.flops_per_step() <= CALL_TFLOP * 1e12 < (max(big) + 1) * arc.flops_per_step()
+    assert sum(big) == 512 and max(_judge(set())["pieces"]) == PIECE
 
 
 def test_the_time_cap_ends_the_guard_and_says_so():

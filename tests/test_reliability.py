@@ -457,6 +457,24 @@ def test_weights_that_do_not_match_the_config_are_refused(capsys, tiny_bundle, t
     assert code == 2 and "does not match the config" in err
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda g: g.update(file="../outside.onnx"), "its in_graph entry is not one trm-edge writes"),
+    (lambda g: g.update(file="gone.onnx"), "which is missing; open the whole bundle"),
+    (lambda g: g["tensors"].update({k: [["no-such-tensor", False]] for k in g["tensors"]}), "not one trm-edge writes"),
+    (lambda g: g.update(tensors=[]), "its in_graph entry is not one trm-edge writes")])
+def test_a_reference_pointing_outside_its_graph_is_refused(capsys, tiny_bundle, tmp_path, change, message):
+    """The reference's weights that the step graph holds are read from the bundle's graph by name, never from a
+    path the config names elsewhere."""
+    b = copy_of(tiny_bundle, tmp_path)
+    cfg = b / "reference" / "config.json"
+    doc = json.loads(cfg.read_text())
+    change(doc["in_graph"])
+    cfg.write_text(json.dumps(doc))
+    rehash(b)
+    code, _, err = run(capsys, "solve", str(b), PUZZLE, "--backend", "torch")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_the_scanner_finds_what_onnx_finds(tiny_bundle, tmp_path):
     """Field numbers against the onnx package's own descriptors, and every external tensor of a graph with a Loop
     body found, as onnx's helper lists them."""

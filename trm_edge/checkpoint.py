@@ -19,9 +19,10 @@ import yaml
 from trm_edge.atomic import atomic_dir
 from trm_edge.config import TRMConfig, find_dataset_seq_len, read_official_arch, run_dataset
 from trm_edge.errors import TRMEdgeError
+from trm_edge.extras import require
 from trm_edge.model import TRM
 from trm_edge.tasks import codec_for
-from trm_edge.untrusted import load_json
+from trm_edge.untrusted import check_regular, load_json
 
 OUR_CONFIG, OUR_WEIGHTS = "config.json", "model.safetensors"
 OFFICIAL_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
@@ -223,15 +224,20 @@ def export_official(model: TRM, out_dir: str | os.PathLike, step: int = 0, task:
 
 # -- our format --------------------------------------------------------------------------------------
 
-def save(model: TRM, out_dir: str | os.PathLike, **meta: Any) -> Path:
-    """safetensors weights + config.json; `meta` (task, recipe, figures) is stored beside the config."""
+def save(model: TRM, out_dir: str | os.PathLike, graph: Path | None = None, **meta: Any) -> Path:
+    """safetensors weights + config.json; `meta` (task, recipe, figures) is stored beside the config. `graph`: an
+    ONNX file beside `out_dir` (a bundle's): each weight it already holds, as it is, transposed or in pieces, stays
+    there only (a bundle carries its weights once) and config.json says where (`in_graph`)."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    shared = _held_by(state, graph) if graph is not None else {}
 
     def write(tmp: Path) -> None:
-        save_file(state, str(tmp / OUR_WEIGHTS))
+        save_file({k: v for k, v in state.items() if k not in shared}, str(tmp / OUR_WEIGHTS))
         doc = {"format": "trm-edge-model", "version": 1, "config": model.config.to_dict(), "meta": meta}
+        if shared:
+            doc["in_graph"] = {"file": graph.name, "tensors": shared}
         (tmp / OUR_CONFIG).write_text(json.dumps(doc, indent=2))
 
     return atomic_dir(out_dir, write, "model")
@@ -251,8 +257,97 @@ def load(path: str | os.PathLike, rows: list[int] | None = None, weights: bool =
         state = load_file(str(d / OUR_WEIGHTS))
     except (OSError, SafetensorError) as e:
         raise TRMEdgeError(f"{d / OUR_WEIGHTS}: unreadable weights ({str(e)[:100]}); re-save the model") from None
+    if "in_graph" in doc:
+        state.update(_from_graph(d, doc["in_graph"]))
     return _build(cfg, state, d / OUR_WEIGHTS, rows, weights), dict(doc.get("meta") or {}, source=str(d),
                                                                     format="trm-edge", puzzle_ids=rows)
+
+
+# -- weights a bundle's graph already holds ------------------------------------------------------------
+
+def _held_by(state: dict[str, torch.Tensor], graph: Path) -> dict[str, list[list]]:
+    """name -> [[initializer, transposed], ...] for each weight of `state` that `graph`'s initializers hold bit
+    for bit, whole or as pieces along its first axis (the exporter stores Linear weights transposed and SwiGLU's
+    gate/up halves apart: export.graphs). The rest is left to the model's own file."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    def key(a: np.ndarray) -> tuple:
+        return a.shape, a.dtype.str, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+    def ways(a: np.ndarray) -> list[list[np.ndarray]]:
+        return [[a], np.split(a, 2)] if a.ndim and len(a) % 2 == 0 else [[a]]
+
+    arrays = {k: v.numpy() for k, v in state.items() if v.dtype == torch.float32}
+    wanted = {p.shape for a in arrays.values() for pieces in ways(a) for p in pieces}
+    proto = onnx.load(str(graph), load_external_data=False)
+    found: dict[tuple, list] = {}
+    for t in proto.graph.initializer:
+        dims = tuple(t.dims)
+        if t.data_type != onnx.TensorProto.FLOAT or (dims not in wanted and dims[::-1] not in wanted):
+            continue
+        if uses_external_data(t):
+            load_external_data_for_tensor(t, str(graph.parent))
+        a = numpy_helper.to_array(t)
+        found.setdefault(key(a), [t.name, False])
+        if a.ndim == 2:
+            found.setdefault(key(a.T), [t.name, True])
+    held = {}
+    for name, a in arrays.items():
+        for pieces in ways(a):
+            if all(key(p) in found for p in pieces):
+                held[name] = [found[key(p)] for p in pieces]
+                break
+    return held
+
+
+def _from_graph(d: Path, doc: Any) -> dict[str, torch.Tensor]:
+    """The weights config.json's `in_graph` says a graph beside the model holds (see `_held_by`)."""
+    bad = TRMEdgeError(f"{d / OUR_CONFIG}: its in_graph entry is not one trm-edge writes; re-export the bundle")
+    try:
+        file, tensors = doc["file"], doc["tensors"]
+        pieces = {name: [(str(i), bool(t)) for i, t in parts] for name, parts in tensors.items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise bad from None
+    if not isinstance(file, str) or not re.fullmatch(r"[\w-][\w.-]*\.onnx", file) or not pieces:
+        raise bad
+    graph = d.parent / file
+    if not graph.is_file():
+        raise TRMEdgeError(f"{d}: its weights are partly in {graph}, which is missing; open the whole bundle")
+    check_regular(graph, "graph")
+    require("the weights in a bundle's graph", "export", "onnx")
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    try:
+        proto = onnx.load(str(graph), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf's decode errors have no common public type
+        raise TRMEdgeError(f"{graph}: not a valid ONNX graph ({str(e)[:80]}); re-export the bundle") from None
+    inits = {t.name: t for t in proto.graph.initializer}
+    out = {}
+    for name, parts in pieces.items():
+        arrays = []
+        for init, transposed in parts:
+            t = inits.get(init)
+            if t is None:
+                raise bad
+            if uses_external_data(t):
+                if any(e.key == "location" and not re.fullmatch(r"[\w-][\w.-]*", e.value) for e in t.external_data):
+                    raise bad
+                load_external_data_for_tensor(t, str(graph.parent))
+            a = numpy_helper.to_array(t)
+            arrays.append(a.T if transposed and a.ndim == 2 else a)
+        try:
+            out[name] = torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays)))
+        except ValueError:
+            raise bad from None
+    return out
 
 
 def with_config(model: TRM, cfg: TRMConfig) -> TRM:

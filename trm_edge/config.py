@@ -189,8 +189,12 @@ def run_dataset(run_dir: Path) -> Path | None:
 def find_dataset_seq_len(start: Path) -> int | None:
     """seq_len from a dataset.json beside or above the checkpoint (the official builders write one), else from the
     run's dataset (data_paths)."""
-    run = run_dataset(start)
-    for d in [start, *start.parents, *([run] if run else [])]:
+    def places():
+        yield from (start, *start.parents)
+        if run := run_dataset(start):  # the run's config is read only when nothing lies beside or above
+            yield run
+
+    for d in places():
         for cand in (d / "dataset.json", d / "test" / "dataset.json", d / "train" / "dataset.json"):
             if cand.is_file():
                 try:

@@ -1,6 +1,7 @@
 """One supervision step at ARC size (916 tokens, hidden 512), issue 35 item 5: the bundle's ONNX step graph on ORT
-against PyTorch eager as the official code runs it (fp32 and bf16 forward), at batch 1 and at the batch of a vote.
-Each engine is timed alone (a pause, a warm-up call, then `--runs` timed calls), on the same inputs.
+(fp32, and int8 where the bundle carries it) against PyTorch eager as the official code runs it (fp32 and bf16
+forward), at batch 1 and at the batch of a vote. Each is timed alone (a pause, a warm-up call, then `--runs` timed
+calls), on the same inputs.
 
 `python -m benchmarks.studies.arc_step CKPT BUNDLE [--batch 1,8] [--runs 3] [--threads 2]`
 (BUNDLE: an export of CKPT, e.g. `--tasks ... --graph step`; the step's cost does not depend on which rows.)
@@ -16,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from trm_edge.bundle import Bundle
 from trm_edge.checkpoint import load_model, with_config
 from trm_edge.model import Batch, Carry
 from trm_edge.runtimes import open_solver
@@ -38,14 +40,15 @@ def measure(ckpt: str, bundle: str, batches: list[int], runs: int, threads: int)
     model, _ = load_model(ckpt, rows=[1])
     models = {name: with_config(model, dataclasses.replace(model.config, forward_dtype=dtype)).eval()
               for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
-    solver = open_solver(bundle, "ort", "step", "fp32", threads)
+    solvers = {p: open_solver(bundle, "ort", "step", p, threads) for p in ("fp32", "int8")
+               if p in Bundle(bundle).formats()["onnx"]["step"]}
     out = []
     for b in batches:
         tokens = ARC.sample(b) if b <= 120 else np.resize(ARC.sample(120), (b, 900))
         pid = np.zeros(b, np.int64)
-        z_H, z_L = solver.carry(b)
-        row = {"batch": b, "ort_fp32_s": _timed(lambda t=tokens, p=pid, zh=z_H, zl=z_L: solver.step(t, p, zh, zl),
-                                                     runs)}
+        z_H, z_L = solvers["fp32"].carry(b)
+        row = {"batch": b, **{f"ort_{p}_s": _timed(lambda s=s, t=tokens, p=pid, zh=z_H, zl=z_L: s.step(t, p, zh, zl),
+                                                   runs) for p, s in solvers.items()}}
         for name, m in models.items():
             batch = Batch(torch.from_numpy(tokens), torch.from_numpy(pid))
             carry = Carry(*(torch.from_numpy(z).to(m.dtype) for z in (z_H, z_L)))
@@ -55,9 +58,10 @@ def measure(ckpt: str, bundle: str, batches: list[int], runs: int, threads: int)
                     m.step(carry, batch)
 
             row[f"torch_{name}_s"] = _timed(step, runs)
-        row["ort_vs_torch_fp32"] = round(row["torch_fp32_s"] / row["ort_fp32_s"], 2)
-        row["ort_vs_torch_bf16"] = round(row["torch_bf16_s"] / row["ort_fp32_s"], 2)
-        row["gflop_per_s_ort"] = round(model.config.flops_per_step() * b / row["ort_fp32_s"] / 1e9, 1)
+        for p in solvers:
+            row[f"ort_{p}_vs_torch_fp32"] = round(row["torch_fp32_s"] / row[f"ort_{p}_s"], 2)
+            row[f"ort_{p}_vs_torch_bf16"] = round(row["torch_bf16_s"] / row[f"ort_{p}_s"], 2)
+            row[f"gflop_per_s_ort_{p}"] = round(model.config.flops_per_step() * b / row[f"ort_{p}_s"] / 1e9, 1)
         out.append(row)
     return out
 
