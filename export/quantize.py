@@ -16,7 +16,8 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ CALIB_PERCENTILE = 99.99
 # ORT's histogram calibrator holds every calibrated tensor of the feeds it is given at once: at the official
 # size, 32 feeds were killed at 24 GB. It gets the feeds in chunks of at most this many bytes (histograms merge).
 CALIB_CHUNK_BYTES = 2 << 30
+PROBE_MB = 1024  # the sensitivity ranking's two probes' outputs at once (ARC's step: 0.6 GB a puzzle each)
 QUANTIZED_OPS = ["MatMul", "Gemm"]
 WEIGHT_BITS = {"int8-weights": 8, "int4-weights": 4}  # MatMulNBits routes: weights only, activations per block
 WEIGHT_BLOCK = 32
@@ -68,8 +70,12 @@ def module_of(node: onnx.NodeProto) -> str:
     return ""
 
 
-def matmul_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+def matmul_nodes(model: onnx.ModelProto, weights_only: bool = False) -> list[onnx.NodeProto]:
+    """`weights_only`: those whose second operand is a weight (int8-rows quantizes no other: attention's products
+    of two activations stay float, so floating them would change nothing)."""
+    weights = {t.name for t in model.graph.initializer} if weights_only else None
+    return [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+            and (weights is None or n.input[1] in weights)]
 
 
 def calibration_feeds(solver: Solver, puzzles: np.ndarray, steps: int, batch: int = 8) -> list[dict]:
@@ -271,31 +277,41 @@ def quiet_logging(name: str = ""):
 def sensitivity(float_path: Path, feeds: list[dict], candidates: list[str], mode: str, tmp: Path,
                 overrides: dict | None = None) -> list[str]:
     """Candidate MatMuls, most sensitive first: relative error of each MatMul's output tensor in the quantized
-    graph against the float graph, on the calibration inputs (quantizers rename nodes but keep these tensors)."""
+    graph against the float graph, on the calibration inputs (quantizers rename nodes but keep these tensors).
+    One piece of a feed at a time, as many puzzles as PROBE_MB holds (ARC's step: one; all of them at once were
+    24 GB)."""
     by_name = {n.name: n for n in onnx.load(str(float_path)).graph.node}
     tensors = {by_name[n].output[0]: n for n in candidates if n in by_name}
-    ref = _tensor_values(float_path, list(tensors), feeds[::4], tmp / "probe_f.onnx")
     quantize_step(float_path, tmp / "probe_q_src.onnx", mode, feeds, [], tmp / "calib.json", overrides)
-    got = _tensor_values(tmp / "probe_q_src.onnx", list(tensors), feeds[::4], tmp / "probe_q.onnx")
-    err = {tensors[t]: float(np.mean([np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)
-                                      for a, b in zip(ref[t], got[t])])) for t in tensors if t in got}
+    ref, got = (_probe(path, list(tensors), tmp / f"probe_{k}.onnx")
+                for k, path in (("f", float_path), ("q", tmp / "probe_q_src.onnx")))
+    one = {k: v[:1] for k, v in feeds[0].items() if k != "step"}
+    rows = max(1, int(PROBE_MB * 2**20 // (2 * sum(a.nbytes for a in ref(one).values()))))
+    errors: dict[str, list[float]] = defaultdict(list)
+    for feed in feeds[::4]:
+        for i in range(0, len(feed["tokens"]), rows):
+            piece = {k: v[i:i + rows] for k, v in feed.items() if k != "step"}
+            a, b = ref(piece), got(piece)
+            for t in a.keys() & b.keys():
+                errors[tensors[t]].append(float(np.linalg.norm(a[t] - b[t]) / (np.linalg.norm(a[t]) + 1e-12)))
+    err = {n: float(np.mean(e)) for n, e in errors.items()}
     return sorted(err, key=err.get, reverse=True)
 
 
-def _tensor_values(path: Path, names: list[str], feeds: list[dict], probe: Path) -> dict:
-    """Run a copy of the graph that also outputs the named tensors (those it produces)."""
+def _probe(path: Path, names: list[str], probe: Path) -> Callable[[dict], dict[str, np.ndarray]]:
+    """A copy of the graph that also outputs the named tensors (those it produces), as a call on one feed."""
     m = onnx.load(str(path))
     produced = {o for n in m.graph.node for o in n.output}
     wanted = [t for t in names if t in produced]
     m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in wanted)
     onnx.save(m, str(probe))
     adapter = OrtAdapter(probe, opt_level="disable")
-    out: dict[str, list] = {t: [] for t in wanted}
-    for f in feeds:
-        res = adapter.run({k: v for k, v in f.items() if k != "step"})
-        for t in wanted:
-            out[t].append(res[t])
-    return out
+
+    def run(feed: dict) -> dict[str, np.ndarray]:
+        res = adapter.run(feed)
+        return {t: res[t] for t in wanted}
+
+    return run
 
 
 def quantize_graphs(ctx: Context, mode: str) -> dict:
@@ -305,9 +321,9 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
     tmp, solver32, max_drop = ctx.tmp, ctx.onnx_solvers["step"], ctx.options.quant.max_drop
     src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
     step_model = onnx.load(str(src))
-    mm = matmul_nodes(step_model)
-    default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
     route = route_of(mode, bool(ctx.int8_sites))
+    mm = matmul_nodes(step_model, weights_only=route == "int8-rows")
+    default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
     learned = ctx.int8_sites if route == "int8-static" else None
     overrides = site_overrides(step_model, learned) if learned else None
     # only calibrated static int8 needs the recorded carries to quantize (learned ranges replace the calibrated

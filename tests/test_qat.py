@@ -68,16 +68,16 @@ def test_fake_quant_forward_equals_the_int8_graph_call_by_call(simulated):
             hit = [outs for t, outs in seen if t == n.input[0]]
             hit[0].append(n.output[0]) if hit else seen.append((n.input[0], [n.output[0]]))
     names = [t for v in calls.values() for t, outs in v for t in (t, *outs)]
-    vals = quantize._tensor_values(d / "int8.onnx", names, [feed], d / "probe.onnx")
+    vals = quantize._probe(d / "int8.onnx", names, d / "probe.onnx")(feed)
     modules = dict(sim.named_modules())
     worst = 0.0
     for mod, seen in calls.items():
         m = modules[mod]
         for k, (t, outs) in enumerate(seen):
-            x = torch.from_numpy(vals[t][0])
+            x = torch.from_numpy(vals[t])
             with torch.no_grad():
                 y = F.linear(qat.fake_quant_act(x, m.sites.lo[k], m.sites.hi[k]), qat.fake_quant_weight(m.weight))
-            got = np.concatenate([vals[o][0] for o in outs], -1)
+            got = np.concatenate([vals[o] for o in outs], -1)
             worst = max(worst, float(np.linalg.norm(y.numpy() - got) / np.linalg.norm(got)))
     assert worst < 1e-5, f"worst relative error over {len(names)} tensors: {worst:.2e}"
 

@@ -57,6 +57,22 @@ def test_static_calibration_in_chunks_gives_the_ranges_of_one_pass(tiny_model, t
     assert max(abs(chunked[k] - one[k]) / one[k] for k in one) < 0.05
 
 
+def test_calibration_takes_as_many_puzzles_as_its_budget_allows(tiny_model, tmp_path, monkeypatch):
+    """--calib puzzles, or fewer where their steps would cost more than CALIB_TFLOP (ARC's size: 4 of 32), at
+    least one; the manifest and the status line say how many."""
+    from trm_edge.export import formats
+
+    per_puzzle = tiny_model.config.halt_max_steps * tiny_model.config.flops_per_step() / 1e12
+    for budget, n in ((2.5 * per_puzzle, 2), (0.0, 1)):
+        monkeypatch.setattr(formats, "CALIB_TFLOP", budget)
+        said: list[str] = []
+        b = export_bundle(tiny_model, {"task": "sudoku"}, tmp_path / str(n), ExportOptions(
+            ("step",), quant=QuantOptions(("int8-static",), calib=8, heldout=8, max_drop=100.0)), status=said.append)
+        cal = json.loads((b / "manifest.json").read_text())["quantization"]["int8-static"]["calibration"]
+        assert cal["puzzles"] == n and cal["steps_covered"] == list(range(1, tiny_model.config.halt_max_steps + 1))
+        assert any(f"steps of {n} puzzles (of --calib 8" in line for line in said), said
+
+
 def test_bad_int8_request_is_refused_before_export(tiny_model, tmp_path):
     for kw, msg in (({"modes": ("int4",)}, "choose from"), ({"calib": 0}, "at least 1 puzzle"),
                     ({"heldout": 0}, "at least 1 puzzle")):
@@ -222,3 +238,26 @@ def test_int8_routes_pairs_every_route_against_the_reference(tiny_model, tmp_pat
     for r in rows[2:]:
         assert (r["lost"], r["gained"], r["answers_equal"]) == (0, 0, 1.0)
         assert r["mean_steps"] == r["fp32_mean_steps"]
+
+
+def test_rows_counts_the_matmuls_it_can_quantize_and_ranks_them_a_piece_at_a_time(tmp_path, monkeypatch):
+    """On an attention model int8-rows leaves attention's products of two activations float, so its ladder and its
+    manifest count the weight MatMuls only (floating an attention product would change nothing). The sensitivity
+    ranking holds one piece of a feed at a time (PROBE_MB): cut to one puzzle a piece it ranks the same MatMuls."""
+    model = TRM(tiny_config(mlp_t=False)).eval()
+    b = export_bundle(model, {"task": "sudoku"}, tmp_path / "b", ExportOptions(
+        ("step",), verify_n=2, quant=QuantOptions(("int8-rows",), heldout=8, max_drop=100.0)))
+    q = json.loads((b / "manifest.json").read_text())["quantization"]["int8-rows"]
+    proto = onnx.load(str(b / "step.onnx"))
+    weights = quantize.matmul_nodes(proto, weights_only=True)
+    assert len(weights) < len(quantize.matmul_nodes(proto))
+    assert q["matmuls"] == len(weights) == q["quantized_matmuls"] + len(q["float_nodes"])
+    solver = open_solver(b, "ort", "step")
+    feeds = calibration_feeds(solver, solver.codec.sample(8, 3), steps=2, batch=4)
+    names = [n.name for n in weights]
+    ranked = {}
+    for mb in (1024, 1e-6):
+        monkeypatch.setattr(quantize, "PROBE_MB", mb)
+        (tmp_path / str(mb)).mkdir()
+        ranked[mb] = quantize.sensitivity(b / "step.onnx", feeds, names, "int8-rows", tmp_path / str(mb))
+    assert sorted(ranked[1024]) == sorted(ranked[1e-6]) == sorted(names)

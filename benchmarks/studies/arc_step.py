@@ -1,7 +1,10 @@
-"""One supervision step at ARC size (916 tokens, hidden 512), issue 35 item 5: the bundle's ONNX step graph on ORT
-(fp32, and int8 where the bundle carries it) against PyTorch eager as the official code runs it (fp32 and bf16
-forward), at batch 1 and at the batch of a vote. Each is timed alone (a pause, a warm-up call, then `--runs` timed
-calls), on the same inputs.
+"""One supervision step at ARC size (916 tokens, hidden 512), issue 35 item 5: the bundle's ONNX step graph on ORT,
+fp32 and int8, against PyTorch eager as the official code runs it (fp32 and bf16 forward), at batch 1 and at the
+batch of a vote. Each is timed alone (a pause, a warm-up call, then `--runs` timed calls), on the same inputs.
+
+int8 is the bundle's own int8 step graph, or else its fp32 step quantized here by the route `--quantize int8`
+ships (int8-rows): the time of a step does not depend on the weights, while a guard on random weights would judge
+nothing (their near-tied logits flip under any rounding).
 
 `python -m benchmarks.studies.arc_step CKPT BUNDLE [--batch 1,8] [--runs 3] [--threads 2]`
 (BUNDLE: an export of CKPT, e.g. `--tasks ... --graph step`; the step's cost does not depend on which rows.)
@@ -12,15 +15,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from trm_edge.bundle import Bundle
 from trm_edge.checkpoint import load_model, with_config
+from trm_edge.export.quantize import route_of
 from trm_edge.model import Batch, Carry
 from trm_edge.runtimes import open_solver
+from trm_edge.runtimes.ort import OrtAdapter
 from trm_edge.tasks import ARC
 
 
@@ -35,34 +42,54 @@ def _timed(call, runs: int) -> float:
     return float(np.median(t))
 
 
+def _graphs(b: Bundle, tmp: Path) -> dict[str, Path]:
+    """fp32 and int8 step graphs: the bundle's, int8 quantized here where the bundle has none."""
+    from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, matmul_nodes, module_of, quantize_step
+
+    files = b.formats()["onnx"]["step"]
+    graphs = {p: b.graph_file("step", p) for p in ("fp32", "int8") if p in files}
+    if "int8" not in graphs:
+        import onnx
+
+        route = route_of("int8", False)
+        heads = [n.name for n in matmul_nodes(onnx.load(str(graphs["fp32"])), route == "int8-rows")
+                 if module_of(n) in DEFAULT_FLOAT_MODULES]
+        quantize_step(graphs["fp32"], tmp / "int8.onnx", route, [], heads)
+        graphs["int8"] = tmp / "int8.onnx"
+    return graphs
+
+
 def measure(ckpt: str, bundle: str, batches: list[int], runs: int, threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     model, _ = load_model(ckpt, rows=[1])
     models = {name: with_config(model, dataclasses.replace(model.config, forward_dtype=dtype)).eval()
               for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
-    solvers = {p: open_solver(bundle, "ort", "step", p, threads) for p in ("fp32", "int8")
-               if p in Bundle(bundle).formats()["onnx"]["step"]}
+    b = Bundle(bundle)
+    fp32 = open_solver(b, "ort", "step", "fp32", threads)  # its initial carry
     out = []
-    for b in batches:
-        tokens = ARC.sample(b) if b <= 120 else np.resize(ARC.sample(120), (b, 900))
-        pid = np.zeros(b, np.int64)
-        z_H, z_L = solvers["fp32"].carry(b)
-        row = {"batch": b, **{f"ort_{p}_s": _timed(lambda s=s, t=tokens, p=pid, zh=z_H, zl=z_L: s.step(t, p, zh, zl),
-                                                   runs) for p, s in solvers.items()}}
-        for name, m in models.items():
-            batch = Batch(torch.from_numpy(tokens), torch.from_numpy(pid))
-            carry = Carry(*(torch.from_numpy(z).to(m.dtype) for z in (z_H, z_L)))
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = {p: OrtAdapter(g, threads) for p, g in _graphs(b, Path(tmp)).items()}
+        for n in batches:
+            tokens = ARC.sample(n) if n <= 120 else np.resize(ARC.sample(120), (n, 900))
+            pid = np.zeros(n, np.int64)
+            z_H, z_L = fp32.carry(n)
+            feed = {"tokens": tokens, "puzzle_ids": pid, "z_H": z_H, "z_L": z_L}
+            row = {"batch": n, **{f"ort_{p}_s": _timed(lambda e=e, f=feed: e.run(f), runs)
+                                  for p, e in engines.items()}}
+            for name, m in models.items():
+                batch = Batch(torch.from_numpy(tokens), torch.from_numpy(pid))
+                carry = Carry(*(torch.from_numpy(z).to(m.dtype) for z in (z_H, z_L)))
 
-            def step(m=m, batch=batch, carry=carry):
-                with torch.inference_mode():
-                    m.step(carry, batch)
+                def step(m=m, batch=batch, carry=carry):
+                    with torch.inference_mode():
+                        m.step(carry, batch)
 
-            row[f"torch_{name}_s"] = _timed(step, runs)
-        for p in solvers:
-            row[f"ort_{p}_vs_torch_fp32"] = round(row["torch_fp32_s"] / row[f"ort_{p}_s"], 2)
-            row[f"ort_{p}_vs_torch_bf16"] = round(row["torch_bf16_s"] / row[f"ort_{p}_s"], 2)
-            row[f"gflop_per_s_ort_{p}"] = round(model.config.flops_per_step() * b / row[f"ort_{p}_s"] / 1e9, 1)
-        out.append(row)
+                row[f"torch_{name}_s"] = _timed(step, runs)
+            for p in engines:
+                row[f"ort_{p}_vs_torch_fp32"] = round(row["torch_fp32_s"] / row[f"ort_{p}_s"], 2)
+                row[f"ort_{p}_vs_torch_bf16"] = round(row["torch_bf16_s"] / row[f"ort_{p}_s"], 2)
+                row[f"gflop_per_s_ort_{p}"] = round(model.config.flops_per_step() * n / row[f"ort_{p}_s"] / 1e9, 1)
+            out.append(row)
     return out
 
 
