@@ -38,6 +38,8 @@ T = TypeVar("T")
 ALPHA = 0.05  # the sequential rule's false-accept rate at a drop equal to the budget, over all its looks
 PIECE = 64  # held-out puzzles solved between two glances at the clock (the solver's slots), at most
 CALL_TFLOP = 1.0  # and fewer where one step over them costs more (ARC's 239 GFLOP a puzzle: 4, not 8 GB at 64)
+CUT_SHORT = 3  # failed rungs that --guard-minutes ended undecided before the ladder stops (ARC's size: ~5 min
+# each, of 13 rungs; every further one would be judged on as few puzzles)
 
 
 def heldout_plan(k: int, n: int, generated: bool) -> tuple[int, int] | None:
@@ -200,21 +202,27 @@ def ladder(rungs: Iterable[Rung[T]], judged: Callable[[T, str], dict], who: str,
            count: bool = False) -> Climbed[T]:
     """Build and judge `rungs` in order (`judged(built, rung.what)`: the guard's figures, as `judge` gives them) and
     return the first that passes and ships. `rungs` may be a generator: it is advanced only after the rung before
-    failed. Else CheckFailed: the first rung's drop, the last shipping rung's, the budget and fp32's rate on the
-    last attempt (`count`: and on how many held-out puzzles)."""
+    failed. It stops after CUT_SHORT failed rungs that --guard-minutes ended undecided. Else CheckFailed: the first
+    rung's drop, the last shipping rung's, the budget and fp32's rate on the last attempt (`count`: and on how many
+    held-out puzzles)."""
     tried: list[tuple[Rung[T], dict]] = []
+    cut = 0
     for rung in rungs:
         built = rung.build()
         figs = judged(built, rung.what)
         tried.append((rung, {**rung.record, **figs}))
         if figs["passed"] and rung.ships:
             return Climbed(rung, built, [t for _, t in tried])
+        if (cut := sum(bool(t.get("capped")) for _, t in tried)) >= CUT_SHORT:
+            break
     (first, first_try), final = tried[0], tried[-1][1]
     last, last_try = next(((r, t) for r, t in reversed(tried) if r.ships), tried[-1])
     on = f" on {final['n']} held-out puzzles" if count else ""
+    stop = (f"; stopped after {cut} attempts that --guard-minutes cut short (raise it to judge more puzzles a "
+            "rung, or export without --quantize)" if cut >= CUT_SHORT else "")
     raise CheckFailed(f"{who} accuracy guard failed: exact-solve drop {first_try['exact_drop_pp']:.2f} pp with "
                       f"{first.keeps}, still {last_try['exact_drop_pp']:.2f} pp with {last.keeps}; budget "
-                      f"{budget:g} pp (fp32 {final['fp32_exact']:.1%}{on}); no bundle written")
+                      f"{budget:g} pp (fp32 {final['fp32_exact']:.1%}{on}){stop}; no bundle written")
 
 
 def guard_record(ctx: Context, tries: list[dict], speed: dict, warnings: list[str]) -> dict:

@@ -213,3 +213,20 @@ def test_the_forecasts_are_within_2x_of_the_measured_time(tmp_path, hidden):
     v, q = manifest["verification"], manifest["quantization"]["int8"]
     assert 0.5 <= v["estimate_s"] / v["seconds"] <= 2, v
     assert 0.5 <= q["forecast_s_per_puzzle"] * q["guard"]["n"] / q["guard"]["seconds"] <= 2, q
+
+
+@pytest.mark.parametrize("capped, built", [(False, 5), (True, 3)])
+def test_the_ladder_stops_after_three_rungs_the_time_cap_cut_short(capped, built):
+    """A rung that --guard-minutes ended undecided was judged on a few puzzles (ARC's size: 4 in 5 minutes); after
+    CUT_SHORT such failures the ladder refuses instead of spending another 5 minutes on each of its rungs, and says
+    why. Rungs the guard decided in time are all climbed, as before."""
+    from trm_edge.errors import CheckFailed
+    from trm_edge.export.guard import CUT_SHORT, Rung, ladder
+
+    made = []
+    rungs = (Rung(f"rung {i}", f"{i} in float", {}, lambda i=i: made.append(i) or i) for i in range(5))
+    figs = {"passed": False, "capped": capped, "exact_drop_pp": 25.0, "fp32_exact": 0.5, "n": 4}
+    with pytest.raises(CheckFailed) as e:
+        ladder(rungs, lambda b, what: figs, "int8", 1.0, count=True)
+    assert len(made) == built == (CUT_SHORT if capped else 5)
+    assert ("cut short" in str(e.value)) is capped and "no bundle written" in str(e.value)

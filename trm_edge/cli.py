@@ -224,7 +224,8 @@ def export(model: Annotated[str | None, typer.Argument(help="Model dir, official
            = 512,
            guard_minutes: Annotated[float, typer.Option(min=0, help="Cap on the int8 guard's time a candidate; "
                                                         "undecided then, the point estimate decides, and the bundle "
-                                                        "says so (0: no cap).")] = 5.0,
+                                                        "says so; 3 candidates failed so end the ladder (0: no "
+                                                        "cap).")] = 5.0,
            task: TaskOpt = None, seq_len: SeqLenOpt = None, depth: DepthOpt = None, as_json: JsonOpt = False,
            quiet: QuietOpt = False) -> None:
     """Export to ONNX (and OpenVINO IR, LiteRT), verify every graph against the PyTorch reference, optionally
