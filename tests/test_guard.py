@@ -230,3 +230,25 @@ def test_the_ladder_stops_after_three_rungs_the_time_cap_cut_short(capped, built
         ladder(rungs, lambda b, what: figs, "int8", 1.0, count=True)
     assert len(made) == built == (CUT_SHORT if capped else 5)
     assert ("cut short" in str(e.value)) is capped and "no bundle written" in str(e.value)
+
+
+def test_an_answer_judged_against_an_fp32_answer_of_pad_only_must_be_the_same():
+    """ARC's int8 is judged against fp32's answers with pad ignored, as official labels are; an fp32 answer of pad
+    only (random weights give them) labels nothing, and then only the same answer agrees (it counted as solved,
+    whatever int8 said, with a warning about an empty mean)."""
+    import warnings
+
+    from trm_edge.export.guard import solved_rows
+    from trm_edge.halting import Solution
+    from trm_edge.tasks import ARC
+
+    puzzles = ARC.sample(2)
+    fp32 = np.zeros_like(puzzles)
+    fp32[1, :3] = [2, 3, 1]
+    int8 = fp32.copy()
+    int8[:, 5] = 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = solved_rows(ARC, puzzles, Solution(int8, np.ones(2, np.int64), np.zeros(2, np.float32)), fp32)
+        same = solved_rows(ARC, puzzles, Solution(fp32, np.ones(2, np.int64), np.zeros(2, np.float32)), fp32)
+    assert got.tolist() == [False, True] and same.tolist() == [True, True]

@@ -28,6 +28,8 @@ def row_scores(codec: Codec, puzzles: np.ndarray, labels: Sequence[np.ndarray | 
             exact[i] = codec.check(pz, pred)
         else:
             valid = lab != 0
+            if not valid.any():  # a label of pad only (an fp32 answer the guard judges int8 by): all of it must match
+                valid[:] = True
             hits = pred[valid] == lab[valid]
             exact[i], tok[i] = bool(hits.all()), float(hits.mean())
     return exact, tok
