@@ -276,8 +276,8 @@ def _held_by(state: dict[str, torch.Tensor], graph: Path) -> dict[str, list[list
     from onnx import numpy_helper
     from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-    def key(a: np.ndarray) -> tuple:
-        return a.shape, a.dtype.str, hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    def key(a: np.ndarray) -> tuple:  # hashed in place where contiguous (a whole ARC table is 1.8 GB)
+        return a.shape, a.dtype.str, hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()
 
     def ways(a: np.ndarray) -> list[list[np.ndarray]]:
         return [[a], np.split(a, 2)] if a.ndim and len(a) % 2 == 0 else [[a]]
@@ -293,8 +293,9 @@ def _held_by(state: dict[str, torch.Tensor], graph: Path) -> dict[str, list[list
         if uses_external_data(t):
             load_external_data_for_tensor(t, str(graph.parent))
         a = numpy_helper.to_array(t)
-        found.setdefault(key(a), [t.name, False])
-        if a.ndim == 2:
+        if dims in wanted:
+            found.setdefault(key(a), [t.name, False])
+        if a.ndim == 2 and dims[::-1] in wanted:
             found.setdefault(key(a.T), [t.name, True])
     held = {}
     for name, a in arrays.items():
