@@ -78,6 +78,12 @@ def matmul_nodes(model: onnx.ModelProto, weights_only: bool = False) -> list[onn
             and (weights is None or n.input[1] in weights)]
 
 
+def candidates(model: onnx.ModelProto, route: str) -> tuple[list[onnx.NodeProto], list[str]]:
+    """The MatMuls `route` may quantize, and the names of those it keeps float by default (the heads)."""
+    mm = matmul_nodes(model, weights_only=route == "int8-rows")
+    return mm, [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
+
+
 def calibration_feeds(solver: Solver, puzzles: np.ndarray, steps: int, batch: int = 8) -> list[dict]:
     """Step-graph inputs recorded at every supervision step (1..steps) of real solves, tagged with the step."""
     feeds = []
@@ -322,8 +328,7 @@ def quantize_graphs(ctx: Context, mode: str) -> dict:
     src, dst = tmp / "step.onnx", tmp / f"step.{mode}.onnx"
     step_model = onnx.load(str(src))
     route = route_of(mode, bool(ctx.int8_sites))
-    mm = matmul_nodes(step_model, weights_only=route == "int8-rows")
-    default_float = [n.name for n in mm if module_of(n) in DEFAULT_FLOAT_MODULES]
+    mm, default_float = candidates(step_model, route)
     learned = ctx.int8_sites if route == "int8-static" else None
     overrides = site_overrides(step_model, learned) if learned else None
     # only calibrated static int8 needs the recorded carries to quantize (learned ranges replace the calibrated

@@ -273,8 +273,6 @@ def _held_by(state: dict[str, torch.Tensor], graph: Path) -> dict[str, list[list
 
     import numpy as np
     import onnx
-    from onnx import numpy_helper
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
     def key(a: np.ndarray) -> tuple:  # hashed in place where contiguous (a whole ARC table is 1.8 GB)
         return a.shape, a.dtype.str, hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()
@@ -290,9 +288,7 @@ def _held_by(state: dict[str, torch.Tensor], graph: Path) -> dict[str, list[list
         dims = tuple(t.dims)
         if t.data_type != onnx.TensorProto.FLOAT or (dims not in wanted and dims[::-1] not in wanted):
             continue
-        if uses_external_data(t):
-            load_external_data_for_tensor(t, str(graph.parent))
-        a = numpy_helper.to_array(t)
+        a = _array(t, graph.parent)
         if dims in wanted:
             found.setdefault(key(a), [t.name, False])
         if a.ndim == 2 and dims[::-1] in wanted:
@@ -300,10 +296,21 @@ def _held_by(state: dict[str, torch.Tensor], graph: Path) -> dict[str, list[list
     held = {}
     for name, a in arrays.items():
         for pieces in ways(a):
-            if all(key(p) in found for p in pieces):
-                held[name] = [found[key(p)] for p in pieces]
+            keys = [key(p) for p in pieces]
+            if all(k in found for k in keys):
+                held[name] = [found[k] for k in keys]
                 break
     return held
+
+
+def _array(t, base: Path):
+    """An initializer's values, its external data (a plain file name in `base`) read where it has some."""
+    from onnx import numpy_helper
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+    if uses_external_data(t):
+        load_external_data_for_tensor(t, str(base))
+    return numpy_helper.to_array(t)
 
 
 def _from_graph(d: Path, doc: Any) -> dict[str, torch.Tensor]:
@@ -323,8 +330,6 @@ def _from_graph(d: Path, doc: Any) -> dict[str, torch.Tensor]:
     require("the weights in a bundle's graph", "export", "onnx")
     import numpy as np
     import onnx
-    from onnx import numpy_helper
-    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
     try:
         proto = onnx.load(str(graph), load_external_data=False)
@@ -338,11 +343,9 @@ def _from_graph(d: Path, doc: Any) -> dict[str, torch.Tensor]:
             t = inits.get(init)
             if t is None:
                 raise bad
-            if uses_external_data(t):
-                if any(e.key == "location" and not re.fullmatch(r"[\w-][\w.-]*", e.value) for e in t.external_data):
-                    raise bad
-                load_external_data_for_tensor(t, str(graph.parent))
-            a = numpy_helper.to_array(t)
+            if any(e.key == "location" and not re.fullmatch(r"[\w-][\w.-]*", e.value) for e in t.external_data):
+                raise bad
+            a = _array(t, graph.parent)
             arrays.append(a.T if transposed and a.ndim == 2 else a)
         try:
             out[name] = torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays)))

@@ -44,7 +44,7 @@ def _timed(call, runs: int) -> float:
 
 def _graphs(b: Bundle, tmp: Path) -> dict[str, Path]:
     """fp32 and int8 step graphs: the bundle's, int8 quantized here where the bundle has none."""
-    from trm_edge.export.quantize import DEFAULT_FLOAT_MODULES, matmul_nodes, module_of, quantize_step
+    from trm_edge.export.quantize import candidates, quantize_step
 
     files = b.formats()["onnx"]["step"]
     graphs = {p: b.graph_file("step", p) for p in ("fp32", "int8") if p in files}
@@ -52,8 +52,7 @@ def _graphs(b: Bundle, tmp: Path) -> dict[str, Path]:
         import onnx
 
         route = route_of("int8", False)
-        heads = [n.name for n in matmul_nodes(onnx.load(str(graphs["fp32"])), route == "int8-rows")
-                 if module_of(n) in DEFAULT_FLOAT_MODULES]
+        heads = candidates(onnx.load(str(graphs["fp32"])), route)[1]
         quantize_step(graphs["fp32"], tmp / "int8.onnx", route, [], heads)
         graphs["int8"] = tmp / "int8.onnx"
     return graphs
